@@ -1,0 +1,40 @@
+"""The ``acfd`` command line: a Typer app of thin typed commands over the engine.
+
+Each command group lives in its own module exposing ``register(app)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+import typer
+
+app = typer.Typer(
+    name="acfd",
+    help="Find faces in cartoons, anime and comics (ACFD detector).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# One module per command group; each defines register(app).
+_COMMAND_MODULES = ("models_cmd", "data_cmd", "eval_cmd", "detect_cmd", "train_cmd", "export_cmd")
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(f"acfd.cli.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
