@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests that need ../shared skip cleanly when it is absent (a user's fresh clone)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = REPO_ROOT / "samples"
+SHARED_DIR = Path(os.environ.get("ACFD_SHARED", REPO_ROOT.parent / "shared"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """../shared (or $ACFD_SHARED); skips the test when it is not there."""
+    if not (SHARED_DIR / "data" / "icartoonface-det").is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DIR}")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def det_data_dir(shared_dir: Path) -> Path:
+    return shared_dir / "data" / "icartoonface-det"
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    return SAMPLES_DIR
