@@ -1,0 +1,506 @@
+"""``acfd detect``: find faces in images, folders, globs and videos.
+
+Every input that cannot be read gets a one-line ``path: reason`` and the run goes on; the exit
+code is 0 when everything was read, 1 when something failed and 2 when nothing could be read.
+Output files are written atomically at the end (also after Ctrl-C, with what was done so far).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+import typer
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+_GLOB_CHARS = set("*?[")
+
+
+class OutputFormat(str, Enum):
+    """Formats of ``-o``."""
+
+    csv = "csv"
+    json = "json"
+    coco = "coco"
+
+
+@dataclass(frozen=True)
+class InputItem:
+    """One file to process.
+
+    Args:
+        path: the file.
+        key: its name in the outputs (relative to the folder or glob it came from).
+        kind: ``"image"`` or ``"video"``.
+    """
+
+    path: Path
+    key: str
+    kind: str
+
+
+@dataclass
+class RunResult:
+    """What a detect run produced (in input order)."""
+
+    results: list[tuple[str, object]] = field(default_factory=list)  # (key, Detections)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    interrupted: bool = False
+
+    @property
+    def num_faces(self) -> int:
+        return sum(len(d) for _, d in self.results)  # type: ignore[arg-type]
+
+
+def _kind_of(path: Path) -> str | None:
+    from acfd.data.image_io import is_image_file
+    from acfd.data.video import is_video_file
+
+    if is_image_file(path):
+        return "image"
+    if is_video_file(path):
+        return "video"
+    return None
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The longest leading folder of ``pattern`` without glob characters."""
+    parts = Path(pattern).parts
+    base: list[str] = []
+    for part in parts[:-1]:
+        if _GLOB_CHARS & set(part):
+            break
+        base.append(part)
+    return Path(*base) if base else Path(".")
+
+
+def collect_inputs(args: list[str]) -> tuple[list[InputItem], list[tuple[str, str]]]:
+    """Expand files, folders (recursively) and glob patterns into images and videos.
+
+    Files in folders or glob matches whose suffix is neither an image nor a video suffix are
+    skipped (logged); such a file named explicitly is a failure, as is a missing path.
+
+    Args:
+        args: the PATH arguments.
+
+    Returns:
+        ``(items, failures)``: unique inputs in argument order, and ``(path, reason)`` pairs.
+    """
+    from acfd.data.image_io import IMAGE_EXTENSIONS
+    from acfd.data.video import VIDEO_EXTENSIONS
+
+    items: list[InputItem] = []
+    failures: list[tuple[str, str]] = []
+    seen_paths: set[Path] = set()
+    seen_keys: set[str] = set()
+    skipped = 0
+
+    def add(path: Path, key: str, kind: str) -> None:
+        resolved = path.resolve()
+        if resolved in seen_paths:
+            return
+        seen_paths.add(resolved)
+        if key in seen_keys:  # same relative name from two arguments: use the path as given
+            key = path.as_posix()
+        seen_keys.add(key)
+        items.append(InputItem(path, key, kind))
+
+    def add_tree(root: Path, base: Path) -> None:
+        nonlocal skipped
+        for p in sorted(root.rglob("*")):
+            rel = p.relative_to(base)
+            if not p.is_file() or _hidden(p.relative_to(root)):
+                continue
+            kind = _kind_of(p)
+            if kind is None:
+                skipped += 1
+                logger.debug("skipping %s (not an image or video suffix)", p)
+                continue
+            add(p, rel.as_posix(), kind)
+
+    for arg in args:
+        path = Path(arg)
+        if path.is_dir():
+            add_tree(path, path)
+        elif path.is_file():
+            kind = _kind_of(path)
+            if kind is None:
+                failures.append(
+                    (
+                        arg,
+                        f"unsupported file type {path.suffix or '(no suffix)'!r}; images: "
+                        f"{' '.join(sorted(IMAGE_EXTENSIONS))}; videos: "
+                        f"{' '.join(sorted(VIDEO_EXTENSIONS))}",
+                    )
+                )
+            else:
+                add(path, path.name, kind)
+        elif _GLOB_CHARS & set(arg):
+            base = _glob_base(arg)
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                failures.append((arg, "no files match this pattern"))
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    add_tree(mp, base)
+                elif mp.is_file():
+                    kind = _kind_of(mp)
+                    if kind is None:
+                        skipped += 1
+                        continue
+                    rel = os.path.relpath(mp, base)
+                    add(mp, Path(rel).as_posix() if not rel.startswith("..") else mp.as_posix(), kind)
+        elif path.exists() or path.is_symlink():
+            failures.append((arg, "not a regular file or folder (broken link?)"))
+        else:
+            failures.append((arg, "no such file or directory"))
+    if skipped:
+        logger.info("skipped %d file(s) that are neither images nor videos", skipped)
+    return items, failures
+
+
+def _frame_key(key: str, frame_index: int) -> str:
+    return f"{key}#frame={frame_index:06d}"
+
+
+class _ImageSaver:
+    """Writes annotated copies under ``root`` keeping the inputs' relative paths, as ``.jpg``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.used: set[Path] = set()
+
+    def target(self, key: str, frame_index: int | None) -> Path:
+        rel = Path(key)
+        stem = rel.stem if frame_index is None else f"{rel.stem}_frame{frame_index:06d}"
+        out = self.root / rel.parent / f"{stem}.jpg"
+        if out in self.used:  # a.png and a.jpg in one folder: keep both
+            out = self.root / rel.parent / f"{rel.name if frame_index is None else stem + rel.suffix}.jpg"
+        n = 1
+        base = out
+        while out in self.used:
+            out = base.with_name(f"{base.stem}_{n}.jpg")
+            n += 1
+        self.used.add(out)
+        return out
+
+    def save(self, key: str, image: object, dets: object) -> None:
+        from acfd.engine.visualize import save_image
+
+        save_image(self.target(key, dets.frame_index), dets.draw(image))  # type: ignore[attr-defined]
+
+
+def _summary_line(key: str, dets: object) -> str:
+    n = len(dets)  # type: ignore[arg-type]
+    top = ", ".join(f"{s:.2f}" for s in dets.scores[:5])  # type: ignore[attr-defined]
+    more = ", ..." if n > 5 else ""
+    where = f" ({dets.timestamp:.2f} s)" if dets.timestamp is not None else ""  # type: ignore[attr-defined]
+    return f"{key}{where}: {n} face{'s' if n != 1 else ''}" + (f" ({top}{more})" if n else "")
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "reason", None) or exc)
+
+
+def run_detection(
+    detector: object,
+    items: list[InputItem],
+    batch_size: int = 1,
+    video_every: int = 1,
+    save_dir: Path | None = None,
+    progress: bool = True,
+    echo_summary: bool = False,
+) -> RunResult:
+    """Run ``detector`` over ``items`` in order, collecting results and failures.
+
+    Args:
+        detector: an :class:`acfd.engine.infer.Detector`.
+        items: from :func:`collect_inputs`.
+        batch_size: images (or video frames) per network call.
+        video_every: keep every k-th video frame.
+        save_dir: write annotated images here.
+        progress: show a progress bar on stderr (hidden when stderr is not a terminal).
+        echo_summary: print one line per image as it is done.
+    """
+    from acfd.data.image_io import load_image
+
+    run = RunResult()
+    saver = _ImageSaver(save_dir) if save_dir is not None else None
+    bar = tqdm(total=len(items), unit="file", file=sys.stderr, disable=None if progress else True)
+
+    def emit(key: str, path: Path, dets: object, frame: object = None) -> None:
+        run.results.append((key, dets))
+        if saver is not None:
+            try:
+                saver.save(key, frame if frame is not None else load_image(path), dets)
+            except Exception as exc:  # noqa: BLE001 - a failed save is reported, the run goes on
+                run.failures.append((str(path), f"cannot save the annotated image ({_reason(exc)})"))
+        if echo_summary:
+            with tqdm.external_write_mode():
+                typer.echo(_summary_line(key, dets))
+
+    def runs() -> Iterator[list[InputItem]]:
+        """Consecutive images together (batched), each video alone."""
+        chunk: list[InputItem] = []
+        for it in items:
+            if it.kind == "video":
+                if chunk:
+                    yield chunk
+                    chunk = []
+                yield [it]
+            else:
+                chunk.append(it)
+        if chunk:
+            yield chunk
+
+    try:
+        for group in runs():
+            if group[0].kind == "video":
+                it = group[0]
+                bar.set_postfix_str(it.path.name)
+                try:
+                    frames = _iter_video(detector, it.path, video_every, batch_size)
+                    for frame, dets in frames:
+                        emit(_frame_key(it.key, dets.frame_index), it.path, dets, frame)  # type: ignore[attr-defined]
+                except ValueError as exc:  # VideoReadError
+                    run.failures.append((str(it.path), _reason(exc)))
+                bar.update(1)
+                continue
+            by_path = {it.path: it for it in group}
+            for path, out in detector.detect_paths(  # type: ignore[attr-defined]
+                [it.path for it in group], batch_size=batch_size, progress=False
+            ):
+                if isinstance(out, Exception):
+                    run.failures.append((str(path), _reason(out)))
+                else:
+                    emit(by_path[path].key, path, out)
+                bar.update(1)
+    except KeyboardInterrupt:
+        run.interrupted = True
+    finally:
+        bar.close()
+    return run
+
+
+def _iter_video(
+    detector: object, path: Path, every: int, batch_size: int
+) -> Iterator[tuple[object, object]]:
+    """``(frame, Detections)`` for every ``every``-th frame (frames kept for --save-images)."""
+    from acfd.data.video import iter_video_frames
+
+    pending: list[tuple[int, float, object]] = []
+
+    def flush() -> Iterator[tuple[object, object]]:
+        dets = detector.detect_arrays(  # type: ignore[attr-defined]
+            [f for _, _, f in pending], [str(path)] * len(pending), batch_size=batch_size
+        )
+        for (index, ts, frame), d in zip(pending, dets):
+            d.frame_index, d.timestamp = index, ts
+            yield frame, d
+        pending.clear()
+
+    for index, ts, frame in iter_video_frames(path, every=every):
+        pending.append((index, ts, frame))
+        if len(pending) >= batch_size:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def write_outputs(
+    run: RunResult, out: Path, fmt: OutputFormat, coco_gt: Path | None = None
+) -> list[tuple[str, str]]:
+    """Write the results file atomically.
+
+    Args:
+        run: the detections.
+        out: output file.
+        fmt: csv (iCartoonFace submission), json (per image) or coco (results list).
+        coco_gt: a COCO ground truth whose image ids the coco results use.
+
+    Returns:
+        ``(key, reason)`` for results that could not be written (coco: not in the ground truth).
+    """
+    from acfd.data.formats import coco_image_ids, write_coco_results, write_icartoon_csv
+    from acfd.utils import atomic_write_text
+
+    problems: list[tuple[str, str]] = []
+    if fmt is OutputFormat.csv:
+        write_icartoon_csv(out, [d.to_record(key) for key, d in run.results], kind="submission")  # type: ignore[attr-defined]
+    elif fmt is OutputFormat.json:
+        data = [d.to_dict(key) for key, d in run.results]  # type: ignore[attr-defined]
+        atomic_write_text(out, json.dumps(data, indent=1) + "\n")
+    else:
+        records = []
+        if coco_gt is not None:
+            ids = coco_image_ids(coco_gt)
+            by_base: dict[str, str] = {}
+            for name in ids:
+                by_base.setdefault(Path(name).name, name)
+            for key, d in run.results:
+                name = key if key in ids else by_base.get(Path(key).name)
+                if name is None:
+                    problems.append((key, f"not an image of the ground truth {coco_gt}"))
+                    continue
+                records.append(d.to_record(name))  # type: ignore[attr-defined]
+        else:
+            ids = {}
+            for i, (key, d) in enumerate(run.results, start=1):
+                ids[key] = i
+                records.append(d.to_record(key))  # type: ignore[attr-defined]
+            if records:
+                logger.info("COCO image ids are 1..%d in input order (pass --coco-gt for a ground truth's ids)", len(records))
+        write_coco_results(out, records, ids)
+    return problems
+
+
+def _guess_format(out: Path, fmt: OutputFormat | None) -> OutputFormat:
+    if fmt is not None:
+        return fmt
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        return OutputFormat.csv
+    if suffix == ".json":
+        return OutputFormat.json
+    raise typer.BadParameter(
+        f"cannot tell the format from {out.name!r}; use a .csv / .json name or --format",
+        param_hint="'--format'",
+    )
+
+
+def detect(
+    paths: list[str] = typer.Argument(..., help="Images, folders (recursive), globs or videos."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write all detections to this file (format from --format or the suffix)."
+    ),
+    fmt: OutputFormat | None = typer.Option(
+        None, "--format", "-f", help="csv: iCartoonFace submission; json: per image; coco: results list."
+    ),
+    save_images: Path | None = typer.Option(
+        None, "--save-images", help="Write each image with its boxes drawn into this folder (.jpg)."
+    ),
+    score_thr: float | None = typer.Option(
+        None,
+        "--score-thr",
+        min=0.0,
+        max=1.0,
+        help="Keep boxes scoring above this.",
+        show_default="0.5; 0.08 with --eval",
+    ),
+    scales: str | None = typer.Option(
+        None,
+        "--scales",
+        help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
+        "multi-scale, or 'paper' (480x645,640x860,800x1075).",
+        show_default="960; paper with --eval",
+    ),
+    eval_mode: bool = typer.Option(
+        False, "--eval", help="The paper's test protocol: --scales paper and --score-thr 0.08 (for AP)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
+    half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per network call."),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model name (acfd-l, acfd-s...; random weights without --weights) or a weights file.",
+        show_default="the shipped model",
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights (.safetensors) or checkpoint (.pt)."),
+    video_every: int = typer.Option(1, "--video-every", min=1, help="Use every k-th video frame."),
+    coco_gt: Path | None = typer.Option(
+        None, "--coco-gt", help="COCO ground truth JSON whose image ids --format coco uses."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    """Find cartoon faces in images and videos.
+
+    Prints 'N images, M faces, K failed' at the end and lists each failure as 'path: reason'.
+    Exit code 1 when an input failed, 2 when nothing could be read.
+    """
+    from acfd.engine.infer import EVAL_SCORE_THRESH, PAPER_SCALES, Detector, parse_scales
+
+    out_fmt = _guess_format(output, fmt) if output is not None else fmt
+    if out_fmt is not None and output is None:
+        raise typer.BadParameter("--format needs an output file (-o)", param_hint="'--format'")
+    try:
+        scale_list = parse_scales(scales if scales is not None else (PAPER_SCALES if eval_mode else None))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--scales'") from exc
+    if score_thr is None and eval_mode:
+        score_thr = EVAL_SCORE_THRESH
+
+    items, failures = collect_inputs(paths)
+    if not items:
+        for path, reason in failures:
+            typer.echo(f"{path}: {reason}", err=True)
+        typer.echo("0 images, 0 faces, %d failed" % len(failures))
+        raise typer.Exit(2)
+
+    try:
+        detector = Detector(
+            model=model,
+            weights=weights,
+            device=device,
+            scales=scale_list,
+            score_thresh=score_thr,
+            half=half,
+            batch_size=batch_size,
+        )
+    except Exception as exc:  # noqa: BLE001 - any load problem is one line, exit 2
+        typer.echo(f"error: cannot load the model: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    logger.debug("%r", detector)
+
+    run = run_detection(
+        detector,
+        items,
+        batch_size=batch_size,
+        video_every=video_every,
+        save_dir=save_images,
+        progress=progress,
+        echo_summary=output is None,
+    )
+    failures.extend(run.failures)
+
+    if output is not None and out_fmt is not None:
+        try:
+            failures.extend(write_outputs(run, output, out_fmt, coco_gt))
+        except Exception as exc:  # noqa: BLE001 - report and exit non-zero, earlier files stay
+            typer.echo(f"error: cannot write {output}: {exc}", err=True)
+            raise typer.Exit(2) from exc
+
+    n_images = len(run.results)
+    typer.echo(f"{n_images} images, {run.num_faces} faces, {len(failures)} failed")
+    for path, reason in failures:
+        typer.echo(f"{path}: {reason}", err=True)
+    if run.interrupted:
+        typer.echo("interrupted: results so far were written", err=True)
+        raise typer.Exit(130)
+    if n_images == 0:
+        raise typer.Exit(2)
+    if failures:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``detect`` command to ``app``.
+
+    Args:
+        app: the root Typer app.
+    """
+    app.command("detect")(detect)

@@ -1,0 +1,254 @@
+"""``acfd eval``: score a prediction CSV (or a model run on images) against iCartoonFace ground truth."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from acfd.data import formats
+from acfd.data.formats import ImageRecord, Problem
+from acfd.evaluation.icartoonface import evaluate_breakdown
+from acfd.evaluation.report import format_report, report_dict
+from acfd.utils import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+class _Fail(Exception):
+    """A user-facing error: printed as ``error: <message>``, exit code 1."""
+
+
+def _echo_problems(problems: Iterable[Problem]) -> list[str]:
+    """Print warnings/errors as ``file:line: severity: message`` (info only in the debug log)."""
+    shown = []
+    for p in problems:
+        if p.severity == "info":
+            logger.debug("%s", p)
+            continue
+        typer.echo(str(p), err=True)
+        shown.append(str(p))
+    return shown
+
+
+def _read_csv(path: Path, what: str) -> tuple[dict[str, ImageRecord], list[str]]:
+    if not path.is_file():
+        raise _Fail(f"{path}: {what} file not found")
+    try:
+        records, problems = formats.read_icartoon_csv(path)
+    except ValueError as exc:
+        raise _Fail(str(exc)) from exc
+    return records, _echo_problems(problems)
+
+
+def _read_split(path: Path) -> set[str]:
+    return {n for n in formats.read_split(path) if n}
+
+
+def _parse_scales(scales: str | None) -> list[str] | None:
+    if scales is None:
+        return None
+    parts = [s.strip() for s in scales.split(",") if s.strip()]
+    if not parts:
+        raise _Fail(f"--scales {scales!r}: expected a comma list such as 640x860,800x1075")
+    return parts
+
+
+def _run_detector(
+    model: str,
+    names: list[str],
+    images: Path,
+    weights: str | None,
+    device: str,
+    scales: list[str] | None,
+    batch_size: int,
+) -> tuple[dict[str, ImageRecord], list[str]]:
+    """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
+    try:
+        from acfd.engine.infer import Detector  # lazy: heavy, and optional for CSV scoring
+    except ImportError as exc:
+        raise _Fail(f"scoring a model needs acfd.engine.infer ({exc})") from exc
+    problems: list[str] = []
+    key_of: dict[str, str] = {}
+    paths: list[Path] = []
+    for name in names:
+        p = images / name
+        if p.is_file():
+            key_of[str(p)] = name
+            paths.append(p)
+        else:
+            problems.append(f"{p}: error: image not found; its faces count as missed")
+    for msg in problems:
+        typer.echo(msg, err=True)
+    try:
+        det = Detector(model, weights=weights, device=device, scales=scales)
+    except (ValueError, OSError, KeyError, RuntimeError) as exc:
+        raise _Fail(f"cannot load model {model!r}: {exc}") from exc
+    logger.info("detecting faces on %d images with %s", len(paths), model)
+    records: dict[str, ImageRecord] = {}
+    for path, out in det.detect_paths(paths, batch_size=batch_size):
+        key = key_of.get(str(path)) or key_of.get(str(images / Path(path).name), Path(path).name)
+        if isinstance(out, Exception):
+            msg = f"{path}: error: {out}"
+            typer.echo(msg, err=True)
+            problems.append(msg)
+            continue
+        boxes = np.asarray(out.boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(out.scores, dtype=np.float32).reshape(-1)
+        # Scored as a submission CSV would be: per image, descending score (stable).
+        order = np.argsort(-scores, kind="stable")
+        records[key] = ImageRecord(filename=key, boxes=boxes[order], scores=scores[order])
+    return records, problems
+
+
+def _subset(records: Mapping[str, ImageRecord], keep: set[str]) -> dict[str, ImageRecord]:
+    return {k: v for k, v in records.items() if k in keep}
+
+
+def eval_command(
+    pred: str | None = typer.Argument(
+        None,
+        metavar="PRED",
+        help="Prediction CSV (filename,x1,y1,x2,y2,face,score), or a model name / checkpoint "
+        "to run on --images.",
+    ),
+    gt: Path = typer.Option(..., "--gt", help="Ground-truth CSV (5 or 6 columns)."),
+    split: Path | None = typer.Option(None, "--split", help="Only score the images listed in this file."),
+    plot: Path | None = typer.Option(None, "--plot", help="Write the precision-recall curve (PNG)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write all metrics as JSON."),
+    coco: bool = typer.Option(True, "--coco/--no-coco", help="Also compute COCO metrics."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model name to run (then PRED may be its weights)."
+    ),
+    images: Path | None = typer.Option(None, "--images", help="Image folder (needed to run a model)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
+    device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
+    scales: str | None = typer.Option(
+        None, "--scales", help="Test scales HxW, comma list: 640x860,800x1075."
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", min=1, help="Images per batch when running a model."
+    ),
+    save_csv: Path | None = typer.Option(
+        None, "--save-csv", help="Write the model's detections as a submission CSV."
+    ),
+) -> None:
+    """Score detections with the official iCartoonFace protocol (AP50), COCO metrics and a breakdown.
+
+    Detections on images without ground truth are ignored; CSV problems are reported and the
+    evaluation goes on.
+    """
+    try:
+        _eval(
+            pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
+            save_csv,
+        )
+    except _Fail as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _eval(
+    pred: str | None,
+    gt: Path,
+    split: Path | None,
+    plot: Path | None,
+    json_out: Path | None,
+    coco: bool,
+    model: str | None,
+    images: Path | None,
+    weights: Path | None,
+    device: str,
+    scales: str | None,
+    batch_size: int,
+    save_csv: Path | None,
+) -> None:
+    gt_records, gt_problems = _read_csv(gt, "ground-truth")
+    if split is not None:
+        if not split.is_file():
+            raise _Fail(f"{split}: split file not found")
+        try:
+            keep = _read_split(split)
+        except ValueError as exc:
+            raise _Fail(str(exc)) from exc
+        gt_records = _subset(gt_records, keep)
+    num_faces = sum(len(r.boxes) for r in gt_records.values())
+    if num_faces == 0:
+        raise _Fail(f"{gt}: no ground-truth face{' in the split' if split else ''}; nothing to score")
+
+    use_model = model is not None or (pred is not None and not pred.lower().endswith(".csv"))
+    pred_problems: list[str]
+    if use_model:
+        weights_arg = str(weights) if weights is not None else None
+        if model is not None and pred is not None:
+            if pred.lower().endswith(".csv"):
+                raise _Fail("give either a prediction CSV or --model, not both")
+            if weights_arg is not None:
+                raise _Fail("with --model, give the weights either as PRED or with --weights, not both")
+            weights_arg = pred
+        model_name = model if model is not None else str(pred)
+        if images is None:
+            raise _Fail(f"--images DIR is needed to run {model_name!r} (PRED is not a .csv)")
+        if not images.is_dir():
+            raise _Fail(f"{images}: image folder not found")
+        pred_records, pred_problems = _run_detector(
+            model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size
+        )
+        if save_csv is not None:
+            formats.write_icartoon_csv(save_csv, pred_records, kind="submission")
+            typer.echo(f"wrote {save_csv}")
+        pred_source = model_name
+    else:
+        if pred is None:
+            raise _Fail("give a prediction CSV (PRED) or --model NAME with --images DIR")
+        pred_records, pred_problems = _read_csv(Path(pred), "prediction")
+        if split is not None:
+            pred_records = _subset(pred_records, keep)
+        pred_source = pred
+        if save_csv is not None:
+            logger.warning("--save-csv only applies when a model is run; ignored")
+
+    outside = [k for k in pred_records if k not in gt_records]
+    num_det = sum(len(r.boxes) for r in pred_records.values())
+    typer.echo(f"ground truth: {gt} ({len(gt_records)} images, {num_faces} faces)")
+    typer.echo(f"predictions: {pred_source} ({len(pred_records)} images, {num_det} detections)")
+    if outside:
+        typer.echo(f"{len(outside)} predicted images have no ground truth: their detections are ignored")
+
+    breakdown = evaluate_breakdown(gt_records, pred_records)
+    official = breakdown["all"]
+    coco_res = None
+    if coco:
+        from acfd.evaluation.coco import coco_metrics
+
+        coco_res = coco_metrics(gt_records, pred_records)
+    for line in format_report(official, breakdown, coco_res):
+        typer.echo(line)
+
+    if plot is not None:
+        from acfd.evaluation.plots import plot_pr_curve
+
+        name = Path(pred_source).stem if not use_model else pred_source
+        plot_pr_curve({name: official}, plot)
+        typer.echo(f"wrote {plot}")
+    if json_out is not None:
+        meta: dict[str, Any] = {
+            "pred": pred_source,
+            "gt": str(gt),
+            "split": None if split is None else str(split),
+            "num_images": len(gt_records),
+            "problems": {"gt": gt_problems, "pred": pred_problems},
+        }
+        data = report_dict(official, breakdown, coco_res, **meta)
+        atomic_write_text(json_out, json.dumps(data, indent=2) + "\n")
+        typer.echo(f"wrote {json_out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``eval`` command to ``app``."""
+    app.command("eval")(eval_command)

@@ -1,0 +1,84 @@
+"""Post-processing (paper 4.1 "Inference"): score threshold, top-k, decode, clip, NMS, top-N.
+
+Defaults are the paper's: per scale the top 1,000 boxes with score > 0.08, NMS at IoU 0.55 over all
+scales, top 100 kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms
+
+from acfd.detection.box_coder import BoxCoder
+
+
+def postprocess_detections(
+    cls_logits: torch.Tensor,
+    box_deltas: torch.Tensor,
+    anchors: torch.Tensor,
+    box_coder: BoxCoder,
+    image_sizes: Sequence[tuple[int, int]],
+    score_thresh: float = 0.08,
+    topk: int = 1000,
+    nms_thresh: float | None = 0.55,
+    max_det: int = 100,
+) -> list[dict[str, torch.Tensor]]:
+    """Detections per image in network-input pixels.
+
+    Args:
+        cls_logits: ``(B, A)`` raw logits.
+        box_deltas: ``(B, A, 4)``.
+        anchors: ``(A, 4)``.
+        box_coder: decodes the deltas.
+        image_sizes: ``(h, w)`` per image of the valid (unpadded) input region; boxes are clipped to it.
+        score_thresh: keep scores strictly above this.
+        topk: keep at most this many boxes per image before NMS.
+        nms_thresh: NMS IoU threshold (``None`` skips NMS, e.g. before a multi-scale merge).
+        max_det: keep at most this many boxes per image after NMS.
+
+    Returns:
+        One dict per image with ``boxes (K, 4)`` and ``scores (K,)``, scores descending.
+    """
+    if len(image_sizes) != cls_logits.shape[0]:
+        raise ValueError(f"got {len(image_sizes)} image sizes for {cls_logits.shape[0]} images")
+    results = []
+    scores_all = torch.sigmoid(cls_logits.float())
+    for i, (h, w) in enumerate(image_sizes):
+        scores = scores_all[i]
+        keep = scores > score_thresh
+        idx = keep.nonzero().squeeze(1)
+        if idx.numel() > topk:
+            top = scores[idx].topk(topk).indices
+            idx = idx[top]
+        boxes = box_coder.decode(box_deltas[i, idx], anchors[idx])
+        boxes = clip_boxes_to_image(boxes, (int(h), int(w)))
+        sc = scores[idx]
+        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, sc = boxes[valid], sc[valid]
+        if nms_thresh is not None:
+            kept = nms(boxes, sc, nms_thresh)[:max_det]
+        else:
+            kept = sc.argsort(descending=True)
+        results.append({"boxes": boxes[kept], "scores": sc[kept]})
+    return results
+
+
+def merge_multiscale(
+    per_scale: Sequence[dict[str, torch.Tensor]],
+    nms_thresh: float = 0.55,
+    max_det: int = 100,
+) -> dict[str, torch.Tensor]:
+    """Merge one image's detections from several test scales (already in original pixels).
+
+    All boxes are pooled, suppressed by NMS at ``nms_thresh`` and the top ``max_det`` kept.
+    """
+    if not per_scale:
+        raise ValueError("merge_multiscale needs at least one scale's detections")
+    boxes = torch.cat([d["boxes"].reshape(-1, 4).float() for d in per_scale])
+    scores = torch.cat([d["scores"].reshape(-1).float() for d in per_scale])
+    # one class: batched_nms with a single group equals nms; kept for the multi-class future.
+    keep = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), nms_thresh)
+    keep = keep[:max_det]
+    return {"boxes": boxes[keep], "scores": scores[keep]}

@@ -1,0 +1,868 @@
+"""The Python API: :class:`Detector` turns images into :class:`Detections`.
+
+Inference follows the paper (4.1 "Inference"): each image is resized to every test scale, each
+scale keeps its top ``topk`` (1000) boxes with a score above the threshold, the boxes are mapped back
+to the original pixels, and all scales are merged by NMS at IoU 0.55, keeping the top ``max_det``
+(100). ``Detector.for_evaluation()`` uses the paper's three scales and score threshold 0.08;
+interactive use defaults to one scale (longer side 960) and threshold 0.5.
+
+The work is split into separately timed steps (:meth:`Detector.preprocess`,
+:meth:`Detector.forward`, :meth:`Detector.postprocess`; totals in :attr:`Detector.timings`) so a
+benchmark can report them apart, and the network can be swapped for any callable with the same
+raw-tensor contract (e.g. an ONNX Runtime session wrapper) through ``backend=``.
+
+Example::
+
+    from acfd import Detector
+
+    det = Detector()                      # the shipped default weights
+    faces = det("page.png")               # Detections
+    for box, score in zip(faces.boxes, faces.scores):
+        print(box, score)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from acfd.data.image_io import ImageReadError, load_image
+from acfd.detection.postprocess import merge_multiscale, postprocess_detections
+from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
+
+if TYPE_CHECKING:  # pragma: no cover
+    from acfd.data.formats import ImageRecord
+
+logger = logging.getLogger(__name__)
+
+#: The paper's multi-scale test (4.1 "Inference"): exact ``height x width`` resizes.
+PAPER_SCALES: tuple[str, ...] = ("480x645", "640x860", "800x1075")
+#: Interactive default: one scale, aspect ratio kept, longer side 960.
+DEFAULT_SCALES: tuple[str, ...] = ("960",)
+#: Score threshold for interactive use (few, confident boxes).
+DEFAULT_SCORE_THRESH = 0.5
+#: The paper's score threshold for evaluation / submissions (AP needs the low-score tail).
+EVAL_SCORE_THRESH = 0.08
+
+#: Anything :meth:`Detector.__call__` accepts as one image.
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+#: ``runner(images (B, 3, H, W) float32 normalised) -> (cls_logits (B, A), box_deltas (B, A, 4))``.
+Backend = Callable[[np.ndarray], Sequence[Any]]
+
+_SCALE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
+
+
+# --------------------------------------------------------------------------------------------
+# scales
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A test scale: an exact ``height x width`` resize, or the longer side (aspect kept).
+
+    Args:
+        height: exact output height (with ``width``).
+        width: exact output width (with ``height``).
+        long_side: resize so that ``max(h, w) == long_side`` (instead of ``height``/``width``).
+    """
+
+    height: int | None = None
+    width: int | None = None
+    long_side: int | None = None
+
+    def __post_init__(self) -> None:
+        exact = self.height is not None and self.width is not None
+        if exact == (self.long_side is not None) or (self.height is None) != (self.width is None):
+            raise ValueError("a Scale is either height and width, or long_side")
+        for v in (self.height, self.width, self.long_side):
+            if v is not None and v < 16:
+                raise ValueError(f"scale sizes must be at least 16 pixels, got {v}")
+
+    @classmethod
+    def parse(cls, spec: str | int | Sequence[int] | Scale) -> Scale:
+        """Parse ``"640x860"`` (height x width), ``"960"`` / ``960`` (longer side) or ``(640, 860)``.
+
+        Args:
+            spec: the scale.
+
+        Raises:
+            ValueError: anything else.
+        """
+        if isinstance(spec, Scale):
+            return spec
+        if isinstance(spec, bool):
+            raise ValueError(f"invalid scale {spec!r}")
+        if isinstance(spec, (int, np.integer)):
+            return cls(long_side=int(spec))
+        if isinstance(spec, str):
+            text = spec.strip()
+            m = _SCALE_RE.match(text)
+            if m:
+                return cls(height=int(m.group(1)), width=int(m.group(2)))
+            if text.isdigit():
+                return cls(long_side=int(text))
+            raise ValueError(
+                f"invalid scale {spec!r}: expected HEIGHTxWIDTH (e.g. 640x860) or a longer side "
+                "(e.g. 960)"
+            )
+        if isinstance(spec, Sequence) and len(spec) == 2:
+            return cls(height=int(spec[0]), width=int(spec[1]))
+        raise ValueError(f"invalid scale {spec!r}")
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """The ``(height, width)`` an image of that size is resized to at this scale.
+
+        Args:
+            height: original height.
+            width: original width.
+        """
+        if self.long_side is None:
+            return int(self.height), int(self.width)  # type: ignore[arg-type]
+        factor = self.long_side / max(height, width)
+        return max(1, round(height * factor)), max(1, round(width * factor))
+
+    def __str__(self) -> str:
+        return str(self.long_side) if self.long_side is not None else f"{self.height}x{self.width}"
+
+
+def parse_scales(spec: str | Iterable[str | int | Sequence[int] | Scale] | None) -> tuple[Scale, ...]:
+    """Parse a list of test scales.
+
+    Args:
+        spec: ``None`` (:data:`DEFAULT_SCALES`), ``"paper"`` (:data:`PAPER_SCALES`),
+            ``"default"``, a comma-separated string (``"640x860,800x1075"``) or a list of scale
+            specs (see :meth:`Scale.parse`).
+
+    Raises:
+        ValueError: an invalid or empty spec.
+    """
+    if spec is None:
+        spec = DEFAULT_SCALES
+    if isinstance(spec, (int, Scale)):
+        spec = [spec]
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key == "paper":
+            spec = PAPER_SCALES
+        elif key == "default":
+            spec = DEFAULT_SCALES
+        else:
+            spec = [s for s in spec.split(",") if s.strip()]
+    elif isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, int) for v in spec):
+        spec = [spec]  # one (h, w) pair
+    scales = tuple(Scale.parse(s) for s in spec)
+    if not scales:
+        raise ValueError("no test scales given")
+    return scales
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Detections:
+    """The faces found in one image.
+
+    Args:
+        boxes: ``(N, 4)`` float32 x1, y1, x2, y2 in the original image's pixels.
+        scores: ``(N,)`` float32 confidences, descending.
+        image_size: ``(height, width)`` of the original image.
+        source: the file the image came from, if any.
+        frame_index: the frame number for video frames.
+        timestamp: the frame time in seconds for video frames.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    image_size: tuple[int, int]
+    source: str | None = None
+    frame_index: int | None = None
+    timestamp: float | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if len(self.boxes) != len(self.scores):
+            raise ValueError(f"{len(self.scores)} scores for {len(self.boxes)} boxes")
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def draw(
+        self,
+        image: ImageInput,
+        color: tuple[int, int, int] | str = DEFAULT_COLOR,
+        thickness: int | None = None,
+        show_scores: bool = True,
+        bgr: bool = False,
+    ) -> np.ndarray:
+        """Return a copy of ``image`` with the boxes (and scores) drawn.
+
+        Args:
+            image: the image these detections belong to (any input :class:`Detector` accepts).
+            color: RGB box colour or a colour name.
+            thickness: line width; ``None`` scales it with the image size.
+            show_scores: write each score above its box.
+            bgr: ``image`` is a BGR array (OpenCV); the result is then BGR too.
+
+        Raises:
+            ValueError: the image size differs from :attr:`image_size`.
+        """
+        rgb = as_rgb_array(image, bgr=bgr)
+        if rgb.shape[:2] != self.image_size:
+            raise ValueError(
+                f"image is {rgb.shape[0]}x{rgb.shape[1]} (HxW) but these detections are for "
+                f"{self.image_size[0]}x{self.image_size[1]}"
+            )
+        out = draw_detections(
+            rgb, self.boxes, self.scores if show_scores else None, color=color, thickness=thickness
+        )
+        return np.ascontiguousarray(out[..., ::-1]) if bgr else out
+
+    def to_record(self, filename: str | None = None) -> ImageRecord:
+        """An :class:`~acfd.data.formats.ImageRecord` (for the CSV / COCO writers and evaluation).
+
+        Args:
+            filename: the record key; defaults to :attr:`source`'s file name.
+
+        Raises:
+            ValueError: no ``filename`` and no :attr:`source`.
+        """
+        from acfd.data.formats import ImageRecord
+
+        if filename is None:
+            if self.source is None:
+                raise ValueError("to_record() needs a filename for detections without a source")
+            filename = Path(self.source).name
+        h, w = self.image_size
+        return ImageRecord(
+            filename=filename, boxes=self.boxes.copy(), scores=self.scores.copy(), width=w, height=h
+        )
+
+    def to_dict(self, filename: str | None = None, decimals: int = 2) -> dict[str, Any]:
+        """A JSON-friendly dict: ``file, width, height, detections [{box, score}], frame, timestamp``.
+
+        Args:
+            filename: the ``file`` value; defaults to :attr:`source`.
+            decimals: rounding of box coordinates.
+        """
+        h, w = self.image_size
+        return {
+            "file": filename if filename is not None else self.source,
+            "width": w,
+            "height": h,
+            "detections": [
+                {"box": [round(float(v), decimals) for v in box], "score": round(float(s), 6)}
+                for box, s in zip(self.boxes, self.scores)
+            ],
+            "frame": self.frame_index,
+            "timestamp": None if self.timestamp is None else round(float(self.timestamp), 6),
+        }
+
+
+@dataclass
+class Timings:
+    """Accumulated wall-clock seconds per inference step (CUDA is synchronised at each step)."""
+
+    load: float = 0.0
+    preprocess: float = 0.0
+    forward: float = 0.0
+    postprocess: float = 0.0
+    images: int = 0
+    batches: int = 0
+
+    def reset(self) -> None:
+        """Zero every counter."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, type(getattr(self, f.name))(0))
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def per_image_ms(self) -> dict[str, float]:
+        """Mean milliseconds per image of each step (0 before any image)."""
+        n = max(self.images, 1)
+        return {k: 1000.0 * getattr(self, k) / n for k in ("load", "preprocess", "forward", "postprocess")}
+
+
+@dataclass
+class PreparedBatch:
+    """The output of :meth:`Detector.preprocess`.
+
+    Args:
+        tensor: ``(B, 3, Hp, Wp)`` normalised float input, padded bottom/right to the size divisor.
+        input_sizes: ``(h, w)`` of each resized image inside ``tensor`` (before padding).
+        original_sizes: ``(h, w)`` of each original image.
+    """
+
+    tensor: torch.Tensor
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+
+
+# --------------------------------------------------------------------------------------------
+# input conversion
+
+
+def _float_to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.size and (np.nanmin(a) < -1e-6 or np.nanmax(a) > 1.0 + 1e-6):
+        raise ValueError(
+            f"float images must hold values in [0, 1] (got {float(np.nanmin(a)):.3g}.."
+            f"{float(np.nanmax(a)):.3g}); pass uint8 for 0-255 data"
+        )
+    return np.rint(np.nan_to_num(a, nan=0.0).clip(0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _array_to_rgb(a: np.ndarray, bgr: bool) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1|3|4)`` uint8 / float [0, 1] / uint16 -> ``(H, W, 3)`` uint8 RGB."""
+    if a.ndim == 3 and a.shape[2] not in (1, 3, 4) and a.shape[0] in (1, 3, 4):
+        raise ValueError(
+            f"expected a channels-last (H, W, 3) array, got shape {a.shape}; for (3, H, W) data "
+            "transpose it (a.transpose(1, 2, 0)) or pass a torch tensor"
+        )
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"expected an image array of shape (H, W) or (H, W, 3), got {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"empty image (shape {a.shape})")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif a.dtype == np.uint16:
+        a = np.rint(a / 257.0).astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = _float_to_uint8(a)
+    else:
+        raise ValueError(f"unsupported image dtype {a.dtype} (use uint8 0-255 or float 0-1)")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.shape[2] == 1:
+        return np.ascontiguousarray(np.repeat(a, 3, axis=2))
+    if a.shape[2] == 4:  # composite onto white, as load_image does for transparent files
+        alpha = a[:, :, 3:4].astype(np.float32) / 255.0
+        a = np.rint(a[:, :, :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    if bgr:
+        a = a[:, :, ::-1]
+    return np.ascontiguousarray(a)
+
+
+def _pil_to_rgb(im: Image.Image) -> np.ndarray:
+    # Same conversions as load_image (EXIF orientation, 16-bit scaling, alpha onto white).
+    from acfd.data.image_io import _to_rgb_array
+
+    try:
+        im = ImageOps.exif_transpose(im)
+    except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the image
+        logger.warning("ignoring unreadable EXIF orientation (%s)", exc)
+    return _to_rgb_array(im)
+
+
+def as_rgb_array(image: ImageInput, *, bgr: bool = False) -> np.ndarray:
+    """Convert any supported image input to an ``(H, W, 3)`` uint8 RGB array.
+
+    Args:
+        image: a file path; a PIL image (any mode; EXIF orientation applied); a NumPy array
+            ``(H, W, 3)`` uint8 (RGB, or BGR with ``bgr=True``), ``(H, W)`` grayscale, ``(H, W, 4)``
+            (alpha composited onto white) or float in [0, 1]; a torch tensor ``(3, H, W)`` or
+            ``(H, W)``, uint8 or float in [0, 1].
+        bgr: arrays and tensors hold BGR channels (OpenCV); ignored for paths and PIL images.
+
+    Raises:
+        ImageReadError: a path that cannot be read.
+        ValueError: an array or tensor of the wrong shape, dtype or value range.
+        TypeError: an unsupported input type.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return _pil_to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim == 3 and t.shape[0] in (1, 3, 4):
+            t = t.permute(1, 2, 0)
+        elif t.ndim != 2:
+            raise ValueError(f"expected an image tensor of shape (3, H, W) or (H, W), got {tuple(t.shape)}")
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return _array_to_rgb(t.numpy(), bgr)
+    if isinstance(image, np.ndarray):
+        return _array_to_rgb(image, bgr)
+    raise TypeError(
+        f"unsupported image type {type(image).__name__}: use a path, a PIL image, a NumPy array "
+        "or a torch tensor"
+    )
+
+
+def _is_batch(images: Any) -> bool:
+    if isinstance(images, (list, tuple)):
+        return True
+    return isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = h * w < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+# --------------------------------------------------------------------------------------------
+# the detector
+
+
+def _looks_like_path(value: str | os.PathLike[str]) -> bool:
+    if isinstance(value, os.PathLike):
+        return True
+    p = Path(value)
+    return p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.is_file()
+
+
+def _resolve_model(
+    model: str | os.PathLike[str] | torch.nn.Module | None,
+    weights: str | os.PathLike[str] | None,
+    device: torch.device,
+    has_backend: bool,
+) -> torch.nn.Module:
+    from acfd.models import registry
+
+    if isinstance(model, torch.nn.Module):
+        if weights is not None:
+            raise ValueError("weights= cannot be combined with a model instance; load them first")
+        return model.to(device).eval()
+    if model is None:
+        if weights is not None:
+            return registry.load_model(weights, device=device)
+        default = registry.default_weights_path()
+        if default is None:
+            raise FileNotFoundError(
+                f"no default weights are shipped with this acfd install ({registry.WEIGHTS_DIR} "
+                "has none); pass Detector(model=NAME, weights=PATH) or a checkpoint path"
+            )
+        return registry.load_model(default, device=device)
+    if _looks_like_path(model) and str(model) not in registry.list_models():
+        if weights is not None:
+            raise ValueError(f"model={model!s} is a checkpoint file; weights= is only for a model name")
+        return registry.load_model(model, device=device)
+    name = str(model)
+    if weights is not None:
+        return registry.load_model(name, weights=weights, device=device)
+    if has_backend:  # the backend holds the weights; the model only gives config and anchors
+        return registry.create_model(name).to(device).eval()
+    logger.warning(
+        "no weights given for model %r: using RANDOM initial weights (detections are meaningless)",
+        name,
+    )
+    return registry.create_model(name).to(device).eval()
+
+
+class Detector:
+    """Find cartoon faces in images.
+
+    Args:
+        model: a variant name (``"acfd-s"``; with no ``weights`` it gets random weights and a
+            warning), a weights/checkpoint file, an ``ACFD`` module, or ``None`` for the shipped
+            default model.
+        weights: weights for a model given by name.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        scales: test scales (see :func:`parse_scales`); ``None`` is :data:`DEFAULT_SCALES`.
+        score_thresh: keep boxes scoring above this; ``None`` is :data:`DEFAULT_SCORE_THRESH`.
+        nms_thresh: NMS IoU threshold (across scales when there are several).
+        max_det: keep at most this many boxes per image.
+        topk: per scale, keep at most this many boxes before NMS.
+        half: run the network in float16 (CUDA only; ignored with a warning on CPU).
+        backend: an alternative network ``runner(images (B, 3, H, W) float32 numpy) ->
+            (cls_logits (B, A), box_deltas (B, A, 4))`` (e.g. ONNX Runtime); ``model`` then only
+            supplies the config, anchors and box coder (a name is enough).
+        batch_size: largest batch sent to the network by :meth:`__call__`.
+
+    Raises:
+        FileNotFoundError: ``Detector()`` when no default weights are shipped, or a missing file.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | torch.nn.Module | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        scales: str | Iterable[str | int | Sequence[int] | Scale] | None = None,
+        score_thresh: float | None = None,
+        nms_thresh: float = 0.55,
+        max_det: int = 100,
+        topk: int = 1000,
+        half: bool = False,
+        backend: Backend | None = None,
+        batch_size: int = 16,
+    ) -> None:
+        self.device = torch.device(device)
+        self.backend = backend
+        self.model = _resolve_model(model, weights, self.device, backend is not None)
+        self.model.eval()
+        self.cfg = self.model.cfg
+        self.box_coder = self.model.box_coder
+        self.scales = parse_scales(scales)
+        self.score_thresh = DEFAULT_SCORE_THRESH if score_thresh is None else float(score_thresh)
+        self.nms_thresh = float(nms_thresh)
+        self.max_det = int(max_det)
+        self.topk = int(topk)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        if half and self.device.type != "cuda":
+            logger.warning("half precision needs a CUDA device; running in float32 on %s", self.device)
+            half = False
+        self.half = bool(half)
+        if self.half and backend is None:
+            self.model.half()
+        self.size_divisor = int(self.cfg.size_divisor)
+        self._mean = torch.tensor(self.cfg.pixel_mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(self.cfg.pixel_std, dtype=torch.float32, device=self.device).view(3, 1, 1)
+        self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self.timings = Timings()
+
+    @classmethod
+    def for_evaluation(
+        cls,
+        model: str | os.PathLike[str] | torch.nn.Module | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        scales: str | Iterable[str | int | Sequence[int] | Scale] | None = PAPER_SCALES,
+        score_thresh: float = EVAL_SCORE_THRESH,
+        **kwargs: Any,
+    ) -> Detector:
+        """A detector with the paper's test protocol: scales 480x645, 640x860, 800x1075, score > 0.08.
+
+        Args:
+            model: as for :class:`Detector`.
+            weights: as for :class:`Detector`.
+            scales: test scales (default :data:`PAPER_SCALES`).
+            score_thresh: default :data:`EVAL_SCORE_THRESH` (0.08).
+            **kwargs: any other :class:`Detector` argument.
+        """
+        return cls(model, weights, scales=scales, score_thresh=score_thresh, **kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"Detector(model={self.cfg.name!r}, device={str(self.device)!r}, "
+            f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
+            f"nms_thresh={self.nms_thresh}, max_det={self.max_det}"
+            f"{', backend=' + type(self.backend).__name__ if self.backend is not None else ''})"
+        )
+
+    # -- timing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            setattr(self.timings, step, getattr(self.timings, step) + time.perf_counter() - start)
+
+    # -- the three steps ------------------------------------------------------------------
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(height, width)`` rounded up to the network's size divisor (128)."""
+        d = self.size_divisor
+        return math.ceil(height / d) * d, math.ceil(width / d) * d
+
+    def preprocess(self, images: Sequence[np.ndarray], scale: Scale) -> PreparedBatch:
+        """Resize RGB uint8 images to ``scale``, normalise, pad bottom/right and stack them.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays.
+            scale: the test scale.
+        """
+        with self._timed("preprocess"):
+            sizes = [scale.target_size(*im.shape[:2]) for im in images]
+            ph = max(self.padded_size(h, w)[0] for h, w in sizes)
+            pw = max(self.padded_size(h, w)[1] for h, w in sizes)
+            # Zeros after normalisation = the mean colour, as the model's own padding.
+            batch = torch.zeros((len(images), 3, ph, pw), dtype=torch.float32, device=self.device)
+            for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+                arr = np.ascontiguousarray(_resize(im, (h, w)))
+                if not arr.flags.writeable:
+                    arr = arr.copy()
+                resized = torch.from_numpy(arr)
+                chw = resized.to(self.device, non_blocking=True).permute(2, 0, 1).float()
+                batch[i, :, :h, :w] = (chw - self._mean) / self._std
+            if self.half:
+                batch = batch.half()
+        return PreparedBatch(batch, sizes, [tuple(im.shape[:2]) for im in images])
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the network (or the backend) on a normalised ``(B, 3, H, W)`` batch.
+
+        Args:
+            batch: :attr:`PreparedBatch.tensor`.
+
+        Returns:
+            ``cls_logits (B, A)`` and ``box_deltas (B, A, 4)`` as float32 tensors on the device.
+        """
+        with self._timed("forward"):
+            if self.backend is not None:
+                out = self.backend(batch.float().cpu().numpy())
+                cls_logits, box_deltas = (torch.as_tensor(np.asarray(o)) for o in tuple(out)[:2])
+                cls_logits, box_deltas = cls_logits.to(self.device), box_deltas.to(self.device)
+            else:
+                with torch.inference_mode():
+                    cls_logits, box_deltas = self.model(batch)
+            cls_logits, box_deltas = cls_logits.float(), box_deltas.float()
+        return cls_logits, box_deltas
+
+    def _anchors_for(self, height: int, width: int) -> torch.Tensor:
+        key = (height, width)
+        if key not in self._anchors:
+            with torch.inference_mode():
+                anchors = self.model.anchors_for(height, width)
+            self._anchors[key] = anchors.to(self.device, torch.float32)
+        return self._anchors[key]
+
+    def postprocess(
+        self, outputs: tuple[torch.Tensor, torch.Tensor], batch: PreparedBatch
+    ) -> list[dict[str, torch.Tensor]]:
+        """Scores, top-k, decoding and NMS, then map the boxes back to the original pixels.
+
+        With several scales NMS is left to the merge (the paper: top-k per scale, one NMS over
+        all scales), so each scale keeps up to ``topk`` boxes here.
+
+        Args:
+            outputs: :meth:`forward`'s ``(cls_logits, box_deltas)``.
+            batch: the :meth:`preprocess` result the outputs belong to.
+
+        Returns:
+            Per image ``{"boxes": (K, 4), "scores": (K,)}`` in original pixels, scores descending.
+
+        Raises:
+            RuntimeError: the outputs do not match the anchors of the input size.
+        """
+        with self._timed("postprocess"):
+            cls_logits, box_deltas = outputs
+            ph, pw = batch.tensor.shape[-2:]
+            anchors = self._anchors_for(int(ph), int(pw))
+            if cls_logits.shape[-1] != anchors.shape[0] or box_deltas.shape[1] != anchors.shape[0]:
+                raise RuntimeError(
+                    f"the network returned {cls_logits.shape[-1]} predictions for a {ph}x{pw} "
+                    f"input but there are {anchors.shape[0]} anchors (model/backend mismatch?)"
+                )
+            single = len(self.scales) == 1
+            results = postprocess_detections(
+                cls_logits.reshape(cls_logits.shape[0], -1),
+                box_deltas,
+                anchors,
+                self.box_coder,
+                batch.input_sizes,
+                score_thresh=self.score_thresh,
+                topk=self.topk,
+                nms_thresh=self.nms_thresh if single else None,
+                max_det=self.max_det if single else self.topk,
+            )
+            out = []
+            for res, (h, w), (oh, ow) in zip(results, batch.input_sizes, batch.original_sizes):
+                boxes = res["boxes"].float().clone()
+                boxes[:, 0::2] = (boxes[:, 0::2] * (ow / w)).clamp_(0, ow)
+                boxes[:, 1::2] = (boxes[:, 1::2] * (oh / h)).clamp_(0, oh)
+                out.append({"boxes": boxes, "scores": res["scores"].float()})
+        return out
+
+    def _merge(self, per_scale: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if len(per_scale) == 1:
+            return per_scale[0]
+        with self._timed("postprocess"):
+            return merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det)
+
+    # -- whole pipeline -------------------------------------------------------------------
+
+    def detect_arrays(
+        self,
+        images: Sequence[np.ndarray],
+        sources: Sequence[str | None] | None = None,
+        batch_size: int | None = None,
+    ) -> list[Detections]:
+        """Detect faces in RGB uint8 arrays (all scales, merged).
+
+        At each scale the images whose padded network input has the same size go through the
+        network together (in chunks of :attr:`batch_size`), so a batch gives exactly the same
+        result as one image at a time.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays.
+            sources: a source label per image (stored in :attr:`Detections.source`).
+            batch_size: largest network batch; ``None`` is :attr:`batch_size`.
+        """
+        step = self.batch_size if batch_size is None else max(1, int(batch_size))
+        if sources is None:
+            sources = [None] * len(images)
+        per_image: list[list[dict[str, torch.Tensor]]] = [[] for _ in images]
+        for scale in self.scales:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, im in enumerate(images):
+                groups.setdefault(self.padded_size(*scale.target_size(*im.shape[:2])), []).append(i)
+            for idxs in groups.values():
+                for start in range(0, len(idxs), step):
+                    chunk = idxs[start : start + step]
+                    batch = self.preprocess([images[i] for i in chunk], scale)
+                    results = self.postprocess(self.forward(batch.tensor), batch)
+                    self.timings.batches += 1
+                    for i, res in zip(chunk, results):
+                        per_image[i].append(res)
+        out = []
+        for im, src, results in zip(images, sources, per_image):
+            merged = self._merge(results)
+            scores = merged["scores"].detach().float().cpu().numpy()
+            order = np.argsort(-scores, kind="stable")
+            boxes = merged["boxes"].detach().float().cpu().numpy()[order]
+            out.append(Detections(boxes, scores[order], tuple(im.shape[:2]), source=src))
+        self.timings.images += len(images)
+        return out
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput], *, bgr: bool = False) -> Detections | list[Detections]:
+        """Detect faces in one image or a list of images.
+
+        Args:
+            images: one image (see :func:`as_rgb_array`: path, PIL image, NumPy array, torch
+                tensor) or a list of them (a ``(B, 3, H, W)`` tensor or ``(B, H, W, 3)`` array is
+                a list too).
+            bgr: NumPy arrays / tensors hold BGR channels (OpenCV's ``cv2.imread``).
+
+        Returns:
+            :class:`Detections` for one image, a list of them for a list.
+
+        Raises:
+            ImageReadError: a path that cannot be read.
+            ValueError, TypeError: an unsupported input.
+        """
+        batch = _is_batch(images)
+        items = list(images) if batch else [images]
+        arrays, sources = [], []
+        for item in items:
+            with self._timed("load"):
+                arrays.append(as_rgb_array(item, bgr=bgr))
+            sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
+        dets = self.detect_arrays(arrays, sources)
+        return dets if batch else dets[0]
+
+    def detect_paths(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        batch_size: int = 1,
+        progress: bool = True,
+    ) -> Iterator[tuple[Path, Detections | Exception]]:
+        """Detect faces in image files, in order; a file that cannot be read never stops the run.
+
+        Args:
+            paths: image files.
+            batch_size: images per network call.
+            progress: show a tqdm bar on stderr.
+
+        Yields:
+            ``(path, Detections)``, or ``(path, ImageReadError)`` for a file that cannot be read.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        paths = [Path(p) for p in paths]
+        pending: list[tuple[Path, np.ndarray]] = []
+
+        def flush() -> Iterator[tuple[Path, Detections]]:
+            if not pending:
+                return
+            dets = self.detect_arrays(
+                [im for _, im in pending], [str(p) for p, _ in pending], batch_size=batch_size
+            )
+            done = [(p, d) for (p, _), d in zip(pending, dets)]
+            pending.clear()
+            for item in done:
+                bar.update(1)
+                yield item
+
+        with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
+            for path in paths:
+                try:
+                    with self._timed("load"):
+                        image = load_image(path)
+                except (ImageReadError, OSError) as exc:
+                    yield from flush()
+                    logger.debug("cannot read %s: %s", path, exc)
+                    bar.update(1)
+                    yield path, exc
+                    continue
+                pending.append((path, image))
+                if len(pending) >= batch_size:
+                    yield from flush()
+            yield from flush()
+
+    def detect_video(
+        self,
+        path: str | os.PathLike[str],
+        every: int = 1,
+        batch_size: int = 1,
+    ) -> Iterator[Detections]:
+        """Detect faces in every ``every``-th frame of a video.
+
+        Args:
+            path: video file.
+            every: keep frames 0, every, 2 * every...
+            batch_size: frames per network call.
+
+        Yields:
+            :class:`Detections` with ``source``, ``frame_index`` and ``timestamp`` set.
+
+        Raises:
+            VideoReadError: the video cannot be opened or no frame decodes.
+        """
+        from acfd.data.video import iter_video_frames
+
+        src = str(path)
+        pending: list[tuple[int, float, np.ndarray]] = []
+
+        def flush() -> Iterator[Detections]:
+            dets = self.detect_arrays(
+                [f for _, _, f in pending], [src] * len(pending), batch_size=batch_size
+            )
+            for (index, ts, _), d in zip(pending, dets):
+                d.frame_index, d.timestamp = index, ts
+            pending.clear()
+            yield from dets
+
+        for index, ts, frame in iter_video_frames(path, every=every):
+            pending.append((index, ts, frame))
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+
+
+__all__ = [
+    "DEFAULT_SCALES",
+    "DEFAULT_SCORE_THRESH",
+    "EVAL_SCORE_THRESH",
+    "PAPER_SCALES",
+    "Detections",
+    "Detector",
+    "PreparedBatch",
+    "Scale",
+    "Timings",
+    "as_rgb_array",
+    "parse_scales",
+]

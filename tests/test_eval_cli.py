@@ -1,0 +1,161 @@
+"""``acfd eval`` through CliRunner, on a private Typer app (other command modules may not exist)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from acfd.cli.eval_cmd import register
+
+GT_ROWS = [
+    "img1.jpg,10,10,109,109,face",
+    "img1.jpg,200,10,299,109,face",
+    "img2.jpg,10,10,59,119,face",
+]
+PERFECT_PRED = [
+    "img1.jpg,10,10,109,109,face,0.9",
+    "img1.jpg,200,10,299,109,face,0.8",
+    "img2.jpg,10,10,59,119,face,0.7",
+]
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # keeps "eval" a subcommand
+        pass
+
+    register(app)
+    return app
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _lines(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines()]
+
+
+def test_perfect_prediction_prints_ap50_100(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED)
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt)])
+    assert result.exit_code == 0, result.output
+    lines = _lines(result.stdout)
+    assert "AP50 100.00" in lines
+    assert any(ln.startswith("COCO AP 100.00") for ln in lines)
+    assert any(ln.startswith("all faces") for ln in lines)
+    assert any(ln.startswith("aspect h/w>2 or <0.5") for ln in lines)  # img2's 50x110 face
+
+
+def test_missing_gt_file_fails(app: typer.Typer, tmp_path: Path) -> None:
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED)
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(tmp_path / "nope.csv")])
+    assert result.exit_code != 0
+    assert "nope.csv" in result.output
+
+
+def test_missing_prediction_file_fails(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "none.csv"), "--gt", str(gt)])
+    assert result.exit_code == 1
+    assert "none.csv" in result.output
+
+
+def test_csv_errors_are_reported_and_evaluation_goes_on(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    pred = _write(tmp_path / "pred.csv", [PERFECT_PRED[0], "img1.jpg,oops,1,2,3,face,0.5", *PERFECT_PRED[1:]])
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--no-coco"])
+    assert result.exit_code == 0, result.output
+    assert f"{pred}:2:" in result.output
+    assert "AP50 100.00" in _lines(result.stdout)
+    assert not any(ln.startswith("COCO") for ln in _lines(result.stdout))
+
+
+def test_split_restricts_gt_and_predictions(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED[:2])  # img2 missed
+    split = _write(tmp_path / "dev.txt", ["img1.jpg"])
+    full = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--no-coco"])
+    assert "AP50 66.67" in _lines(full.stdout)
+    part = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--split", str(split), "--no-coco"])
+    assert part.exit_code == 0, part.output
+    assert "AP50 100.00" in _lines(part.stdout)
+
+
+def test_json_and_plot_outputs(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED[:1] + ["img9.jpg,0,0,10,10,face,0.99"])
+    out_json, out_png = tmp_path / "out" / "m.json", tmp_path / "out" / "pr.png"
+    result = CliRunner().invoke(
+        app, ["eval", str(pred), "--gt", str(gt), "--json", str(out_json), "--plot", str(out_png)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "AP50 33.33" in _lines(result.stdout)
+    assert "1 predicted images have no ground truth" in result.stdout
+    data = json.loads(out_json.read_text())
+    assert data["ap50"] == pytest.approx(1 / 3)
+    assert data["official"]["num_gt"] == 3 and data["official"]["num_det"] == 1
+    assert set(data["coco"]) >= {"AP", "AP50", "AR100"}
+    assert set(data["breakdown"]) == {"all", "small", "extreme_aspect", "other"}
+    assert out_png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_needs_images(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt)])
+    assert result.exit_code == 1
+    assert "--images" in result.output
+
+
+def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    infer = pytest.importorskip("acfd.engine.infer")
+    from acfd.data.formats import read_icartoon_csv
+
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    gt_records, _ = read_icartoon_csv(gt)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "img1.jpg").write_bytes(b"x")  # img2.jpg missing: reported, its face counts as missed
+    calls: dict = {}
+
+    class FakeDetections:
+        def __init__(self, boxes: np.ndarray) -> None:
+            self.boxes = boxes.astype(np.float32)
+            self.scores = np.linspace(0.9, 0.5, len(boxes)).astype(np.float32)
+
+    class FakeDetector:
+        def __init__(self, model, weights=None, device="cpu", scales=None) -> None:
+            calls.update(model=model, weights=weights, device=device, scales=scales)
+
+        def detect_paths(self, paths, batch_size=1):
+            calls["batch_size"] = batch_size
+            for p in paths:
+                yield Path(p), FakeDetections(gt_records[Path(p).name].boxes)
+
+    monkeypatch.setattr(infer, "Detector", FakeDetector)
+    sub = tmp_path / "sub.csv"
+    result = CliRunner().invoke(
+        app,
+        ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--weights", "w.safetensors",
+         "--scales", "640x860,800x1075", "--batch-size", "2", "--save-csv", str(sub), "--no-coco"],
+    )
+    assert result.exit_code == 0, result.output
+    assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu",
+                     "scales": ["640x860", "800x1075"], "batch_size": 2}
+    assert "img2.jpg: error: image not found" in result.output
+    assert "AP50 66.67" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
+    saved, _ = read_icartoon_csv(sub)
+    assert list(saved) == ["img1.jpg"] and saved["img1.jpg"].scores is not None
+    # the saved submission scores the same
+    again = CliRunner().invoke(app, ["eval", str(sub), "--gt", str(gt), "--no-coco"])
+    assert "AP50 66.67" in _lines(again.stdout)

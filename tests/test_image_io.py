@@ -1,0 +1,213 @@
+"""acfd.data.image_io: decoding to RGB uint8 and clear errors for every bad file."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acfd.data.image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    is_image_file,
+    load_image,
+    read_image_size,
+)
+
+
+def _rgb(h: int = 12, w: int = 20, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _reason(path: Path, **kw: object) -> str:
+    with pytest.raises(ImageReadError) as info:
+        load_image(path, **kw)  # type: ignore[arg-type]
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.path == str(path)
+    assert str(err) == f"{path}: {err.reason}"
+    assert "\n" not in str(err)
+    return err.reason
+
+
+def test_rgb_png_is_exact(tmp_path: Path) -> None:
+    a = _rgb()
+    Image.fromarray(a).save(tmp_path / "a.png")
+    out = load_image(tmp_path / "a.png")
+    assert out.dtype == np.uint8 and out.shape == (12, 20, 3)
+    np.testing.assert_array_equal(out, a)
+
+
+def test_jpeg_loads(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(32, 48)).save(tmp_path / "a.jpg", quality=90)
+    out = load_image(str(tmp_path / "a.jpg"))
+    assert out.shape == (32, 48, 3) and out.dtype == np.uint8
+
+
+def test_grayscale_becomes_three_equal_channels(tmp_path: Path) -> None:
+    g = np.arange(24, dtype=np.uint8).reshape(4, 6) * 10
+    Image.fromarray(g, mode="L").save(tmp_path / "g.png")
+    out = load_image(tmp_path / "g.png")
+    assert out.shape == (4, 6, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], g)
+
+
+def test_palette_image(tmp_path: Path) -> None:
+    im = Image.new("P", (5, 3))
+    im.putpalette([255, 0, 0, 0, 255, 0] + [0] * 762)
+    im.putpixel((1, 1), 1)
+    im.save(tmp_path / "p.png")
+    out = load_image(tmp_path / "p.png")
+    assert out.shape == (3, 5, 3)
+    assert tuple(out[0, 0]) == (255, 0, 0)
+    assert tuple(out[1, 1]) == (0, 255, 0)
+
+
+def test_palette_transparency_goes_white(tmp_path: Path) -> None:
+    im = Image.new("P", (4, 4))
+    im.putpalette([10, 20, 30, 0, 0, 255] + [0] * 762)
+    im.putpixel((0, 0), 1)
+    im.info["transparency"] = 0
+    im.save(tmp_path / "pt.png", transparency=0)
+    out = load_image(tmp_path / "pt.png")
+    assert tuple(out[1, 1]) == (255, 255, 255)
+    assert tuple(out[0, 0]) == (0, 0, 255)
+
+
+def test_rgba_composited_on_white(tmp_path: Path) -> None:
+    a = np.zeros((2, 2, 4), np.uint8)
+    a[0, 0] = (200, 0, 0, 255)  # opaque red stays
+    a[0, 1] = (0, 0, 0, 0)  # fully transparent -> white
+    a[1, 0] = (0, 0, 0, 128)  # half black -> mid gray
+    Image.fromarray(a, mode="RGBA").save(tmp_path / "a.png")
+    out = load_image(tmp_path / "a.png")
+    assert tuple(out[0, 0]) == (200, 0, 0)
+    assert tuple(out[0, 1]) == (255, 255, 255)
+    assert 120 <= int(out[1, 0, 0]) <= 130
+
+
+def test_la_composited_on_white(tmp_path: Path) -> None:
+    a = np.zeros((2, 2, 2), np.uint8)
+    a[..., 0] = 50
+    a[0, 0, 1] = 255
+    Image.fromarray(a, mode="LA").save(tmp_path / "la.png")
+    out = load_image(tmp_path / "la.png")
+    assert tuple(out[0, 0]) == (50, 50, 50)
+    assert tuple(out[1, 1]) == (255, 255, 255)
+
+
+def test_16bit_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    a = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    Image.fromarray(a).save(tmp_path / "g16.png")
+    out = load_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255])
+    np.testing.assert_array_equal(out[..., 0], out[..., 2])
+
+
+def test_32bit_int_image_is_scaled(tmp_path: Path) -> None:
+    a = np.array([[0, 65535]], dtype=np.int32)
+    Image.fromarray(a, mode="I").save(tmp_path / "i.tif")
+    out = load_image(tmp_path / "i.tif")
+    np.testing.assert_array_equal(out[0, :, 0], [0, 255])
+
+
+def test_cmyk_jpeg(tmp_path: Path) -> None:
+    Image.new("CMYK", (8, 6), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)
+    out = load_image(tmp_path / "c.jpg")
+    assert out.shape == (6, 8, 3)
+    r, g, b = (int(v) for v in out[3, 4])
+    assert r > 200 and g < 60 and b < 60  # C=0, M=Y=full -> red
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    a = np.zeros((30, 50, 3), np.uint8)
+    a[:, :10] = 255  # white band on the left
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    im.save(tmp_path / "r.jpg", exif=exif, quality=95)
+    out = load_image(tmp_path / "r.jpg")
+    assert out.shape == (50, 30, 3)
+    assert out[:10].mean() > 200  # the left band is now on top
+    assert out[20:].mean() < 50
+    assert read_image_size(tmp_path / "r.jpg") == (30, 50)
+
+
+def test_read_image_size_from_header(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(7, 9)).save(tmp_path / "a.png")
+    assert read_image_size(tmp_path / "a.png") == (9, 7)
+    with pytest.raises(ImageReadError, match="file not found"):
+        read_image_size(tmp_path / "nope.png")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert "not found" in _reason(tmp_path / "missing.jpg")
+
+
+def test_directory(tmp_path: Path) -> None:
+    d = tmp_path / "dir.jpg"
+    d.mkdir()
+    assert "directory" in _reason(d)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    (tmp_path / "e.jpg").write_bytes(b"")
+    assert "empty file" in _reason(tmp_path / "e.jpg")
+
+
+def test_text_file_named_jpg(tmp_path: Path) -> None:
+    (tmp_path / "t.jpg").write_text("hello, not an image\n")
+    assert "not an image" in _reason(tmp_path / "t.jpg")
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.95])
+def test_truncated_jpeg(tmp_path: Path, keep: float) -> None:
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / "a.jpg", quality=90)
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: int(len(data) * keep)])
+    assert "truncated or corrupt" in _reason(tmp_path / "t.jpg")
+
+
+def test_truncated_png(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(64, 64)).save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    assert "truncated or corrupt" in _reason(tmp_path / "t.png")
+
+
+def test_pixel_limit_checked_before_decoding(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(40, 50)).save(tmp_path / "a.png")
+    reason = _reason(tmp_path / "a.png", max_pixels=1999)
+    assert "too many pixels" in reason and "50x40" in reason
+    assert load_image(tmp_path / "a.png", max_pixels=2000).shape == (40, 50, 3)
+    assert load_image(tmp_path / "a.png", max_pixels=None).shape == (40, 50, 3)
+
+
+def test_pil_bomb_limit_does_not_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A tiny PIL limit stands in for PIL's default 89 MP (a 108 MP image would otherwise fail).
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    Image.fromarray(_rgb(30, 30)).save(tmp_path / "a.png")  # 900 px > 2 * 100: PIL would raise
+    assert load_image(tmp_path / "a.png").shape == (30, 30, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # restored
+
+
+def test_error_pickles() -> None:
+    err = pickle.loads(pickle.dumps(ImageReadError("a.jpg", "broken")))
+    assert (err.path, err.reason, str(err)) == ("a.jpg", "broken", "a.jpg: broken")
+
+
+def test_is_image_file() -> None:
+    assert {".jpg", ".jpeg", ".png"} <= IMAGE_EXTENSIONS
+    assert all(e == e.lower() and e.startswith(".") for e in IMAGE_EXTENSIONS)
+    assert is_image_file("a/B.JPG") and is_image_file(Path("x.png"))
+    assert not is_image_file("notes.txt") and not is_image_file("._hidden.jpg")
+
+
+def test_header_cut_short(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "h.png").write_bytes((tmp_path / "a.png").read_bytes()[:20])
+    assert "truncated or corrupt" in _reason(tmp_path / "h.png")

@@ -1,0 +1,500 @@
+"""The Python API (acfd.engine.infer): inputs, scales, coordinates, multi-scale merge, batching."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from acfd.config import ModelConfig
+from acfd.data.image_io import ImageReadError, load_image
+from acfd.detection.box_coder import BoxCoder
+from acfd.engine.infer import (
+    DEFAULT_SCALES,
+    DEFAULT_SCORE_THRESH,
+    EVAL_SCORE_THRESH,
+    PAPER_SCALES,
+    Detections,
+    Detector,
+    Scale,
+    as_rgb_array,
+    parse_scales,
+)
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> torch.nn.Module:
+    """acfd-tiny with random weights and BN statistics calibrated on noise, so scores vary."""
+    from acfd.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("acfd-tiny")
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None  # cumulative average
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.randn(2, 3, 128, 128))
+    return model.eval()
+
+
+@pytest.fixture()
+def detector(tiny_model: torch.nn.Module) -> Detector:
+    return Detector(model=tiny_model, scales="128", score_thresh=0.05)
+
+
+def rand_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[h // 4 : h // 2, w // 4 : w // 2] = (250, 200, 150)  # some structure
+    return img
+
+
+def assert_same(a: Detections, b: Detections, exact: bool = True) -> None:
+    assert a.image_size == b.image_size
+    assert len(a) == len(b)
+    if exact:
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    else:
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+class FakeModel(torch.nn.Module):
+    """Stands in for ACFD: fixed anchors (absolute, or fractions of the input size) and logits.
+
+    Args:
+        anchors: ``(A, 4)`` boxes in input pixels, or fractions of the input when ``relative``.
+        logits: ``{input_width: [A logits]}``, or one list for every input size.
+        relative: anchors are fractions of (width, height).
+    """
+
+    def __init__(self, anchors: list[list[float]], logits: dict[int, list[float]] | list[float], relative: bool = False) -> None:
+        super().__init__()
+        self.cfg = ModelConfig(name="fake")
+        self.box_coder = BoxCoder(self.cfg.box_coder.weights)
+        self.anchors = torch.tensor(anchors, dtype=torch.float32)
+        self.logits = logits
+        self.relative = relative
+        self.inputs: list[torch.Tensor] = []
+
+    def anchors_for(self, height: int, width: int) -> torch.Tensor:
+        if self.relative:
+            return self.anchors * torch.tensor([width, height, width, height], dtype=torch.float32)
+        return self.anchors.clone()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.inputs.append(images.clone())
+        b, w = images.shape[0], images.shape[-1]
+        logits = self.logits[w] if isinstance(self.logits, dict) else self.logits
+        cls = torch.tensor(logits, dtype=torch.float32).expand(b, -1).clone()
+        return cls, torch.zeros(b, len(logits), 4)
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# --------------------------------------------------------------------------------------------
+# scales
+
+
+def test_scale_parsing() -> None:
+    assert Scale.parse("640x860") == Scale(height=640, width=860)
+    assert Scale.parse(" 480X645 ") == Scale(height=480, width=645)
+    assert Scale.parse("960") == Scale(long_side=960) == Scale.parse(960)
+    assert Scale.parse((800, 1075)) == Scale(height=800, width=1075)
+    assert str(Scale.parse("640x860")) == "640x860" and str(Scale.parse(960)) == "960"
+    for bad in ("640-860", "abc", "", "8"):
+        with pytest.raises(ValueError):
+            Scale.parse(bad)
+    assert parse_scales("640x860,800x1075") == (Scale(640, 860), Scale(800, 1075))
+    assert parse_scales(["480x645", 960]) == (Scale(480, 645), Scale(long_side=960))
+    assert parse_scales((640, 860)) == (Scale(640, 860),)
+    assert parse_scales(None) == parse_scales(DEFAULT_SCALES) == (Scale(long_side=960),)
+    assert parse_scales("paper") == parse_scales(PAPER_SCALES) == (
+        Scale(480, 645), Scale(640, 860), Scale(800, 1075)
+    )
+    with pytest.raises(ValueError):
+        parse_scales([])
+
+
+def test_scale_target_size() -> None:
+    assert Scale(640, 860).target_size(1000, 200) == (640, 860)  # exact: aspect not kept
+    assert Scale(long_side=960).target_size(480, 640) == (720, 960)
+    assert Scale(long_side=960).target_size(2000, 1000) == (960, 480)
+    assert Scale(long_side=100).target_size(33, 50) == (66, 100)  # small images are enlarged
+
+
+def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> None:
+    det = Detector(model=tiny_model)
+    assert det.score_thresh == DEFAULT_SCORE_THRESH == 0.5
+    assert det.scales == (Scale(long_side=960),)
+    assert (det.nms_thresh, det.max_det, det.topk) == (0.55, 100, 1000)
+    ev = Detector.for_evaluation(tiny_model)
+    assert ev.score_thresh == EVAL_SCORE_THRESH == 0.08
+    assert ev.scales == parse_scales("paper")
+    assert Detector.for_evaluation(tiny_model, scales="128").scales == (Scale(long_side=128),)
+
+
+# --------------------------------------------------------------------------------------------
+# coordinates, merge, backend (fakes with known outputs)
+
+
+def test_boxes_mapped_back_to_original_pixels_exact_scale() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+    det = Detector(model=fake, scales="200x300", score_thresh=0.5)
+    out = det(np.zeros((400, 900, 3), np.uint8))  # x * 900/300 = 3, y * 400/200 = 2
+    assert out.image_size == (400, 900)
+    np.testing.assert_allclose(out.boxes, [[30, 40, 150, 120]], atol=1e-3)
+    np.testing.assert_allclose(out.scores, [sigmoid(5.0)], rtol=1e-6)
+    # the network saw the resized image padded to a multiple of 128 (200x300 -> 256x384)
+    assert fake.inputs[-1].shape == (1, 3, 256, 384)
+
+
+def test_boxes_mapped_back_to_original_pixels_long_side_scale() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+    det = Detector(model=fake, scales="150", score_thresh=0.5)
+    out = det(np.zeros((300, 600, 3), np.uint8))  # resized to 75x150: factor 4
+    np.testing.assert_allclose(out.boxes, [[40, 80, 200, 240]], atol=1e-3)
+
+
+def test_boxes_clipped_to_the_image() -> None:
+    fake = FakeModel([[100, 100, 400, 300]], [5.0])
+    det = Detector(model=fake, scales="200x300", score_thresh=0.5)
+    out = det(np.zeros((100, 150, 3), np.uint8))  # the input region is 200x300; factor 0.5
+    np.testing.assert_allclose(out.boxes, [[50, 50, 150, 100]], atol=1e-3)
+
+
+def test_score_threshold_nms_and_max_det_single_scale() -> None:
+    anchors = [[10, 10, 60, 60], [12, 12, 62, 62], [100, 100, 150, 150], [200, 10, 250, 60]]
+    fake = FakeModel(anchors, [3.0, 2.0, 1.0, -3.0])
+    out = Detector(model=fake, scales="256x256", score_thresh=0.5)(np.zeros((256, 256, 3), np.uint8))
+    # anchor 1 overlaps anchor 0 (IoU > 0.55) and is suppressed; anchor 3 scores below 0.5
+    np.testing.assert_allclose(out.boxes, [anchors[0], anchors[2]], atol=1e-3)
+    np.testing.assert_allclose(out.scores, [sigmoid(3.0), sigmoid(1.0)], rtol=1e-6)
+    top1 = Detector(model=fake, scales="256x256", score_thresh=0.0, max_det=1)
+    assert len(top1(np.zeros((256, 256, 3), np.uint8))) == 1
+
+
+def test_multiscale_merge() -> None:
+    # Two anchors at fixed fractions of the input; exact scales that are multiples of 128.
+    fake = FakeModel(
+        [[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.7, 0.7]],
+        {384: [3.0, -10.0], 768: [1.0, 2.0]},
+        relative=True,
+    )
+    image = np.zeros((512, 768, 3), np.uint8)
+    det = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08)
+    out = det(image)
+    # anchor 0 is found at both scales at the same original place: merged, best score kept;
+    # anchor 1 only scores at the large scale and survives the merge.
+    assert len(out) == 2
+    np.testing.assert_allclose(out.scores, [sigmoid(3.0), sigmoid(2.0)], rtol=1e-6)
+    np.testing.assert_allclose(
+        out.boxes, [[76.8, 51.2, 230.4, 153.6], [384, 256, 537.6, 358.4]], atol=1e-2
+    )
+    assert [tuple(x.shape[-2:]) for x in fake.inputs] == [(256, 384), (512, 768)]
+    # max_det applies after the merge
+    det1 = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08, max_det=1)
+    np.testing.assert_allclose(det1(image).scores, [sigmoid(3.0)], rtol=1e-6)
+
+
+def test_multiscale_has_no_per_scale_nms() -> None:
+    # Paper: top-k per scale, then one NMS over all scales. Box A (0.9) suppresses B at scale 1
+    # only if NMS ran per scale; here C from scale 2 suppresses A, so B must survive.
+    a, b = [0.10, 0.10, 0.30, 0.30], [0.10, 0.15, 0.30, 0.35]  # IoU(A, B) = 0.6
+    c = [0.08, 0.08, 0.28, 0.28]  # IoU(C, A) ~ 0.67, IoU(C, B) ~ 0.41
+    fake = FakeModel([a, b, c], {256: [2.0, 1.0, -20.0], 512: [-20.0, -20.0, 4.0]}, relative=True)
+    out = Detector(model=fake, scales=["256x256", "512x512"], score_thresh=0.08)(
+        np.zeros((512, 512, 3), np.uint8)
+    )
+    np.testing.assert_allclose(out.scores, [sigmoid(4.0), sigmoid(1.0)], rtol=1e-6)
+
+
+def test_backend_gets_normalised_padded_float32_input() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+    calls: list[np.ndarray] = []
+
+    def runner(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        calls.append(x)
+        return np.full((x.shape[0], 1), 5.0, np.float32), np.zeros((x.shape[0], 1, 4), np.float32)
+
+    det = Detector(model=fake, backend=runner, scales="200x300", score_thresh=0.5)
+    mean = np.array(fake.cfg.pixel_mean)
+    image = np.broadcast_to(np.rint(mean).astype(np.uint8), (400, 900, 3)).copy()
+    out = det([image, image])
+    assert len(calls) == 1 and not fake.inputs  # the backend ran, not the module
+    x = calls[0]
+    assert x.dtype == np.float32 and x.shape == (2, 3, 256, 384)
+    assert np.abs(x).max() < 0.01  # mean colour normalises to ~0, padding is 0
+    for d in out:
+        np.testing.assert_allclose(d.boxes, [[30, 40, 150, 120]], atol=1e-3)
+
+
+def test_backend_with_wrong_anchor_count_is_a_clear_error() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+
+    def runner(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros((x.shape[0], 7), np.float32), np.zeros((x.shape[0], 7, 4), np.float32)
+
+    with pytest.raises(RuntimeError, match="7 predictions .* 1 anchors"):
+        Detector(model=fake, backend=runner, scales="128")(np.zeros((64, 64, 3), np.uint8))
+
+
+def test_backend_matches_the_torch_model(tiny_model: torch.nn.Module) -> None:
+    def runner(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            cls, deltas = tiny_model(torch.from_numpy(x))
+        return cls.numpy(), deltas.numpy()
+
+    image = rand_image(90, 120)
+    ref = Detector(model=tiny_model, scales="128", score_thresh=0.05)(image)
+    via_backend = Detector(model=tiny_model, backend=runner, scales="128", score_thresh=0.05)(image)
+    assert len(ref) > 0
+    assert_same(ref, via_backend, exact=False)
+
+
+# --------------------------------------------------------------------------------------------
+# the real (tiny, random) model on every input type
+
+
+def test_outputs_are_sorted_float32_and_inside_the_image(detector: Detector) -> None:
+    out = detector(rand_image(90, 120))
+    assert isinstance(out, Detections) and len(out) > 0
+    assert out.boxes.dtype == np.float32 and out.scores.dtype == np.float32
+    assert out.boxes.shape == (len(out), 4) and out.image_size == (90, 120)
+    assert np.all(np.diff(out.scores) <= 0) and np.all(out.scores > 0.05)
+    assert np.all(out.boxes[:, [0, 2]] <= 120) and np.all(out.boxes[:, [1, 3]] <= 90)
+    assert np.all(out.boxes >= 0) and np.all(out.boxes[:, 2:] >= out.boxes[:, :2])
+    assert out.source is None and out.frame_index is None
+
+
+def test_every_input_type_gives_the_same_result(detector: Detector, tmp_path: Path) -> None:
+    rgb = rand_image(90, 120)
+    path = tmp_path / "x.png"
+    Image.fromarray(rgb).save(path)
+    ref = detector(rgb)
+    assert len(ref) > 0
+    by_path = detector(path)
+    assert by_path.source == str(path)
+    assert_same(ref, by_path)
+    assert_same(ref, detector(str(path)))
+    assert_same(ref, detector(Image.fromarray(rgb)))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    assert_same(ref, detector(bgr, bgr=True))  # = converting first
+    assert not np.array_equal(detector(bgr).scores, ref.scores)  # bgr matters
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert_same(ref, detector(chw))
+    assert_same(ref, detector(chw.float() / 255.0))
+    assert_same(ref, detector(chw.flip(0), bgr=True))
+
+
+def test_grayscale_and_transparent_inputs(detector: Detector, tmp_path: Path) -> None:
+    gray = rand_image(90, 120)[:, :, 0]
+    ref = detector(np.repeat(gray[:, :, None], 3, axis=2))
+    assert_same(ref, detector(gray))
+    assert_same(ref, detector(Image.fromarray(gray)))
+    assert_same(ref, detector(torch.from_numpy(gray)))
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert_same(ref, detector(tmp_path / "g.png"))
+    # RGBA: composited onto white, like load_image does for files
+    rgba = np.dstack([rand_image(90, 120), np.linspace(0, 255, 120, dtype=np.uint8)[None].repeat(90, 0)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "t.png")
+    from_file = detector(tmp_path / "t.png")
+    assert_same(from_file, detector(Image.fromarray(rgba, "RGBA")))
+    assert_same(from_file, detector(rgba))
+
+
+def test_exif_rotation_of_pil_inputs_is_applied(detector: Detector, tmp_path: Path) -> None:
+    rgb = rand_image(60, 100)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(rgb).save(tmp_path / "r.png", exif=exif)
+    with Image.open(tmp_path / "r.png") as im:
+        out = detector(im)
+    assert out.image_size == (100, 60)
+    assert_same(out, detector(np.rot90(rgb, k=-1).copy()))
+    assert_same(out, detector(tmp_path / "r.png"))
+
+
+def test_batched_equals_one_by_one(detector: Detector) -> None:
+    images = [rand_image(90, 120, seed=1), rand_image(90, 120, seed=2), rand_image(200, 100, seed=3)]
+    singles = [detector(im) for im in images]
+    batched = detector(images)
+    assert isinstance(batched, list) and len(batched) == 3
+    for s, b in zip(singles, batched):
+        assert len(s) > 0
+        assert_same(s, b, exact=False)
+    stacked = detector(torch.from_numpy(np.stack(images[:2])).permute(0, 3, 1, 2))
+    assert isinstance(stacked, list) and len(stacked) == 2
+    assert_same(singles[1], stacked[1], exact=False)
+    small = Detector(model=detector.model, scales="128", score_thresh=0.05, batch_size=1)
+    for s, b in zip(singles, small(images)):
+        assert_same(s, b, exact=False)
+    assert detector([]) == []
+
+
+def test_multiscale_on_the_real_model(tiny_model: torch.nn.Module) -> None:
+    image = rand_image(90, 120)
+    det = Detector(model=tiny_model, scales=["100x140", "128"], score_thresh=0.05, max_det=20)
+    out = det(image)
+    assert 0 < len(out) <= 20 and np.all(np.diff(out.scores) <= 0)
+    single = Detector(model=tiny_model, scales="128", score_thresh=0.05, max_det=20)(image)
+    assert out.scores[0] >= single.scores[0] - 1e-6  # the merge keeps the best box
+
+
+def test_bad_inputs_are_clear_errors(detector: Detector, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="channels-last"):
+        detector(np.zeros((3, 50, 60), np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        detector(np.full((50, 60, 3), 200.0, np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        detector(np.zeros((50, 60, 3), np.int64))
+    with pytest.raises(ValueError, match="empty image"):
+        detector(np.zeros((0, 60, 3), np.uint8))
+    with pytest.raises(TypeError, match="unsupported image type"):
+        detector(12)
+    with pytest.raises(ImageReadError, match="nope.png: file not found"):
+        detector(tmp_path / "nope.png")
+
+
+def test_as_rgb_array_conversions() -> None:
+    gray16 = np.full((4, 5), 65535, np.uint16)
+    assert as_rgb_array(gray16).tolist() == np.full((4, 5, 3), 255).tolist()
+    rgba = np.zeros((2, 2, 4), np.uint8)  # fully transparent -> white
+    assert (as_rgb_array(rgba) == 255).all()
+    bgr = np.zeros((2, 2, 3), np.uint8)
+    bgr[..., 0] = 255  # blue in BGR
+    assert as_rgb_array(bgr, bgr=True)[0, 0].tolist() == [0, 0, 255]
+
+
+# --------------------------------------------------------------------------------------------
+# results and helpers
+
+
+def test_detections_draw_record_dict(detector: Detector, tmp_path: Path) -> None:
+    rgb = rand_image(90, 120)
+    out = detector(rgb)
+    drawn = out.draw(rgb, color=(255, 0, 0), thickness=1)
+    assert drawn.shape == rgb.shape and drawn.dtype == np.uint8
+    assert not np.array_equal(drawn, rgb) and np.array_equal(rgb, rand_image(90, 120))  # a copy
+    bgr_drawn = out.draw(np.ascontiguousarray(rgb[:, :, ::-1]), color=(255, 0, 0), thickness=1, bgr=True)
+    np.testing.assert_array_equal(bgr_drawn[:, :, ::-1], drawn)
+    with pytest.raises(ValueError, match="detections are for 90x120"):
+        out.draw(rand_image(50, 50))
+    rec = out.to_record("a/b.png")
+    assert rec.filename == "a/b.png" and (rec.width, rec.height) == (120, 90)
+    np.testing.assert_array_equal(rec.boxes, out.boxes)
+    np.testing.assert_array_equal(rec.scores, out.scores)
+    with pytest.raises(ValueError, match="filename"):
+        out.to_record()
+    path = tmp_path / "img.png"
+    Image.fromarray(rgb).save(path)
+    assert detector(path).to_record().filename == "img.png"
+    d = out.to_dict("x.png")
+    assert d["file"] == "x.png" and (d["width"], d["height"]) == (120, 90)
+    assert d["frame"] is None and d["timestamp"] is None
+    assert len(d["detections"]) == len(out)
+    assert d["detections"][0]["box"] == pytest.approx(out.boxes[0].tolist(), abs=0.01)
+    empty = Detections(np.zeros((0, 4)), np.zeros(0), (10, 20))
+    assert len(empty) == 0 and empty.draw(np.zeros((10, 20, 3), np.uint8)).sum() == 0
+
+
+def test_detect_paths_never_raises_and_keeps_order(detector: Detector, tmp_path: Path) -> None:
+    good1, good2 = tmp_path / "a.png", tmp_path / "b.jpg"
+    Image.fromarray(rand_image(90, 120, 1)).save(good1)
+    Image.fromarray(rand_image(80, 100, 2)).save(good2)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    missing = tmp_path / "missing.png"
+    paths = [good1, bad, missing, good2]
+    results = list(detector.detect_paths(paths, batch_size=2, progress=False))
+    assert [p for p, _ in results] == paths
+    assert isinstance(results[0][1], Detections) and isinstance(results[3][1], Detections)
+    assert isinstance(results[1][1], ImageReadError) and "bad.jpg" in str(results[1][1])
+    assert isinstance(results[2][1], ImageReadError) and results[2][1].reason == "file not found"
+    assert_same(results[0][1], detector(good1), exact=False)
+    assert results[3][1].source == str(good2)
+
+
+def test_detect_video(detector: Detector, tmp_path: Path) -> None:
+    from test_video import write_video
+
+    path = write_video(tmp_path / "clip.avi", n_frames=5, size=(96, 64))
+    dets = list(detector.detect_video(path, every=2, batch_size=2))
+    assert [d.frame_index for d in dets] == [0, 2, 4]
+    assert [d.timestamp for d in dets] == pytest.approx([0.0, 0.2, 0.4])
+    assert all(d.source == str(path) and d.image_size == (64, 96) for d in dets)
+
+
+def test_timings_are_recorded(detector: Detector) -> None:
+    detector.timings.reset()
+    detector([rand_image(90, 120), rand_image(90, 120, 1)])
+    t = detector.timings
+    assert t.images == 2 and t.batches == 1
+    assert t.preprocess > 0 and t.forward > 0 and t.postprocess > 0
+    assert set(t.per_image_ms()) == {"load", "preprocess", "forward", "postprocess"}
+    detector.timings.reset()
+    assert detector.timings.forward == 0 and detector.timings.images == 0
+
+
+# --------------------------------------------------------------------------------------------
+# model loading
+
+
+def test_no_default_weights_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.models import registry
+
+    monkeypatch.setattr(registry, "default_weights_path", lambda: None)
+    with pytest.raises(FileNotFoundError, match="no default weights are shipped"):
+        Detector()
+
+
+def test_default_and_file_weights_load(tiny_model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.models import registry
+
+    weights = registry.save_weights(tiny_model, tmp_path / "tiny.safetensors")
+    image = rand_image(90, 120)
+    ref = Detector(model=tiny_model, scales="128", score_thresh=0.05)(image)
+    assert len(ref) > 0
+    for kwargs in ({"model": weights}, {"model": str(weights)}, {"weights": weights},
+                   {"model": "acfd-tiny", "weights": weights}):
+        assert_same(ref, Detector(**kwargs, scales="128", score_thresh=0.05)(image), exact=False)
+    monkeypatch.setattr(registry, "default_weights_path", lambda: weights)
+    assert_same(ref, Detector(scales="128", score_thresh=0.05)(image), exact=False)
+
+
+def test_model_name_without_weights_warns(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        det = Detector(model="acfd-tiny")
+    assert det.cfg.name == "acfd-tiny"
+    assert any("RANDOM" in r.getMessage() for r in caplog.records)
+
+
+def test_half_on_cpu_falls_back_to_float32(tiny_model: torch.nn.Module, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        det = Detector(model=tiny_model, half=True, scales="128")
+    assert not det.half and any("CUDA" in r.getMessage() for r in caplog.records)
+    assert next(det.model.parameters()).dtype == torch.float32
+
+
+def test_unknown_model_name_raises() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        Detector(model="acfd-nope")
+
+
+def test_load_image_roundtrip_matches(tmp_path: Path) -> None:
+    rgb = rand_image(10, 12)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(as_rgb_array(tmp_path / "a.png"), load_image(tmp_path / "a.png"))
