@@ -14,6 +14,7 @@ from acfd.data.formats import (
     ImageRecord,
     Problem,
     clip_to_image,
+    fill_image_sizes,
     guess_format,
     read_annotations,
     read_coco,
@@ -274,6 +275,7 @@ def test_coco_bad_entries(tmp_path: Path) -> None:
             {"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, "x", 2, 2]},
             {"id": 10, "image_id": 1, "category_id": 2, "bbox": [1, 1, 2, 2]},
             {"id": 11, "image_id": 1, "category_id": 1, "bbox": [1, 1, 2, 2]},
+            {"id": 12, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9], "iscrowd": 1},
         ],
         "categories": [{"id": 1, "name": "face"}, {"id": 2, "name": "body"}],
     }
@@ -283,6 +285,7 @@ def test_coco_bad_entries(tmp_path: Path) -> None:
     assert "images[1]" in text and "annotations[0] (id 7): empty box" in text
     assert "annotations[1] (id 8): unknown image_id 9" in text and "annotations[2] (id 9): bbox" in text
     assert "1 annotation(s) of other categories ignored" in text
+    assert "1 crowd annotation(s) (iscrowd=1) ignored" in text
     np.testing.assert_array_equal(recs["a.jpg"].boxes, [[1, 1, 3, 3]])
 
 
@@ -423,3 +426,23 @@ def test_read_split(tmp_path: Path) -> None:
     assert read_split(p) == ["a.jpg", "b.jpg"]
     with pytest.raises(AnnotationError, match="file not found"):
         read_split(tmp_path / "none.txt")
+
+
+def test_write_annotations_icartoon_with_scores_is_a_submission(tmp_path: Path) -> None:
+    recs = [ImageRecord("a.jpg", [[1, 2, 3, 4], [5, 6, 7, 8]], scores=[0.1, 0.7])]
+    write_annotations(tmp_path / "p.csv", recs, "csv")
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "a.jpg,5,6,7,8,face,0.700000"
+
+
+def test_fill_image_sizes_reports_missing(images_dir: Path) -> None:
+    recs = {"b.jpg": ImageRecord("b.jpg", []), "zz.jpg": ImageRecord("zz.jpg", [])}
+    problems = fill_image_sizes(recs, images_dir)
+    assert [(Path(p.file).name, p.severity, p.message) for p in problems] == [("zz.jpg", "error", "file not found")]
+    assert (recs["b.jpg"].width, recs["b.jpg"].height) == (40, 30)
+
+
+def test_icartoon_bom_without_header(tmp_path: Path) -> None:
+    p = tmp_path / "bom.csv"
+    p.write_bytes(b"\xef\xbb\xbfa.jpg,1,2,30,40\r\n")
+    recs, problems = read_icartoon_csv(p)
+    assert list(recs) == ["a.jpg"] and problems == []

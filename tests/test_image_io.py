@@ -14,6 +14,7 @@ from acfd.data.image_io import (
     ImageReadError,
     is_image_file,
     load_image,
+    pil_to_rgb,
     read_image_size,
 )
 
@@ -211,3 +212,11 @@ def test_header_cut_short(tmp_path: Path) -> None:
     Image.fromarray(_rgb(8, 8)).save(tmp_path / "a.png")
     (tmp_path / "h.png").write_bytes((tmp_path / "a.png").read_bytes()[:20])
     assert "truncated or corrupt" in _reason(tmp_path / "h.png")
+
+
+def test_pil_to_rgb_matches_load_image(tmp_path: Path) -> None:
+    a = np.array([[0, 257, 65535]], dtype=np.uint16)
+    im = Image.fromarray(a)
+    np.testing.assert_array_equal(pil_to_rgb(im)[0, :, 1], [0, 1, 255])
+    rgba = Image.new("RGBA", (3, 2), (0, 0, 0, 0))
+    assert tuple(pil_to_rgb(rgba)[0, 0]) == (255, 255, 255)

@@ -18,6 +18,7 @@ from acfd.data.transforms import (
     DEFAULT_MEAN,
     DataAnchorSampling,
     EvalTransform,
+    PhotometricDistort,
     RandomSquareCrop,
     TrainTransform,
 )
@@ -41,6 +42,16 @@ def paint(h: int, w: int, faces: list[list[float]]) -> tuple[torch.Tensor, torch
     for (x1, y1, x2, y2), c in zip(faces, COLOURS, strict=False):
         img[:, int(y1) : int(y2), int(x1) : int(x2)] = torch.tensor(c, dtype=torch.uint8).view(3, 1, 1)
     return img, torch.tensor(faces, dtype=torch.float32).reshape(-1, 4)
+
+
+def _tv(img: torch.Tensor, boxes: torch.Tensor) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
+    canvas = (int(img.shape[-2]), int(img.shape[-1]))
+    return tv_tensors.Image(img), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas)
+
+
+def _centre_inside(boxes: torch.Tensor, x0: float, y0: float, x1: float, y1: float) -> torch.Tensor:
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    return (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
 
 
 def colour_mask(img: np.ndarray, colour: tuple[int, int, int], tol: int = 60) -> np.ndarray:
@@ -192,7 +203,7 @@ def test_square_crop_keeps_centre_inside_faces_and_a_whole_face() -> None:
     torch.manual_seed(0)
     sides = set()
     for _ in range(30):
-        out_img, out_boxes = crop(tv_tensors.Image(img), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(120, 160)))
+        out_img, out_boxes = crop(*_tv(img, boxes))
         h, w = out_img.shape[-2:]
         assert h == w and 36 <= h <= 120
         sides.add(h)
@@ -214,15 +225,6 @@ def test_crop_enlarges_faces() -> None:
         _, ob = t(img, boxes)
         grew += int((ob[:, 2] - ob[:, 0]).max() > (pb[:, 2] - pb[:, 0]).max() * 1.2)
     assert grew >= 5
-
-
-def _tv(img: torch.Tensor, boxes: torch.Tensor) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
-    return tv_tensors.Image(img), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=tuple(img.shape[-2:]))
-
-
-def _centre_inside(boxes: torch.Tensor, x0: float, y0: float, x1: float, y1: float) -> torch.Tensor:
-    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    return (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
 
 
 def test_square_crop_keeps_exactly_the_faces_whose_centre_is_inside() -> None:
@@ -307,7 +309,7 @@ def test_anchor_sampling_pads_with_mean_when_shrinking() -> None:
     img, boxes = paint(120, 160, [[10.0, 10.0, 110.0, 110.0]])
     t = DataAnchorSampling(out_size=SIZE, anchor_sizes=(16,))
     torch.manual_seed(0)
-    out_img, out_boxes = t(tv_tensors.Image(img), tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(120, 160)))
+    out_img, out_boxes = t(*_tv(img, boxes))
     assert out_img.shape == (3, SIZE, SIZE)  # shrunk by 0.16: 26x19 image inside a 128 window
     side = float(((out_boxes[0, 2:] - out_boxes[0, :2]).prod()).sqrt())
     assert abs(side - 16) < 1.0
@@ -353,7 +355,7 @@ def test_image_without_faces(name: str) -> None:
 
 def test_boxes_outside_and_degenerate_are_clipped_or_dropped() -> None:
     img, _ = paint(120, 160, [])
-    boxes = torch.tensor([[-20.0, -10.0, 40.0, 30.0], [50.0, 50.0, 50.0, 80.0], [150.0, 100.0, 400.0, 300.0]])
+    boxes = torch.tensor([[-20.0, -10.0, 40.0, 30.0], [50.0, 50.0, 50.0, 80.0], [150.0, 100.0, 400, 300]])
     out, ob = branch("none")(img, boxes)
     expected = torch.tensor([[0.0, 0.0, 40.0, 30.0], [150.0, 100.0, 160.0, 120.0]])
     torch.testing.assert_close(ob, expected * torch.tensor([SIZE / 160, SIZE / 120] * 2))
@@ -451,3 +453,22 @@ def test_eval_transform_resizes_only() -> None:
     assert_aligned(out1, b1, len(FACES))
     out, ob = EvalTransform(64)(img, torch.zeros(0, 4))
     assert out.shape == (3, 64, 64) and ob.shape == (0, 4)
+
+
+def test_fast_photometric_distort_matches_torchvision() -> None:
+    from torchvision.transforms import v2
+
+    gen = torch.Generator().manual_seed(0)
+    img = tv_tensors.Image(torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8, generator=gen))
+    hue_used = 0
+    for seed in range(30):
+        torch.manual_seed(seed)
+        ours = PhotometricDistort()(img)
+        torch.manual_seed(seed)
+        ref = v2.RandomPhotometricDistort()(img)
+        torch.manual_seed(seed)
+        hue_used += int(PhotometricDistort().make_params([img])["hue_factor"] is not None)
+        assert isinstance(ours, tv_tensors.Image) and ours.dtype == torch.uint8
+        diff = (ours.int() - ref.int()).abs()
+        assert diff.float().mean() < 1.5 and diff.max() <= 16, seed
+    assert hue_used >= 5

@@ -285,7 +285,7 @@ def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Probl
         x1, y1, x2, y2 = (float(c) for c in coords)  # type: ignore[arg-type]
         if min(x1, y1, x2, y2) < 0:
             problems.append(
-                Problem(src, lineno, f"negative coordinate in ({row[1]},{row[2]},{row[3]},{row[4]}); clipped to 0")
+                Problem(src, lineno, f"negative coordinate in ({','.join(row[1:5])}); clipped to 0")
             )
             x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), max(x2, 0.0), max(y2, 0.0)
         if x2 <= x1 or y2 <= y1:
@@ -485,7 +485,8 @@ def _as_mapping(records: Mapping[str, ImageRecord] | Iterable[ImageRecord]) -> R
 def read_coco(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
     """Read a COCO detection JSON (``images``, ``annotations``, ``categories``).
 
-    Only the ``face`` category is read (or the only category when there is one); boxes are
+    Only the ``face`` category is read (or the only category when there is one), crowd
+    annotations (``iscrowd``) are skipped; boxes are
     converted from ``[x, y, w, h]`` to ``x1, y1, x2, y2``. Images without annotations give
     records with no boxes. Annotations with a ``score`` give records with scores.
     Problems name the offending entry as ``annotations[i]``; JSON has no useful line numbers
@@ -501,6 +502,10 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
     src = str(path)
     problems: list[Problem] = []
     text = _read_text(path, problems)
+
+    def report(message: str, severity: str = "warning") -> None:
+        problems.append(Problem(src, None, message, severity))
+
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -520,13 +525,9 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
     face_ids = {c.get("id") for c in cats if str(c.get("name", "")).lower() == FACE_CLASS}
     if not face_ids and len(cats) == 1:
         face_ids = {cats[0].get("id")}
-        problems.append(
-            Problem(src, None, f"no 'face' category; using the only category {cats[0].get('name')!r}", "info")
-        )
+        report(f"no 'face' category; using the only category {cats[0].get('name')!r}", "info")
     elif not face_ids and cats:
-        problems.append(
-            Problem(src, None, f"no 'face' category among {[c.get('name') for c in cats]}; reading all", "warning")
-        )
+        report(f"no 'face' category among {[c.get('name') for c in cats]}; reading all")
 
     id_to_name: dict[object, str] = {}
     boxes: dict[str, list[list[float]]] = {}
@@ -534,14 +535,14 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
     sizes: dict[str, tuple[int | None, int | None]] = {}
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not im.get("file_name"):
-            problems.append(Problem(src, None, f"images[{i}]: needs 'id' and 'file_name'; skipped", "error"))
+            report(f"images[{i}]: needs 'id' and 'file_name'; skipped", "error")
             continue
         name = str(im["file_name"])
         if name in boxes:
-            problems.append(Problem(src, None, f"images[{i}]: duplicate file_name {name!r}; skipped"))
+            report(f"images[{i}]: duplicate file_name {name!r}; skipped")
             continue
         if im["id"] in id_to_name:
-            problems.append(Problem(src, None, f"images[{i}]: duplicate id {im['id']!r}; skipped", "error"))
+            report(f"images[{i}]: duplicate id {im['id']!r}; skipped", "error")
             continue
         id_to_name[im["id"]] = name
         boxes[name] = []
@@ -551,45 +552,50 @@ def read_coco(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
         sizes[name] = (w, h) if ok else (None, None)
 
     has_scores = any(isinstance(a, dict) and "score" in a for a in anns)
-    other_cat = 0
+    other_cat = crowd = 0
     for i, a in enumerate(anns):
         where = f"annotations[{i}]" + (f" (id {a.get('id')})" if isinstance(a, dict) and "id" in a else "")
         if not isinstance(a, dict):
-            problems.append(Problem(src, None, f"{where}: not an object; skipped", "error"))
+            report(f"{where}: not an object; skipped", "error")
             continue
         if face_ids and a.get("category_id") not in face_ids:
             other_cat += 1
             continue
+        if a.get("iscrowd"):
+            crowd += 1
+            continue
         name = id_to_name.get(a.get("image_id"))
         if name is None:
-            problems.append(Problem(src, None, f"{where}: unknown image_id {a.get('image_id')!r}; dropped", "error"))
+            report(f"{where}: unknown image_id {a.get('image_id')!r}; dropped", "error")
             continue
         bbox = a.get("bbox")
         vals = [_parse_float(str(v)) for v in bbox] if isinstance(bbox, list) else []
         if len(vals) != 4 or any(v is None for v in vals):
-            problems.append(Problem(src, None, f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}; dropped", "error"))
+            report(f"{where}: bbox must be 4 numbers [x, y, w, h], got {bbox!r}; dropped", "error")
             continue
         x, y, w, h = (float(v) for v in vals)  # type: ignore[arg-type]
         if w <= 0 or h <= 0:
-            problems.append(Problem(src, None, f"{where}: empty box (width {w:g}, height {h:g}); dropped", "error"))
+            report(f"{where}: empty box (width {w:g}, height {h:g}); dropped", "error")
             continue
         x1, y1, x2, y2 = x, y, x + w, y + h
         if x1 < 0 or y1 < 0:
-            problems.append(Problem(src, None, f"{where}: negative coordinate; clipped to 0"))
+            report(f"{where}: negative coordinate; clipped to 0")
             x1, y1 = max(x1, 0.0), max(y1, 0.0)
             if x2 <= x1 or y2 <= y1:
-                problems.append(Problem(src, None, f"{where}: box entirely at negative coordinates; dropped", "error"))
+                report(f"{where}: box entirely at negative coordinates; dropped", "error")
                 continue
         score = None
         if has_scores:
             score = _parse_float(str(a.get("score")))
             if score is None:
-                problems.append(Problem(src, None, f"{where}: missing or non-numeric score; dropped", "error"))
+                report(f"{where}: missing or non-numeric score; dropped", "error")
                 continue
             scores[name].append(score)
         boxes[name].append([x1, y1, x2, y2])
     if other_cat:
-        problems.append(Problem(src, None, f"{other_cat} annotation(s) of other categories ignored", "info"))
+        report(f"{other_cat} annotation(s) of other categories ignored", "info")
+    if crowd:
+        report(f"{crowd} crowd annotation(s) (iscrowd=1) ignored", "info")
     return _records_from_lists(boxes, scores if has_scores else None, sizes), problems
 
 
@@ -620,7 +626,8 @@ def write_coco(
     ann_id = 0
     for img_id, rec in enumerate(recs.values(), start=1):
         ids[rec.filename] = img_id
-        images.append({"id": img_id, "file_name": rec.filename, "width": int(rec.width), "height": int(rec.height)})  # type: ignore[arg-type]
+        w, h = int(rec.width), int(rec.height)  # type: ignore[arg-type]  # checked by _require_sizes
+        images.append({"id": img_id, "file_name": rec.filename, "width": w, "height": h})
         for j, (x1, y1, x2, y2) in enumerate(rec.boxes.tolist()):
             ann_id += 1
             w, h = x2 - x1, y2 - y1
@@ -662,7 +669,11 @@ def coco_image_ids(path: str | os.PathLike[str]) -> dict[str, int]:
         raise AnnotationError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise AnnotationError(f"{path}: not a COCO dataset: needs an 'images' list")
-    return {str(im["file_name"]): im["id"] for im in data["images"] if isinstance(im, dict) and "file_name" in im and "id" in im}
+    return {
+        str(im["file_name"]): im["id"]
+        for im in data["images"]
+        if isinstance(im, dict) and "file_name" in im and "id" in im
+    }
 
 
 def write_coco_results(
@@ -740,6 +751,11 @@ def read_yolo(
     sizes: dict[str, tuple[int | None, int | None]] = {}
     used_labels: set[Path] = set()
     any_score = False
+    src = str(labels_dir)  # the label file being read
+
+    def report(at: int, message: str, severity: str = "warning") -> None:
+        problems.append(Problem(src, at, message, severity))
+
     for img in _list_images(images_dir):
         rel = img.relative_to(images_dir)
         name = rel.as_posix()
@@ -761,29 +777,27 @@ def read_yolo(
             if not fields:
                 continue
             if len(fields) not in (5, 6):
-                problems.append(
-                    Problem(src, lineno, f"expected 'class cx cy w h [score]', got {len(fields)} values "
-                            "(segment/polygon labels are not supported); row dropped", "error")
-                )
+                report(lineno, f"expected 'class cx cy w h [score]', got {len(fields)} values "
+                       "(segment/polygon labels are not supported); row dropped", "error")
                 continue
             vals = [_parse_float(v) for v in fields]
             if any(v is None for v in vals):
-                problems.append(Problem(src, lineno, f"non-numeric value in {line.strip()!r}; row dropped", "error"))
+                report(lineno, f"non-numeric value in {line.strip()!r}; row dropped", "error")
                 continue
             cls, cx, cy, bw, bh = (float(v) for v in vals[:5])  # type: ignore[arg-type]
             if cls != 0:
-                problems.append(Problem(src, lineno, f"class {fields[0]} is not 0 (face); row ignored", "info"))
+                report(lineno, f"class {fields[0]} is not 0 (face); row ignored", "info")
                 continue
             if bw <= 0 or bh <= 0:
-                problems.append(Problem(src, lineno, f"empty box (w {bw:g}, h {bh:g}); row dropped", "error"))
+                report(lineno, f"empty box (w {bw:g}, h {bh:g}); row dropped", "error")
                 continue
             x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
             c = [min(max(x1, 0.0), w), min(max(y1, 0.0), h), min(max(x2, 0.0), w), min(max(y2, 0.0), h)]
             if c[2] <= c[0] or c[3] <= c[1]:
-                problems.append(Problem(src, lineno, "box entirely outside the image; row dropped", "error"))
+                report(lineno, "box entirely outside the image; row dropped", "error")
                 continue
             if c != [x1, y1, x2, y2]:
-                problems.append(Problem(src, lineno, "box extends outside the image (values outside 0..1); clipped"))
+                report(lineno, "box extends outside the image (values outside 0..1); clipped")
             boxes[name].append(c)
             if len(vals) == 6:
                 any_score = True
@@ -796,8 +810,8 @@ def read_yolo(
     if any_score:
         for name, s in scores.items():
             if any(math.isnan(v) for v in s):
-                problems.append(Problem(str(labels_dir / name), None, "some rows have a score and some do not; "
-                                        "missing scores set to 0"))
+                message = "some rows have a score and some do not; missing scores set to 0"
+                problems.append(Problem(str(labels_dir / name), None, message))
                 scores[name] = [0.0 if math.isnan(v) else v for v in s]
     return _records_from_lists(boxes, scores if any_score else None, sizes), problems
 
@@ -872,6 +886,11 @@ def read_voc(xml_dir: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
     boxes: dict[str, list[list[float]]] = {}
     sizes: dict[str, tuple[int | None, int | None]] = {}
     owner: dict[str, str] = {}
+    src = str(xml_dir)
+
+    def report(message: str, severity: str = "warning") -> None:
+        problems.append(Problem(src, None, message, severity))
+
     for xml in sorted(xml_dir.rglob("*.xml")):
         src = str(xml)
         try:
@@ -880,15 +899,15 @@ def read_voc(xml_dir: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
             problems.append(Problem(src, exc.position[0], f"invalid XML: {exc}; file skipped", "error"))
             continue
         if root.tag != "annotation":
-            problems.append(Problem(src, None, f"root element <{root.tag}> is not <annotation>; file skipped", "error"))
+            report(f"root element <{root.tag}> is not <annotation>; file skipped", "error")
             continue
         fn = root.findtext("filename")
         if not fn or not fn.strip():
             fn = xml.relative_to(xml_dir).with_suffix(".jpg").as_posix()
-            problems.append(Problem(src, None, f"no <filename>; using {fn!r}"))
+            report(f"no <filename>; using {fn!r}")
         name = fn.strip()
         if name in owner:
-            problems.append(Problem(src, None, f"{name!r} already annotated in {owner[name]}; file skipped", "error"))
+            report(f"{name!r} already annotated in {owner[name]}; file skipped", "error")
             continue
         owner[name] = src
         size = root.find("size")
@@ -903,18 +922,18 @@ def read_voc(xml_dir: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
             bb = obj.find("bndbox")
             c = [_xml_number(bb, t) for t in ("xmin", "ymin", "xmax", "ymax")]
             if any(v is None for v in c):
-                problems.append(Problem(src, None, f"object {k}: <bndbox> needs numeric xmin, ymin, xmax, ymax; dropped", "error"))
+                report(f"object {k}: <bndbox> needs numeric xmin, ymin, xmax, ymax; dropped", "error")
                 continue
             x1, y1, x2, y2 = (float(v) for v in c)  # type: ignore[arg-type]
             if min(x1, y1) < 0:
-                problems.append(Problem(src, None, f"object {k}: negative coordinate; clipped to 0"))
+                report(f"object {k}: negative coordinate; clipped to 0")
                 x1, y1 = max(x1, 0.0), max(y1, 0.0)
             if x2 <= x1 or y2 <= y1:
-                problems.append(Problem(src, None, f"object {k}: empty box ({x1:g},{y1:g},{x2:g},{y2:g}); dropped", "error"))
+                report(f"object {k}: empty box ({x1:g},{y1:g},{x2:g},{y2:g}); dropped", "error")
                 continue
             bl.append([x1, y1, x2, y2])
         if other:
-            problems.append(Problem(src, None, f"{other} object(s) not named 'face' ignored", "info"))
+            report(f"{other} object(s) not named 'face' ignored", "info")
         boxes[name] = bl
     return _records_from_lists(boxes, None, sizes), problems
 
@@ -943,7 +962,8 @@ def write_voc(
     written = []
     for rec in recs.values():
         root = ET.Element("annotation")
-        ET.SubElement(root, "folder").text = Path(rec.filename).parent.as_posix() if "/" in rec.filename else ""
+        parent = Path(rec.filename).parent.as_posix()
+        ET.SubElement(root, "folder").text = "" if parent == "." else parent
         ET.SubElement(root, "filename").text = rec.filename
         if rec.width is not None and rec.height is not None:
             size = ET.SubElement(root, "size")

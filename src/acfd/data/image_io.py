@@ -201,6 +201,27 @@ def _to_rgb_array(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def pil_to_rgb(im: Image.Image, exif_transpose: bool = True) -> np.ndarray:
+    """Convert an already opened PIL image to ``(H, W, 3)`` uint8 RGB, as :func:`load_image` does.
+
+    Args:
+        im: a PIL image of any mode.
+        exif_transpose: apply the EXIF orientation first.
+
+    Raises:
+        ValueError: the colour mode cannot be converted.
+    """
+    if exif_transpose:
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception as exc:  # noqa: BLE001 - a broken EXIF block should not lose the image
+            logger.warning("ignoring unreadable EXIF orientation (%s)", exc)
+    try:
+        return _to_rgb_array(im)
+    except OSError as exc:
+        raise ValueError(f"unsupported colour mode {im.mode!r} ({exc})") from exc
+
+
 def load_image(
     path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
