@@ -1,0 +1,507 @@
+"""Training (paper 4.1 "Optimization"): SGD, warm-up, step decay, AMP, DDP, resumable checkpoints.
+
+Run on one device with ``acfd train --config configs/acfd-s.yaml``, or on several GPUs / nodes with
+``torchrun --nproc_per_node N -m acfd.engine.train --config ...`` (DistributedDataParallel, rank-0
+logging and checkpoints).
+
+Reproducibility: the order of samples is a permutation seeded by ``(seed, epoch)`` and every sample's
+augmentation is seeded by ``(seed, epoch, index)``, so a run killed at any iteration and resumed
+with ``--resume`` sees exactly the batches it would have seen. ``DistributedSampler`` cannot start
+mid-epoch, hence the small hand-written :class:`ResumableSampler`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from acfd.config import config_to_dict
+from acfd.data.dataset import DetectionDataset, detection_collate
+from acfd.data.formats import read_icartoon_csv, read_split
+from acfd.data.transforms import EvalTransform, TrainTransform
+from acfd.models.detector import ACFD
+from acfd.models.registry import create_model, save_weights
+from acfd.utils import atomic_path, atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """One training recipe; the defaults are the paper's (section 4.1), YAML files override them."""
+
+    # model
+    model: str = "acfd-s"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    # data
+    images: str = "../shared/data/icartoonface-det/images"
+    annotations: str = "../shared/data/icartoonface-det/annotations/train.csv"
+    train_split: str | None = "../shared/data/icartoonface-det/splits/train.txt"
+    val_split: str | None = "../shared/data/icartoonface-det/splits/dev.txt"
+    input_size: int = 640
+    augment: bool = True  # False: resize only (debugging, overfitting checks)
+    workers: int = 4
+    # optimisation: SGD momentum 0.9, weight decay 5e-4, lr 0.04 for a batch of 64
+    epochs: int = 300
+    batch_size: int = 16  # per process
+    base_lr: float = 0.04
+    base_batch_size: int = 64  # lr = base_lr * global batch / base_batch_size
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 1000
+    warmup_start_lr: float = 1e-6
+    milestones: list[int] = field(default_factory=lambda: [200, 250, 280])
+    lr_gamma: float = 0.1
+    grad_clip_norm: float | None = 35.0
+    # hardware
+    device: str = "auto"  # auto: cuda when available
+    amp: str = "bf16"  # bf16 | fp16 | none (only used on CUDA)
+    channels_last: bool = True  # CUDA only
+    # bookkeeping
+    output: str = "runs/acfd-s"
+    seed: int = 0
+    log_every: int = 20
+    save_every: int = 10  # epochs
+    eval_every: int = 10  # epochs (0: never)
+    eval_scales: list[str] = field(default_factory=lambda: ["640x860"])
+    max_iters: int | None = None  # stop after this many iterations in total (tests, smoke runs)
+    time_limit: float | None = None  # seconds; checkpoint and stop when exceeded
+    progress: bool = True
+
+
+def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML file and ``key=value`` overrides (values parsed as YAML).
+
+    Relative data paths in the file are resolved against the file's folder's parent when they exist
+    there, else left relative to the working directory.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: training config not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: expected a mapping of settings, got {type(loaded).__name__}")
+        data.update(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        parsed = yaml.safe_load(value)
+        if key.startswith("model_overrides."):
+            data.setdefault("model_overrides", {})[key.split(".", 1)[1]] = parsed
+        else:
+            data[key] = parsed
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    cfg = TrainConfig(**data)
+    if cfg.batch_size < 2:
+        # BatchNorm cannot normalise the 1x1 maps of the stride-128 level from a single image
+        raise ValueError(f"batch_size must be at least 2 per process, got {cfg.batch_size}")
+    return cfg
+
+
+# --- distributed helpers ---------------------------------------------------------------------
+
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment."""
+    return (
+        int(os.environ.get("RANK", 0)),
+        int(os.environ.get("WORLD_SIZE", 1)),
+        int(os.environ.get("LOCAL_RANK", 0)),
+    )
+
+
+class ResumableSampler(Sampler[int]):
+    """Seeded per-epoch permutation, split across ranks, that can start at any batch of an epoch."""
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch = 0
+        self.start = 0  # samples of this rank to skip (resume mid-epoch)
+        self.per_rank = math.ceil(size / world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.size, generator=g).tolist()
+        perm += perm[: self.per_rank * self.world_size - len(perm)]  # pad to split evenly
+        return perm[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class EpochSeededDataset(Dataset):
+    """Seeds the transform of every sample from ``(seed, epoch, index)`` so augmentation is replayable."""
+
+    def __init__(self, dataset: DetectionDataset, seed: int) -> None:
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        transform = self.dataset.transform
+        if transform is not None and hasattr(transform, "manual_seed"):
+            transform.manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+        return self.dataset[index]
+
+
+# --- learning rate ---------------------------------------------------------------------------
+
+
+def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig, peak_lr: float) -> float:
+    """Multiplier of ``peak_lr`` at ``iteration``: linear warm-up from ``warmup_start_lr``, step decay."""
+    if iteration < cfg.warmup_iters:
+        start = cfg.warmup_start_lr / peak_lr
+        return start + (1.0 - start) * iteration / cfg.warmup_iters
+    epoch = iteration // max(1, iters_per_epoch)
+    return cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.SGD:
+    """SGD with weight decay on conv / linear weights only (not on BN, biases or fusion weights)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=cfg.momentum,
+    )
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a checkpoint atomically (temp file + rename): a killed run never leaves a broken file."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Owns the model, data, optimiser and schedule of one run.
+
+    Args:
+        cfg: the recipe.
+        resume: a checkpoint to continue from, ``"auto"`` for ``<output>/last.pt`` if present.
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: str | os.PathLike[str] | None = None) -> None:
+        self.cfg = cfg
+        self.rank, self.world_size, self.local_rank = _dist_info()
+        self.distributed = self.world_size > 1
+        if cfg.device == "auto":
+            device = f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+        else:
+            device = cfg.device
+        self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+        self.output = Path(cfg.output)
+        if self.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.model: ACFD = create_model(cfg.model, **cfg.model_overrides).to(self.device)
+        if self.device.type == "cuda" and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: torch.nn.Module = self.model
+        if self.distributed:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+        self.records, problems = read_icartoon_csv(cfg.annotations)
+        for p in problems[:20]:
+            logger.warning("%s", p)
+        names = read_split(cfg.train_split) if cfg.train_split else sorted(self.records)
+        transform = (
+            TrainTransform(size=cfg.input_size, mean=self.model.cfg.pixel_mean)
+            if cfg.augment
+            else EvalTransform(size=cfg.input_size)
+        )
+        self.dataset = DetectionDataset(cfg.images, self.records, names=names, transform=transform)
+        self.seeded = EpochSeededDataset(self.dataset, cfg.seed)
+        self.sampler = ResumableSampler(len(self.dataset), cfg.seed, self.rank, self.world_size)
+        self.iters_per_epoch = max(1, len(self.sampler) // cfg.batch_size)
+
+        self.peak_lr = cfg.base_lr * cfg.batch_size * self.world_size / cfg.base_batch_size
+        self.optimizer = build_optimizer(self.model, cfg, self.peak_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(it, self.iters_per_epoch, cfg, self.peak_lr)
+        )
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        if self.device.type != "cuda":
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
+        )
+        self.epoch = 0
+        self.iteration = 0  # total optimiser steps
+        self.step_in_epoch = 0
+        self.best_ap = -1.0
+        self.history: list[dict[str, Any]] = []
+        if resume == "auto":
+            resume = self.output / "last.pt" if (self.output / "last.pt").is_file() else None
+        if resume is not None:
+            self.load(Path(resume))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "iteration": self.iteration,
+            "step_in_epoch": self.step_in_epoch,
+            "best_ap": self.best_ap,
+            "rng": _rng_state(),
+            "model_config": config_to_dict(self.model.cfg),
+            "train_config": dataclasses.asdict(self.cfg),
+        }
+
+    def load(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.iteration = ckpt["epoch"], ckpt["iteration"]
+        self.step_in_epoch, self.best_ap = ckpt["step_in_epoch"], ckpt["best_ap"]
+        _set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
+
+    def save(self, name: str) -> Path | None:
+        if not self.is_main:
+            return None
+        path = self.output / name
+        save_checkpoint(path, self.state_dict())
+        return path
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.history.append(record)
+        with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def _loader(self) -> DataLoader:
+        self.seeded.epoch = self.epoch
+        self.sampler.set_epoch(self.epoch, self.step_in_epoch * self.cfg.batch_size)
+        return DataLoader(
+            self.seeded,
+            batch_size=self.cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=self.cfg.workers,
+            collate_fn=detection_collate,
+            pin_memory=self.device.type == "cuda",
+            drop_last=True,
+            persistent_workers=False,
+            prefetch_factor=4 if self.cfg.workers > 0 else None,
+        )
+
+    def train_step(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimiser step on a batch of uint8 images ``(B, 3, S, S)``."""
+        self.net.train()
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        boxes = [t["boxes"].to(self.device, non_blocking=True) for t in targets]
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            cls_logits, box_deltas = self.net(self.model.normalize(images))
+        losses = self.model.compute_loss(
+            cls_logits.float(), box_deltas.float(), boxes, tuple(images.shape[-2:])
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"]).backward()
+        if self.cfg.grad_clip_norm:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.iteration += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def evaluate(self) -> float | None:
+        """Dev-split AP50 (official protocol) of the current weights, on rank 0."""
+        cfg = self.cfg
+        if not self.is_main or not cfg.val_split:
+            return None
+        from acfd.engine.evaluate import evaluate_model
+
+        names = read_split(cfg.val_split)
+        model = copy.deepcopy(self.model).float().eval().to(memory_format=torch.contiguous_format)
+        ev = evaluate_model(
+            model, cfg.images, self.records, names, scales=cfg.eval_scales, device=self.device,
+            batch_size=8,
+        )
+        return ev.ap50
+
+    def _time_up(self, start: float) -> bool:
+        if self.cfg.time_limit is None:
+            return False
+        up = time.monotonic() - start > self.cfg.time_limit
+        if self.distributed:  # every rank must stop at the same step
+            flag = torch.tensor([int(up)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            up = bool(flag.item())
+        return up
+
+    def fit(self) -> Path | None:
+        """Train until ``epochs`` (or ``max_iters`` / ``time_limit``); returns the last checkpoint."""
+        cfg = self.cfg
+        start = time.monotonic()
+        from tqdm import tqdm
+
+        while self.epoch < cfg.epochs:
+            loader = self._loader()
+            bar = tqdm(
+                total=self.iters_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                disable=not (self.is_main and cfg.progress), file=sys.stderr, dynamic_ncols=True,
+            )
+            t0, seen, stop = time.monotonic(), 0, False
+            for images, targets in loader:
+                if self.step_in_epoch >= self.iters_per_epoch:
+                    break
+                losses = self.train_step(images, targets)
+                self.step_in_epoch += 1
+                seen += images.shape[0] * self.world_size
+                ips = seen / max(1e-9, time.monotonic() - t0)
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{losses['loss']:.3f}", cls=f"{losses['loss_cls']:.3f}",
+                    reg=f"{losses['loss_reg']:.3f}", img_s=f"{ips:.0f}",
+                )
+                if not math.isfinite(losses["loss"]):
+                    raise FloatingPointError(f"loss became {losses['loss']} at iteration {self.iteration}")
+                if self.iteration % cfg.log_every == 0:
+                    self._log({"type": "train", "epoch": self.epoch, "iteration": self.iteration,
+                               "lr": self.optimizer.param_groups[0]["lr"], "images_per_s": ips, **losses})
+                if (cfg.max_iters is not None and self.iteration >= cfg.max_iters) or self._time_up(start):
+                    stop = True
+                    break
+            bar.close()
+            if stop and self.step_in_epoch < self.iters_per_epoch:
+                self.save("last.pt")
+                logger.info("stopped at epoch %d step %d (limit reached); resume with --resume", self.epoch, self.step_in_epoch)
+                break
+            self.epoch += 1
+            self.step_in_epoch = 0
+            record: dict[str, Any] = {"type": "epoch", "epoch": self.epoch, "iteration": self.iteration,
+                                      "seconds": time.monotonic() - start}
+            if cfg.eval_every and (self.epoch % cfg.eval_every == 0 or self.epoch == cfg.epochs):
+                ap = self.evaluate()
+                if ap is not None:
+                    record["dev_ap50"] = ap
+                    logger.info("epoch %d: dev AP50 %.2f", self.epoch, 100 * ap)
+                    if ap > self.best_ap:
+                        self.best_ap = ap
+                        self.save("best.pt")
+                        if self.is_main:
+                            save_weights(self.model, self.output / "best.safetensors", half=True,
+                                         extra={"dev_ap50": f"{ap:.4f}", "epoch": str(self.epoch)})
+            self._log(record)
+            if self.epoch % cfg.save_every == 0 or self.epoch == cfg.epochs or stop:
+                self.save("last.pt")
+            if stop:
+                break
+        if self.is_main:
+            save_weights(self.model, self.output / "last.safetensors", half=False)
+            atomic_write_text(self.output / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        if self.distributed:
+            dist.barrier()
+        return self.output / "last.pt" if self.is_main else None
+
+
+def train(cfg: TrainConfig, resume: str | os.PathLike[str] | None = None) -> Path | None:
+    """Build a :class:`Trainer` and run it."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        if trainer.distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m acfd.engine.train --config FILE [--resume PATH|auto] [key=value ...]`` (torchrun-able)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--resume", default=None)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    train(load_train_config(args.config, args.overrides), resume=args.resume)
+
+
+if __name__ == "__main__":
+    main()
