@@ -32,7 +32,8 @@ from acfd.engine.infer import (
 
 @pytest.fixture(scope="module")
 def tiny_model() -> torch.nn.Module:
-    """acfd-tiny with random weights and BN statistics calibrated on noise, so scores vary."""
+    """acfd-tiny with random weights, BN statistics calibrated on noise and a classifier spread
+    over 0..1 (instead of the 0.01 prior), so that scores vary and some pass 0.7."""
     from acfd.models import create_model
 
     torch.manual_seed(0)
@@ -44,12 +45,17 @@ def tiny_model() -> torch.nn.Module:
     with torch.no_grad():
         for _ in range(2):
             model(torch.randn(2, 3, 128, 128))
-    return model.eval()
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1:  # the classification conv
+            m.bias.data.zero_()
+            m.weight.data.mul_(10.0)
+    return model
 
 
 @pytest.fixture()
 def detector(tiny_model: torch.nn.Module) -> Detector:
-    return Detector(model=tiny_model, scales="128", score_thresh=0.05)
+    return Detector(model=tiny_model, scales="128", score_thresh=0.7)
 
 
 def rand_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -259,10 +265,31 @@ def test_backend_matches_the_torch_model(tiny_model: torch.nn.Module) -> None:
         return cls.numpy(), deltas.numpy()
 
     image = rand_image(90, 120)
-    ref = Detector(model=tiny_model, scales="128", score_thresh=0.05)(image)
-    via_backend = Detector(model=tiny_model, backend=runner, scales="128", score_thresh=0.05)(image)
+    ref = Detector(model=tiny_model, scales="128", score_thresh=0.7)(image)
+    via_backend = Detector(model=tiny_model, backend=runner, scales="128", score_thresh=0.7)(image)
     assert len(ref) > 0
     assert_same(ref, via_backend, exact=False)
+
+
+def test_backend_carrying_its_model_config_needs_no_model(tiny_model: torch.nn.Module) -> None:
+    import json
+
+    from acfd.config import config_to_dict
+
+    class Runner:  # like an ONNX runner that read the config from the file's metadata
+        model_config = json.dumps(config_to_dict(tiny_model.cfg))
+
+        def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with torch.no_grad():
+                cls, deltas = tiny_model(torch.from_numpy(x))
+            return cls.numpy(), deltas.numpy()
+
+    image = rand_image(90, 120)
+    det = Detector(backend=Runner(), scales="128", score_thresh=0.7)
+    assert det.cfg == tiny_model.cfg
+    assert_same(Detector(model=tiny_model, scales="128", score_thresh=0.7)(image), det(image), exact=False)
+    with pytest.raises(ValueError, match="backend= needs model="):
+        Detector(backend=lambda x: x)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,7 +301,7 @@ def test_outputs_are_sorted_float32_and_inside_the_image(detector: Detector) -> 
     assert isinstance(out, Detections) and len(out) > 0
     assert out.boxes.dtype == np.float32 and out.scores.dtype == np.float32
     assert out.boxes.shape == (len(out), 4) and out.image_size == (90, 120)
-    assert np.all(np.diff(out.scores) <= 0) and np.all(out.scores > 0.05)
+    assert np.all(np.diff(out.scores) <= 0) and np.all(out.scores > 0.7)
     assert np.all(out.boxes[:, [0, 2]] <= 120) and np.all(out.boxes[:, [1, 3]] <= 90)
     assert np.all(out.boxes >= 0) and np.all(out.boxes[:, 2:] >= out.boxes[:, :2])
     assert out.source is None and out.frame_index is None
@@ -339,7 +366,7 @@ def test_batched_equals_one_by_one(detector: Detector) -> None:
     stacked = detector(torch.from_numpy(np.stack(images[:2])).permute(0, 3, 1, 2))
     assert isinstance(stacked, list) and len(stacked) == 2
     assert_same(singles[1], stacked[1], exact=False)
-    small = Detector(model=detector.model, scales="128", score_thresh=0.05, batch_size=1)
+    small = Detector(model=detector.model, scales="128", score_thresh=0.7, batch_size=1)
     for s, b in zip(singles, small(images)):
         assert_same(s, b, exact=False)
     assert detector([]) == []
@@ -347,10 +374,10 @@ def test_batched_equals_one_by_one(detector: Detector) -> None:
 
 def test_multiscale_on_the_real_model(tiny_model: torch.nn.Module) -> None:
     image = rand_image(90, 120)
-    det = Detector(model=tiny_model, scales=["100x140", "128"], score_thresh=0.05, max_det=20)
+    det = Detector(model=tiny_model, scales=["100x140", "128"], score_thresh=0.7, max_det=20)
     out = det(image)
     assert 0 < len(out) <= 20 and np.all(np.diff(out.scores) <= 0)
-    single = Detector(model=tiny_model, scales="128", score_thresh=0.05, max_det=20)(image)
+    single = Detector(model=tiny_model, scales="128", score_thresh=0.7, max_det=20)(image)
     assert out.scores[0] >= single.scores[0] - 1e-6  # the merge keeps the best box
 
 
@@ -436,6 +463,8 @@ def test_detect_video(detector: Detector, tmp_path: Path) -> None:
     assert [d.frame_index for d in dets] == [0, 2, 4]
     assert [d.timestamp for d in dets] == pytest.approx([0.0, 0.2, 0.4])
     assert all(d.source == str(path) and d.image_size == (64, 96) for d in dets)
+    assert dets[1].to_record().filename == "clip.avi#frame=000002"
+    assert dets[1].to_dict()["file"] == f"{path}#frame=000002" and dets[1].to_dict()["frame"] == 2
 
 
 def test_timings_are_recorded(detector: Detector) -> None:
@@ -466,13 +495,13 @@ def test_default_and_file_weights_load(tiny_model: torch.nn.Module, tmp_path: Pa
 
     weights = registry.save_weights(tiny_model, tmp_path / "tiny.safetensors")
     image = rand_image(90, 120)
-    ref = Detector(model=tiny_model, scales="128", score_thresh=0.05)(image)
+    ref = Detector(model=tiny_model, scales="128", score_thresh=0.7)(image)
     assert len(ref) > 0
     for kwargs in ({"model": weights}, {"model": str(weights)}, {"weights": weights},
                    {"model": "acfd-tiny", "weights": weights}):
-        assert_same(ref, Detector(**kwargs, scales="128", score_thresh=0.05)(image), exact=False)
+        assert_same(ref, Detector(**kwargs, scales="128", score_thresh=0.7)(image), exact=False)
     monkeypatch.setattr(registry, "default_weights_path", lambda: weights)
-    assert_same(ref, Detector(scales="128", score_thresh=0.05)(image), exact=False)
+    assert_same(ref, Detector(scales="128", score_thresh=0.7)(image), exact=False)
 
 
 def test_model_name_without_weights_warns(caplog: pytest.LogCaptureFixture) -> None:

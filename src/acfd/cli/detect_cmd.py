@@ -16,9 +16,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import typer
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # pragma: no cover
+    from acfd.engine.infer import Detections, Detector
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +57,13 @@ class InputItem:
 class RunResult:
     """What a detect run produced (in input order)."""
 
-    results: list[tuple[str, object]] = field(default_factory=list)  # (key, Detections)
+    results: list[tuple[str, Detections]] = field(default_factory=list)  # (key, detections)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     interrupted: bool = False
 
     @property
     def num_faces(self) -> int:
-        return sum(len(d) for _, d in self.results)  # type: ignore[arg-type]
+        return sum(len(d) for _, d in self.results)
 
 
 def _kind_of(path: Path) -> str | None:
@@ -198,17 +203,17 @@ class _ImageSaver:
         self.used.add(out)
         return out
 
-    def save(self, key: str, image: object, dets: object) -> None:
+    def save(self, key: str, image: np.ndarray, dets: Detections) -> None:
         from acfd.engine.visualize import save_image
 
-        save_image(self.target(key, dets.frame_index), dets.draw(image))  # type: ignore[attr-defined]
+        save_image(self.target(key, dets.frame_index), dets.draw(image))
 
 
-def _summary_line(key: str, dets: object) -> str:
-    n = len(dets)  # type: ignore[arg-type]
-    top = ", ".join(f"{s:.2f}" for s in dets.scores[:5])  # type: ignore[attr-defined]
+def _summary_line(key: str, dets: Detections) -> str:
+    n = len(dets)
+    top = ", ".join(f"{s:.2f}" for s in dets.scores[:5])
     more = ", ..." if n > 5 else ""
-    where = f" ({dets.timestamp:.2f} s)" if dets.timestamp is not None else ""  # type: ignore[attr-defined]
+    where = f" ({dets.timestamp:.2f} s)" if dets.timestamp is not None else ""
     return f"{key}{where}: {n} face{'s' if n != 1 else ''}" + (f" ({top}{more})" if n else "")
 
 
@@ -217,7 +222,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def run_detection(
-    detector: object,
+    detector: Detector,
     items: list[InputItem],
     batch_size: int = 1,
     video_every: int = 1,
@@ -237,12 +242,13 @@ def run_detection(
         echo_summary: print one line per image as it is done.
     """
     from acfd.data.image_io import load_image
+    from acfd.data.video import VideoReadError
 
     run = RunResult()
     saver = _ImageSaver(save_dir) if save_dir is not None else None
     bar = tqdm(total=len(items), unit="file", file=sys.stderr, disable=None if progress else True)
 
-    def emit(key: str, path: Path, dets: object, frame: object = None) -> None:
+    def emit(key: str, path: Path, dets: Detections, frame: np.ndarray | None = None) -> None:
         run.results.append((key, dets))
         if saver is not None:
             try:
@@ -273,15 +279,15 @@ def run_detection(
                 it = group[0]
                 bar.set_postfix_str(it.path.name)
                 try:
-                    frames = _iter_video(detector, it.path, video_every, batch_size)
+                    frames = detector.detect_video_frames(it.path, every=video_every, batch_size=batch_size)
                     for frame, dets in frames:
-                        emit(_frame_key(it.key, dets.frame_index), it.path, dets, frame)  # type: ignore[attr-defined]
-                except ValueError as exc:  # VideoReadError
+                        emit(_frame_key(it.key, int(dets.frame_index or 0)), it.path, dets, frame)
+                except VideoReadError as exc:
                     run.failures.append((str(it.path), _reason(exc)))
                 bar.update(1)
                 continue
             by_path = {it.path: it for it in group}
-            for path, out in detector.detect_paths(  # type: ignore[attr-defined]
+            for path, out in detector.detect_paths(
                 [it.path for it in group], batch_size=batch_size, progress=False
             ):
                 if isinstance(out, Exception):
@@ -294,31 +300,6 @@ def run_detection(
     finally:
         bar.close()
     return run
-
-
-def _iter_video(
-    detector: object, path: Path, every: int, batch_size: int
-) -> Iterator[tuple[object, object]]:
-    """``(frame, Detections)`` for every ``every``-th frame (frames kept for --save-images)."""
-    from acfd.data.video import iter_video_frames
-
-    pending: list[tuple[int, float, object]] = []
-
-    def flush() -> Iterator[tuple[object, object]]:
-        dets = detector.detect_arrays(  # type: ignore[attr-defined]
-            [f for _, _, f in pending], [str(path)] * len(pending), batch_size=batch_size
-        )
-        for (index, ts, frame), d in zip(pending, dets):
-            d.frame_index, d.timestamp = index, ts
-            yield frame, d
-        pending.clear()
-
-    for index, ts, frame in iter_video_frames(path, every=every):
-        pending.append((index, ts, frame))
-        if len(pending) >= batch_size:
-            yield from flush()
-    if pending:
-        yield from flush()
 
 
 def write_outputs(
@@ -340,9 +321,9 @@ def write_outputs(
 
     problems: list[tuple[str, str]] = []
     if fmt is OutputFormat.csv:
-        write_icartoon_csv(out, [d.to_record(key) for key, d in run.results], kind="submission")  # type: ignore[attr-defined]
+        write_icartoon_csv(out, [d.to_record(key) for key, d in run.results], kind="submission")
     elif fmt is OutputFormat.json:
-        data = [d.to_dict(key) for key, d in run.results]  # type: ignore[attr-defined]
+        data = [d.to_dict(key) for key, d in run.results]
         atomic_write_text(out, json.dumps(data, indent=1) + "\n")
     else:
         records = []
@@ -356,12 +337,12 @@ def write_outputs(
                 if name is None:
                     problems.append((key, f"not an image of the ground truth {coco_gt}"))
                     continue
-                records.append(d.to_record(name))  # type: ignore[attr-defined]
+                records.append(d.to_record(name))
         else:
             ids = {}
             for i, (key, d) in enumerate(run.results, start=1):
                 ids[key] = i
-                records.append(d.to_record(key))  # type: ignore[attr-defined]
+                records.append(d.to_record(key))
             if records:
                 logger.info("COCO image ids are 1..%d in input order (pass --coco-gt for a ground truth's ids)", len(records))
         write_coco_results(out, records, ids)
@@ -477,14 +458,16 @@ def detect(
     )
     failures.extend(run.failures)
 
-    if output is not None and out_fmt is not None:
+    n_images = len(run.results)
+    if output is not None and out_fmt is not None and n_images == 0:
+        typer.echo(f"nothing was read: {output} not written", err=True)
+    elif output is not None and out_fmt is not None:
         try:
             failures.extend(write_outputs(run, output, out_fmt, coco_gt))
         except Exception as exc:  # noqa: BLE001 - report and exit non-zero, earlier files stay
             typer.echo(f"error: cannot write {output}: {exc}", err=True)
             raise typer.Exit(2) from exc
 
-    n_images = len(run.results)
     typer.echo(f"{n_images} images, {run.num_faces} faces, {len(failures)} failed")
     for path, reason in failures:
         typer.echo(f"{path}: {reason}", err=True)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -32,7 +33,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
 
@@ -42,6 +43,7 @@ import torch
 from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
+from acfd.config import ModelConfig, model_config_from_dict
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
@@ -147,8 +149,8 @@ def parse_scales(spec: str | Iterable[str | int | Sequence[int] | Scale] | None)
 
     Args:
         spec: ``None`` (:data:`DEFAULT_SCALES`), ``"paper"`` (:data:`PAPER_SCALES`),
-            ``"default"``, a comma-separated string (``"640x860,800x1075"``) or a list of scale
-            specs (see :meth:`Scale.parse`).
+            ``"default"``, a comma-separated string (``"640x860,800x1075"``), a list of scale
+            specs (see :meth:`Scale.parse`), or one ``(height, width)`` tuple of two ints.
 
     Raises:
         ValueError: an invalid or empty spec.
@@ -242,7 +244,7 @@ class Detections:
         """An :class:`~acfd.data.formats.ImageRecord` (for the CSV / COCO writers and evaluation).
 
         Args:
-            filename: the record key; defaults to :attr:`source`'s file name.
+            filename: the record key; defaults to :meth:`default_name` (the source's file name).
 
         Raises:
             ValueError: no ``filename`` and no :attr:`source`.
@@ -252,22 +254,31 @@ class Detections:
         if filename is None:
             if self.source is None:
                 raise ValueError("to_record() needs a filename for detections without a source")
-            filename = Path(self.source).name
+            filename = self.default_name()
         h, w = self.image_size
         return ImageRecord(
             filename=filename, boxes=self.boxes.copy(), scores=self.scores.copy(), width=w, height=h
         )
 
+    def default_name(self) -> str | None:
+        """The source's file name, with ``#frame=000120`` for a video frame (``None`` without source)."""
+        if self.source is None:
+            return None
+        name = Path(self.source).name
+        return name if self.frame_index is None else f"{name}#frame={self.frame_index:06d}"
+
     def to_dict(self, filename: str | None = None, decimals: int = 2) -> dict[str, Any]:
         """A JSON-friendly dict: ``file, width, height, detections [{box, score}], frame, timestamp``.
 
         Args:
-            filename: the ``file`` value; defaults to :attr:`source`.
+            filename: the ``file`` value; defaults to :attr:`source` (with ``#frame=...`` for frames).
             decimals: rounding of box coordinates.
         """
         h, w = self.image_size
         return {
-            "file": filename if filename is not None else self.source,
+            "file": filename if filename is not None else (
+                self.source if self.frame_index is None else f"{self.source}#frame={self.frame_index:06d}"
+            ),
             "width": w,
             "height": h,
             "detections": [
@@ -437,11 +448,24 @@ def _looks_like_path(value: str | os.PathLike[str]) -> bool:
     return p.suffix.lower() in _CHECKPOINT_SUFFIXES or p.is_file()
 
 
+def _backend_config(backend: Backend) -> ModelConfig | None:
+    """The model config a backend carries (``model_config`` / ``cfg`` / ``config``), if any."""
+    for attr in ("model_config", "cfg", "config"):
+        cfg = getattr(backend, attr, None)
+        if isinstance(cfg, str):
+            cfg = json.loads(cfg)
+        if isinstance(cfg, dict):
+            return model_config_from_dict(cfg)
+        if isinstance(cfg, ModelConfig):
+            return cfg
+    return None
+
+
 def _resolve_model(
-    model: str | os.PathLike[str] | torch.nn.Module | None,
+    model: str | os.PathLike[str] | torch.nn.Module | ModelConfig | None,
     weights: str | os.PathLike[str] | None,
     device: torch.device,
-    has_backend: bool,
+    backend: Backend | None,
 ) -> torch.nn.Module:
     from acfd.models import registry
 
@@ -449,6 +473,22 @@ def _resolve_model(
         if weights is not None:
             raise ValueError("weights= cannot be combined with a model instance; load them first")
         return model.to(device).eval()
+    if isinstance(model, ModelConfig):
+        from acfd.models.detector import ACFD
+
+        if weights is not None or backend is None:
+            raise ValueError("model=ModelConfig(...) is only for a backend= (it gives anchors, not weights)")
+        return ACFD(model).to(device).eval()
+    if model is None and backend is not None and weights is None:
+        cfg = _backend_config(backend)
+        if cfg is None:
+            raise ValueError(
+                "backend= needs model= (a variant name, config or ACFD) for the anchors and box "
+                "coder, unless the backend has a model_config attribute"
+            )
+        from acfd.models.detector import ACFD
+
+        return ACFD(cfg).to(device).eval()
     if model is None:
         if weights is not None:
             return registry.load_model(weights, device=device)
@@ -466,7 +506,7 @@ def _resolve_model(
     name = str(model)
     if weights is not None:
         return registry.load_model(name, weights=weights, device=device)
-    if has_backend:  # the backend holds the weights; the model only gives config and anchors
+    if backend is not None:  # the backend holds the weights; the model only gives config and anchors
         return registry.create_model(name).to(device).eval()
     logger.warning(
         "no weights given for model %r: using RANDOM initial weights (detections are meaningless)",
@@ -481,7 +521,8 @@ class Detector:
     Args:
         model: a variant name (``"acfd-s"``; with no ``weights`` it gets random weights and a
             warning), a weights/checkpoint file, an ``ACFD`` module, or ``None`` for the shipped
-            default model.
+            default model. With a ``backend`` a name or a ``ModelConfig`` is enough (or nothing
+            when the backend has a ``model_config`` attribute).
         weights: weights for a model given by name.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         scales: test scales (see :func:`parse_scales`); ``None`` is :data:`DEFAULT_SCALES`.
@@ -501,7 +542,7 @@ class Detector:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] | torch.nn.Module | None = None,
+        model: str | os.PathLike[str] | torch.nn.Module | ModelConfig | None = None,
         weights: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
         scales: str | Iterable[str | int | Sequence[int] | Scale] | None = None,
@@ -515,7 +556,7 @@ class Detector:
     ) -> None:
         self.device = torch.device(device)
         self.backend = backend
-        self.model = _resolve_model(model, weights, self.device, backend is not None)
+        self.model = _resolve_model(model, weights, self.device, backend)
         self.model.eval()
         self.cfg = self.model.cfg
         self.box_coder = self.model.box_coder
@@ -831,19 +872,42 @@ class Detector:
         Raises:
             VideoReadError: the video cannot be opened or no frame decodes.
         """
+        for _, dets in self.detect_video_frames(path, every=every, batch_size=batch_size):
+            yield dets
+
+    def detect_video_frames(
+        self,
+        path: str | os.PathLike[str],
+        every: int = 1,
+        batch_size: int = 1,
+    ) -> Iterator[tuple[np.ndarray, Detections]]:
+        """Like :meth:`detect_video`, also yielding each frame (RGB) to draw on or save.
+
+        Args:
+            path: video file.
+            every: keep frames 0, every, 2 * every...
+            batch_size: frames per network call.
+
+        Yields:
+            ``(frame (H, W, 3) uint8 RGB, Detections)``.
+
+        Raises:
+            VideoReadError: the video cannot be opened or no frame decodes.
+        """
         from acfd.data.video import iter_video_frames
 
         src = str(path)
         pending: list[tuple[int, float, np.ndarray]] = []
 
-        def flush() -> Iterator[Detections]:
+        def flush() -> Iterator[tuple[np.ndarray, Detections]]:
             dets = self.detect_arrays(
                 [f for _, _, f in pending], [src] * len(pending), batch_size=batch_size
             )
-            for (index, ts, _), d in zip(pending, dets):
-                d.frame_index, d.timestamp = index, ts
+            done = list(zip(pending, dets))
             pending.clear()
-            yield from dets
+            for (index, ts, frame), d in done:
+                d.frame_index, d.timestamp = index, ts
+                yield frame, d
 
         for index, ts, frame in iter_video_frames(path, every=every):
             pending.append((index, ts, frame))

@@ -67,7 +67,7 @@ def draw_detections(
     if labels is None and scores is not None:
         labels = [f"{float(s):.2f}" for s in np.asarray(scores).reshape(-1)]
     width = thickness if thickness is not None else default_thickness(h, w)
-    chw = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    chw = torch.from_numpy(np.array(image, dtype=np.uint8, order="C")).permute(2, 0, 1)
     drawn = draw_bounding_boxes(
         chw, box_t.round(), labels=list(labels) if labels is not None else None, colors=color, width=width
     )

@@ -1,0 +1,272 @@
+"""``acfd detect`` through CliRunner on a private Typer app, with acfd-tiny random weights."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from acfd.cli.detect_cmd import collect_inputs, register
+
+FAST = ["--scales", "128", "--score-thr", "0", "--no-progress"]
+
+
+@pytest.fixture()
+def app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:  # keeps "detect" a subcommand
+        pass
+
+    register(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from acfd.models import create_model
+    from acfd.models.registry import save_weights
+
+    torch.manual_seed(0)
+    return save_weights(create_model("acfd-tiny"), tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def invoke(app: typer.Typer, args: list[str]):  # noqa: ANN201 - click Result
+    return CliRunner().invoke(app, ["detect", *[str(a) for a in args]])
+
+
+def rand_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def make_folder(root: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """Good images of many kinds (key -> (width, height)) and bad files (names)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub").mkdir()
+    good: dict[str, tuple[int, int]] = {}
+    Image.fromarray(rand_rgb(60, 80)).save(root / "rgb.png")
+    good["rgb.png"] = (80, 60)
+    Image.fromarray(rand_rgb(50, 70, 1)).save(root / "sub" / "nested.jpg")
+    good["sub/nested.jpg"] = (70, 50)
+    Image.fromarray(rand_rgb(40, 60, 2)[:, :, 0]).save(root / "gray.png")
+    good["gray.png"] = (60, 40)
+    Image.fromarray(np.dstack([rand_rgb(40, 50, 3), np.full((40, 50), 128, np.uint8)]), "RGBA").save(root / "rgba.png")
+    good["rgba.png"] = (50, 40)
+    Image.fromarray(rand_rgb(30, 40, 4)).convert("P").save(root / "palette.png")
+    good["palette.png"] = (40, 30)
+    Image.fromarray((np.arange(30 * 40, dtype=np.uint16).reshape(30, 40) * 50)).save(root / "deep16.png")
+    assert Image.open(root / "deep16.png").mode.startswith("I")
+    good["deep16.png"] = (40, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated: 40 wide x 70 high
+    Image.fromarray(rand_rgb(40, 70, 5)).save(root / "rotated.jpg", exif=exif)
+    good["rotated.jpg"] = (40, 70)
+    Image.new("RGB", (3000, 2000), (200, 180, 160)).save(root / "large.png")
+    good["large.png"] = (3000, 2000)
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    (root / "empty.png").write_bytes(b"")
+    data = (root / "rgb.png").read_bytes()
+    (root / "truncated.png").write_bytes(data[: len(data) // 2])
+    (root / "text.jpg").write_text("this is text, not a JPEG")
+    (root / "notes.txt").write_text("skipped: not an image suffix")
+    return good, ["corrupt.jpg", "empty.png", "truncated.png", "text.jpg"]
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_folder_with_good_and_bad_files(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    good, bad = make_folder(tmp_path / "imgs")
+    (tmp_path / "other.xyz").write_text("?")
+    out = tmp_path / "out" / "sub.csv"
+    res = invoke(app, [tmp_path / "imgs", tmp_path / "other.xyz", tmp_path / "missing.png",
+                       "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 1, res.output
+    n_fail = len(bad) + 2
+    assert f"{len(good)} images, " in res.stdout and f", {n_fail} failed" in res.stdout
+    err_lines = res.stderr.strip().splitlines()
+    for name in bad:
+        assert any(line.startswith(str(tmp_path / "imgs" / name) + ": ") for line in err_lines), name
+    assert any(line.startswith(f"{tmp_path / 'other.xyz'}: unsupported file type") for line in err_lines)
+    assert f"{tmp_path / 'missing.png'}: no such file or directory" in err_lines
+    assert "notes.txt" not in res.output  # files in folders without an image suffix are skipped
+
+    from acfd.data.formats import read_icartoon_csv
+
+    records, problems = read_icartoon_csv(out)
+    assert not [p for p in problems if p.severity == "error"]
+    assert set(records) == set(good)  # every good image, no bad one
+    rows = read_csv_rows(out)
+    assert all(len(r) == 7 and r[5] == "face" for r in rows)
+    for key in good:  # per image: contiguous rows in descending score order
+        scores = [float(r[6]) for r in rows if r[0] == key]
+        assert scores == sorted(scores, reverse=True) and scores
+    assert sum(len(r) for r in records.values()) == int(res.stdout.split(" images, ")[1].split(" faces")[0])
+
+
+def test_json_output_sizes_and_boxes(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    good, _ = make_folder(tmp_path / "imgs")
+    out = tmp_path / "det.json"
+    res = invoke(app, [tmp_path / "imgs", "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 1
+    data = json.loads(out.read_text())
+    assert [d["file"] for d in data] == sorted(good)  # folder order
+    for d in data:
+        assert (d["width"], d["height"]) == good[d["file"]]  # EXIF rotation applied
+        assert d["frame"] is None and d["timestamp"] is None
+        assert 0 < len(d["detections"]) <= 100
+        scores = [x["score"] for x in d["detections"]]
+        assert scores == sorted(scores, reverse=True)
+        for x in d["detections"]:
+            x1, y1, x2, y2 = x["box"]
+            assert 0 <= x1 <= x2 <= d["width"] and 0 <= y1 <= y2 <= d["height"]
+
+
+def test_all_good_exits_0_and_prints_a_summary_per_image(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    Image.fromarray(rand_rgb(60, 80, 1)).save(tmp_path / "b.jpg")
+    res = invoke(app, [tmp_path / "a.png", tmp_path / "b.jpg", "--model", "acfd-tiny", "--weights", weights,
+                       "--batch-size", "2", *FAST])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith("a.png: ") and " faces" in lines[0]
+    assert lines[1].startswith("b.jpg: ")
+    assert lines[-1].endswith(", 0 failed") and lines[-1].startswith("2 images, ")
+
+
+def test_nothing_readable_exits_2_and_keeps_the_old_output(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    out = tmp_path / "out.csv"
+    out.write_text("old.jpg,1,2,3,4,face,0.5\n")
+    res = invoke(app, [tmp_path / "bad.png", tmp_path / "missing.jpg", "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 2
+    assert "0 images, 0 faces, 2 failed" in res.stdout
+    assert f"{tmp_path / 'bad.png'}: " in res.stderr
+    assert out.read_text() == "old.jpg,1,2,3,4,face,0.5\n"
+    assert not list(tmp_path.glob(".out.csv*"))  # no temp files left behind
+    res = invoke(app, [tmp_path / "nothing_here", "--weights", weights, *FAST])
+    assert res.exit_code == 2 and "no such file or directory" in res.stderr
+
+
+def test_video_input_json_and_csv(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    from test_video import write_video
+
+    video = write_video(tmp_path / "clip.avi", n_frames=5, size=(96, 64))
+    out = tmp_path / "v.json"
+    res = invoke(app, [video, "-o", out, "--video-every", "2", "--weights", weights, *FAST])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert [d["frame"] for d in data] == [0, 2, 4]
+    assert [d["timestamp"] for d in data] == pytest.approx([0.0, 0.2, 0.4])
+    assert [d["file"] for d in data] == [f"clip.avi#frame={i:06d}" for i in (0, 2, 4)]
+    assert all((d["width"], d["height"]) == (96, 64) for d in data)
+    assert "3 images, " in res.stdout
+    out_csv = tmp_path / "v.csv"
+    res = invoke(app, [video, "-o", out_csv, "--video-every", "2", "--batch-size", "2", "--weights", weights, *FAST])
+    assert res.exit_code == 0, res.output
+    names = {r[0] for r in read_csv_rows(out_csv)}
+    assert names == {"clip.avi#frame=000000", "clip.avi#frame=000002", "clip.avi#frame=000004"}
+
+
+def test_unreadable_video_is_a_failure_and_the_rest_goes_on(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    (tmp_path / "broken.mp4").write_bytes(b"not a video" * 50)
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "broken.mp4", tmp_path / "a.png", "--weights", weights, *FAST])
+    assert res.exit_code == 1
+    assert f"{tmp_path / 'broken.mp4'}: " in res.stderr
+    assert "1 images, " in res.stdout and ", 1 failed" in res.stdout
+
+
+def test_save_images(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    from test_video import write_video
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(rand_rgb(60, 80)).save(src / "a.png")
+    Image.fromarray(rand_rgb(60, 80, 1)).save(src / "a.jpg")  # same stem: both kept
+    Image.fromarray(rand_rgb(50, 70, 2)).save(src / "sub" / "b.png")
+    write_video(src / "clip.avi", n_frames=3, size=(96, 64))
+    out_dir = tmp_path / "drawn"
+    res = invoke(app, [src, "--save-images", out_dir, "--video-every", "2", "--weights", weights, *FAST])
+    assert res.exit_code == 0, res.output
+    files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    assert files == ["a.jpg", "a.png.jpg", "clip_frame000000.jpg", "clip_frame000002.jpg", "sub/b.jpg"]
+    drawn = cv2.imread(str(out_dir / "sub" / "b.jpg"))
+    assert drawn is not None and drawn.shape == (50, 70, 3)
+    original = np.asarray(Image.open(src / "sub" / "b.png"))[:, :, ::-1]
+    assert np.abs(drawn.astype(int) - original).mean() > 1  # boxes were drawn
+
+
+def test_coco_results(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    Image.fromarray(rand_rgb(60, 80, 1)).save(tmp_path / "b.png")
+    out = tmp_path / "res.json"
+    res = invoke(app, [tmp_path / "a.png", tmp_path / "b.png", "-o", out, "--format", "coco", "--weights", weights, *FAST])
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())
+    assert {r["image_id"] for r in results} == {1, 2}
+    assert all(r["category_id"] == 1 and len(r["bbox"]) == 4 and r["bbox"][2] >= 0 for r in results)
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"images": [{"id": 7, "file_name": "imgs/a.png", "width": 80, "height": 60}],
+                              "annotations": [], "categories": [{"id": 1, "name": "face"}]}))
+    res = invoke(app, [tmp_path / "a.png", tmp_path / "b.png", "-o", out, "--format", "coco",
+                       "--coco-gt", gt, "--weights", weights, *FAST])
+    assert res.exit_code == 1
+    assert {r["image_id"] for r in json.loads(out.read_text())} == {7}  # matched by file name
+    assert "b.png: not an image of the ground truth" in res.stderr
+
+
+def test_bad_options_are_usage_errors(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--scales", "640-860", "--weights", weights])
+    assert res.exit_code == 2 and "invalid scale" in res.output
+    res = invoke(app, [tmp_path / "a.png", "-o", tmp_path / "x.txt", "--weights", weights])
+    assert res.exit_code == 2 and "--format" in res.output
+    res = invoke(app, [tmp_path / "a.png", "--weights", tmp_path / "missing.safetensors", *FAST])
+    assert res.exit_code == 2 and "cannot load the model" in res.stderr
+
+
+def test_eval_flag_uses_the_paper_protocol(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.engine import infer
+
+    seen: dict[str, object] = {}
+    original = infer.Detector.__init__
+
+    def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        original(self, *args, **kwargs)
+        seen["scales"], seen["score"] = self.scales, self.score_thresh
+        self.scales = infer.parse_scales("128")  # keep the test fast
+
+    monkeypatch.setattr(infer.Detector, "__init__", spy)
+    Image.fromarray(rand_rgb(30, 40)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08}
+
+
+def test_collect_inputs_globs_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for rel in ("d/x.png", "d/e/y.jpg", "d/e/z.txt", "d/.hidden.png", "top.png"):
+        (tmp_path / rel).write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    items, failures = collect_inputs(["d/**/*.jpg", "d", "top.png", "top.png", "nomatch*.png"])
+    assert [(i.key, i.kind) for i in items] == [("e/y.jpg", "image"), ("x.png", "image"), ("top.png", "image")]
+    assert failures == [("nomatch*.png", "no files match this pattern")]
+
+
+def test_registered_in_the_root_app() -> None:
+    from acfd.cli import app as root
+
+    res = CliRunner().invoke(root, ["detect", "--help"])
+    assert res.exit_code == 0 and "--save-images" in res.output and "--video-every" in res.output
