@@ -1,0 +1,224 @@
+"""``acfd export`` (ONNX / TensorRT) and ``acfd bench`` (speed of the whole pipeline, paper 4.3)."""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from acfd.models import ACFD
+
+logger = logging.getLogger(__name__)
+
+
+class ExportFormat(str, Enum):
+    """Formats of ``acfd export --format``."""
+
+    onnx = "onnx"
+    tensorrt = "tensorrt"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _load(model_or_weights: str | None, weights: Path | None, device: str = "cpu") -> ACFD:
+    """Load a model from a name, a weights/checkpoint file (alone or as ``weights``) or the default."""
+    from acfd.models.registry import load_model
+
+    if model_or_weights is None and weights is not None:
+        return load_model(weights, device=device)
+    return load_model(model_or_weights, weights=weights, device=device)
+
+
+def _default_output(model_or_weights: str | None, model_name: str, fmt: ExportFormat) -> Path:
+    from acfd.deploy.export import tensorrt_available
+
+    if fmt is ExportFormat.onnx:
+        suffix = ".onnx"
+    else:
+        suffix = ".ep" if tensorrt_available() else ".pt2"
+    if model_or_weights is not None and Path(model_or_weights).is_file():
+        return Path(model_or_weights).with_suffix(suffix)
+    return Path(f"{model_name}{suffix}")
+
+
+def export_command(
+    model_or_weights: str | None = typer.Argument(
+        None,
+        metavar="MODEL_OR_WEIGHTS",
+        help="A model name (acfd-s...), a .safetensors / checkpoint file, or nothing for the "
+        "shipped default model.",
+    ),
+    fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", "-f", help="Export format."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output file (default: <model>.onnx, or next to the weights file)."
+    ),
+    opset: int | None = typer.Option(None, "--opset", min=11, help="ONNX opset (default 17)."),
+    half: bool = typer.Option(False, "--half", help="Float16 weights and input (GPU deployment)."),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for a model given by name."),
+    size: str = typer.Option(
+        "640x640", "--size", help="Input HxW used for tracing; the fixed input size of a TensorRT engine."
+    ),
+    fuse: bool = typer.Option(True, "--fuse/--no-fuse", help="Fuse ACBs and conv+BN first (paper 4.3)."),
+    dynamic: bool = typer.Option(
+        True, "--dynamic/--static", help="ONNX: dynamic batch, height and width (or fixed to --size)."
+    ),
+    max_batch: int = typer.Option(16, "--max-batch", min=1, help="TensorRT: largest batch."),
+    check: bool = typer.Option(
+        True, "--check/--no-check", help="ONNX: compare ONNX Runtime with PyTorch on a random input."
+    ),
+) -> None:
+    """Export a model for deployment: ONNX (CPU / onnxruntime) or a TensorRT engine (CUDA).
+
+    The exported network takes normalised images (B, 3, H, W) and returns cls_logits (B, A) and
+    box_deltas (B, A, 4); the model config travels in the file's metadata.
+    """
+    from acfd.deploy.bench import parse_size
+    from acfd.deploy.export import DEFAULT_OPSET, check_onnx, export_onnx, export_tensorrt
+
+    try:
+        sample_size = parse_size(size)
+        model = _load(model_or_weights, weights)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    name = model.cfg.name
+    out = output if output is not None else _default_output(model_or_weights, name, fmt)
+    try:
+        if fmt is ExportFormat.onnx:
+            opset = DEFAULT_OPSET if opset is None else opset
+            export_onnx(
+                model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half
+            )
+        else:
+            if opset is not None:
+                logger.warning("--opset is ignored for --format tensorrt")
+            export_tensorrt(
+                model, out, half=half, fuse=fuse, sample_size=sample_size, max_batch=max_batch
+            )
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    size_mb = out.stat().st_size / 1e6
+    if fmt is ExportFormat.onnx:
+        shape = "dynamic batch/height/width" if dynamic else f"fixed 1x3x{size}"
+        typer.echo(
+            f"wrote {out} ({size_mb:.1f} MB, {name}, opset {opset}, "
+            f"{'fused' if fuse else 'unfused'}, {'float16' if half else 'float32'}, {shape})"
+        )
+        if check:
+            diff = check_onnx(model, out, (1, 3, *sample_size))
+            typer.echo(
+                f"check: max |onnxruntime - pytorch| cls_logits {diff['cls_logits']:.2e}, "
+                f"box_deltas {diff['box_deltas']:.2e} (outputs up to {diff['scale']:.3g})"
+            )
+    else:
+        typer.echo(f"wrote {out} ({size_mb:.1f} MB, {name}, input Bx3x{size}, batch <= {max_batch})")
+
+
+def bench_command(
+    model: str | None = typer.Option(
+        None, "--model", help="Model name, or a weights file (default: the shipped model)."
+    ),
+    weights: Path | None = typer.Option(None, "--weights", help="Weights for --model (or alone)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    backends: str | None = typer.Option(
+        None,
+        "--backends",
+        help="Comma list of eager,fused,onnx,compile,tensorrt (default: all the device supports).",
+    ),
+    scales: list[str] = typer.Option(
+        ["640", "paper"],
+        "--scales",
+        help="A test-scale set; repeat for several: 640 (longer side), paper (480x645,640x860,"
+        "800x1075), or a comma list of HxW.",
+    ),
+    batch_sizes: str = typer.Option("1,8", "--batch-sizes", help="Comma list of batch sizes."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed runs per configuration."),
+    iters: int = typer.Option(10, "--iters", min=1, help="Timed runs per configuration (median)."),
+    images: Path | None = typer.Option(
+        None, "--images", help="Also time the images of this folder (e.g. dev images)."
+    ),
+    max_images: int = typer.Option(16, "--max-images", min=1, help="Use at most this many --images."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
+    score_thresh: float = typer.Option(0.08, "--score-thresh", help="Detector score threshold."),
+    frame_size: str = typer.Option(
+        "1080x1920", "--frame-size", hidden=True, help="Synthetic frame HxW (tests use a small one)."
+    ),
+    compile_mode: str = typer.Option("max-autotune", "--compile-mode", hidden=True),
+) -> None:
+    """Milliseconds per 1920x1080 frame and per folder image: pre-processing, network, post-processing.
+
+    Compares PyTorch eager, fused (paper 4.3), ONNX Runtime and, on CUDA, torch.compile and
+    TensorRT, for single- and multi-scale tests at batch 1 and batched.
+    """
+    from acfd.deploy.bench import parse_backends, parse_batch_sizes, parse_size, run_benchmark
+
+    try:
+        names = parse_backends(backends, device)
+        batches = parse_batch_sizes(batch_sizes)
+        frame = parse_size(frame_size)
+        from acfd.engine.infer import parse_scales
+
+        for spec in scales:
+            parse_scales(spec)
+        net = _load(model, weights, "cpu")
+        imgs = _load_images(images, max_images) if images is not None else None
+        report = run_benchmark(
+            net,
+            device=device,
+            backends=names,
+            scale_sets=scales,
+            batch_sizes=batches,
+            warmup=warmup,
+            iters=iters,
+            frame_size=frame,
+            images=imgs,
+            images_label=images.name if images is not None else "images",
+            score_thresh=score_thresh,
+            compile_mode=compile_mode,
+            num_threads=threads,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    meta = report.meta
+    typer.echo(
+        f"{meta['model']} on {meta['device']} ({meta.get('gpu') or meta['cpu']}, "
+        f"{meta['torch_threads']} threads), torch {meta['torch']}; {meta['units']} "
+        f"({warmup} warmup, {iters} iters)"
+    )
+    typer.echo(report.format_table())
+    if json_out is not None:
+        report.write_json(json_out)
+        typer.echo(f"wrote {json_out}")
+
+
+def _load_images(folder: Path, limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` images of ``folder`` (sorted by name) as RGB uint8 arrays."""
+    from acfd.data.image_io import ImageReadError, is_image_file, load_image
+
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder not found")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))[:limit]
+    out = []
+    for path in files:
+        try:
+            out.append(load_image(path))
+        except ImageReadError as exc:
+            logger.warning("skipping %s", exc)
+    if not out:
+        raise ValueError(f"{folder}: no readable images")
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``export`` and ``bench`` commands to ``app``."""
+    app.command("export")(export_command)
+    app.command("bench")(bench_command)

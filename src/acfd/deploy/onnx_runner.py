@@ -1,0 +1,181 @@
+"""Run an exported ACFD network with ONNX Runtime, alone or inside a :class:`Detector`.
+
+:class:`OnnxRunner` has the raw-tensor contract of :meth:`ACFD.forward` on NumPy arrays, which is
+what ``Detector(backend=...)`` takes; :func:`load_onnx_detector` wires the two together from the
+``.onnx`` file alone (the model config is read from its metadata).
+
+Example::
+
+    from acfd.deploy.onnx_runner import load_onnx_detector
+
+    det = load_onnx_detector("acfd-s.onnx", scales="640")
+    faces = det("page.png")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from acfd.deploy.export import META_CONFIG, META_MODEL
+
+if TYPE_CHECKING:  # pragma: no cover
+    from acfd.config import ModelConfig
+    from acfd.engine.infer import Detector
+
+logger = logging.getLogger(__name__)
+
+
+def default_providers() -> list[str]:
+    """``["CUDAExecutionProvider", "CPUExecutionProvider"]`` when ONNX Runtime has CUDA, else CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider",) if p in available]
+    return providers + ["CPUExecutionProvider"]
+
+
+class OnnxRunner:
+    """An ONNX Runtime session with the ``ACFD.forward`` contract on NumPy arrays.
+
+    Args:
+        path: the ``.onnx`` file (from :func:`acfd.deploy.export.export_onnx`).
+        providers: ONNX Runtime execution providers; ``None`` is CUDA when available, else CPU.
+        num_threads: intra-op threads; ``None`` lets ONNX Runtime decide (one per core).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: ``path`` is not a readable ONNX model.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        providers: list[str] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: ONNX model not found")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only (fp16 graphs warn about constant folding)
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=providers or default_providers()
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf / InvalidGraph
+            raise ValueError(f"{self.path}: cannot load ONNX model ({exc})") from exc
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected one input (images), the model has {len(inputs)}")
+        self.input_name: str = inputs[0].name
+        self.input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+        if len(self.output_names) < 2:
+            raise ValueError(
+                f"{self.path}: expected outputs (cls_logits, box_deltas), got {self.output_names}"
+            )
+
+    @property
+    def model_name(self) -> str | None:
+        """The model name stored at export (``None`` for a file exported elsewhere)."""
+        return self.metadata.get(META_MODEL)
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The model config dict stored at export, or ``None``."""
+        raw = self.metadata.get(META_CONFIG)
+        return json.loads(raw) if raw else None
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really uses."""
+        return list(self.session.get_providers())
+
+    def model_config(self) -> ModelConfig | None:
+        """The stored config as a :class:`~acfd.config.ModelConfig`, or ``None``."""
+        from acfd.config import model_config_from_dict
+
+        cfg = self.config
+        return None if cfg is None else model_config_from_dict(cfg)
+
+    def __call__(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network.
+
+        Args:
+            images: ``(B, 3, H, W)`` float normalised images (any H, W for a dynamic export).
+
+        Returns:
+            ``cls_logits (B, A)`` and ``box_deltas (B, A, 4)``, float32.
+
+        Raises:
+            ValueError: ``images`` has the wrong shape.
+        """
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images of shape (B, 3, H, W), got {images.shape}")
+        feed = np.ascontiguousarray(images, dtype=self.input_dtype)
+        cls_logits, box_deltas = self.session.run(self.output_names[:2], {self.input_name: feed})
+        return cls_logits.astype(np.float32, copy=False), box_deltas.astype(np.float32, copy=False)
+
+    def __repr__(self) -> str:
+        return f"OnnxRunner({str(self.path)!r}, model={self.model_name!r}, providers={self.providers})"
+
+
+def load_onnx_detector(
+    path: str | Path,
+    providers: list[str] | None = None,
+    num_threads: int | None = None,
+    **detector_kwargs: Any,
+) -> Detector:
+    """A :class:`~acfd.engine.infer.Detector` whose network runs in ONNX Runtime.
+
+    Anchors and the box coder come from the config stored in the file. The Detector still builds
+    the (randomly initialised) PyTorch module of that config for them, which costs its memory and
+    build time but never runs.
+
+    Args:
+        path: the ``.onnx`` file.
+        providers: as for :class:`OnnxRunner`.
+        num_threads: as for :class:`OnnxRunner`.
+        **detector_kwargs: other :class:`Detector` arguments (``scales``, ``score_thresh``,
+            ``device``...), not ``model``/``weights``/``backend``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file holds no acfd model config (nor a known model name).
+    """
+    from acfd.engine.infer import Detector
+    from acfd.models import ACFD, list_models
+
+    for key in ("model", "weights", "backend"):
+        if key in detector_kwargs:
+            raise ValueError(f"load_onnx_detector() sets {key}= itself; do not pass it")
+    runner = OnnxRunner(path, providers=providers, num_threads=num_threads)
+    cfg = runner.model_config()
+    if cfg is not None:
+        model: Any = ACFD(cfg)
+    elif runner.model_name in list_models():
+        model = runner.model_name
+    else:
+        raise ValueError(
+            f"{runner.path}: no acfd model config in the ONNX metadata (export it with "
+            "acfd.deploy.export.export_onnx)"
+        )
+    return Detector(model=model, backend=runner, **detector_kwargs)
+
+
+__all__ = ["OnnxRunner", "default_providers", "load_onnx_detector"]
