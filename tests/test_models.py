@@ -124,7 +124,7 @@ def test_fused_model_equals_unfused(size):
     with torch.no_grad():
         for p, q in zip(model(x), fused32(x)):
             # float32 rounding grows with the activations' scale
-            assert (p - q).abs().max() < 1e-5 * max(1.0, float(p.abs().max()))
+            assert (p - q).abs().max() < 1e-4 * max(1.0, float(p.abs().max()))
         model64 = model.double()
         fused64 = fuse_model(model64)
         for p, q in zip(model64(x.double()), fused64(x.double())):
