@@ -1,55 +1,59 @@
 #!/usr/bin/env bash
-# The GPU runs behind docs/MODEL_CARD.md, as executed on the lent H100 (device tool).
-# The training images travel in three parts (.devdata/c1..c3, JPEG q80 copies of
-# ../shared/data/icartoonface-det/images; c1 also holds annotations/splits) and are gathered in
-# /tmp/data; checkpoints live in /tmp/runs between calls. Usage: tools/gpu_session.sh PHASE [...]
+# The GPU runs behind docs/MODEL_CARD.md, as executed on the lent H100 (device tool, 10 min a call).
+# Data: .devdata/pack from tools/pack_devdata.py (carried once, copied to /tmp/data); checkpoints
+# live in /tmp/runs between calls.  Usage: tools/gpu_session.sh PHASE ARGS...
+#   train1 SECONDS MODEL:WORKERS...  first leg: warm-up then the base lr, for SECONDS
+#   train2 SECONDS MODEL:WORKERS...  second leg: sets the epoch count from the first leg's speed so the
+#                                    run ends inside SECONDS, with the paper's step decays at 2/3, 5/6
+#                                    and 14/15 of it (200, 250, 280 of 300 epochs)
+#   final MODEL...                   dev AP50 single- and multi-scale, weights < 16 MB to $OUT
 set -euo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-DATA=/tmp/data
-RUNS=/tmp/runs
-OUT=${OUT:-/tmp/out}
-mkdir -p "$DATA/images" "$RUNS" "$OUT"
-phase=$1; shift || true
+DATA=/tmp/data RUNS=/tmp/runs OUT=${OUT:-/tmp/out}
+mkdir -p "$RUNS" "$OUT"
+[ -d "$DATA" ] || cp -r .devdata/pack "$DATA"
+phase=$1 seconds=${2:-0}; shift 2 || shift $#
 
-gather() { for c in "$@"; do [ -d ".devdata/$c/images" ] && cp -r ".devdata/$c/images/." "$DATA/images/"; [ -d ".devdata/$c/meta" ] && cp -r ".devdata/$c/meta/." "$DATA/"; done; ls "$DATA/images" | wc -l; }
-
-train_args() {  # MODEL WORKERS EPOCHS TIME_LIMIT EXTRA...
-  local m=$1 w=$2 e=$3 t=$4; shift 4
-  # step decay at the paper's fractions of the schedule (200, 250, 280 of 300 epochs)
-  local ms="[$((e * 2 / 3)),$((e * 5 / 6)),$((e * 14 / 15))]"
-  echo milestones=$ms images=$DATA/images annotations=$DATA/train.csv train_split=$DATA/train.txt \
-    val_split=$DATA/dev.txt model=$m workers=$w epochs=$e time_limit=$t output=$RUNS/$m progress=false "$@"
+args() {  # MODEL WORKERS: the settings every leg shares
+  echo model=$1 workers=$2 images=$DATA/images annotations=$DATA/train.csv train_split=$DATA/train.txt \
+    val_split=$DATA/dev.txt output=$RUNS/$1 progress=false log_every=50 save_every=5 eval_every=10 ${EXTRA:-}
+}
+epochs_for() {  # MODEL SECONDS -> epochs done + epochs that fit in SECONDS at the first leg's pace
+  python3 - "$RUNS/$1/metrics.jsonl" "$2" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if '"epoch"' in l]
+ep = [r for r in recs if r["type"] == "epoch"][-1]
+print(int(ep["epoch"] + 0.9 * float(sys.argv[2]) * ep["epoch"] / ep["seconds"]))
+PY
+}
+run() {  # MODEL SECONDS EPOCHS MILESTONES WORKERS
+  python3 -m acfd.engine.train --config configs/$1.yaml --resume auto $(args $1 $5) epochs=$3 \
+    milestones=$4 time_limit=$2 > $RUNS/$1.log 2>&1 || echo "$1 failed" >> $RUNS/$1.log
+}
+report() {
+  for spec in "$@"; do m=${spec%%:*}; grep -E "Error|error|failed" $RUNS/$m.log | tail -3 || true
+    grep '"epoch"' $RUNS/$m/metrics.jsonl | tail -2; cp $RUNS/$m/metrics.jsonl $OUT/$m-metrics.jsonl
+    for w in $RUNS/$m/last.safetensors; do [ -f $w ] && [ $(stat -c %s $w) -lt 16000000 ] && cp $w $OUT/$m.safetensors; done; true
+  done
 }
 
 case $phase in
-  smoke)  # data part 1, a short throughput run per model on the images present
-    gather c1
-    nvidia-smi --query-gpu=name,memory.total --format=csv || true
-    python3 -c "import torch, torchvision; print(torch.__version__, torchvision.__version__)"
-    ls $DATA/images | grep -Fxf - $DATA/train.txt > $DATA/train_c1.txt || true
-    for m in "$@"; do
-      python3 -m acfd.engine.train --config configs/$m.yaml $(train_args $m 5 1 45 train_split=$DATA/train_c1.txt eval_every=0 log_every=5 output=$RUNS/smoke-$m) 2>&1 | grep -v Warning | tail -4 &
-    done
-    wait
-    for m in "$@"; do tail -2 $RUNS/smoke-$m/metrics.jsonl; done
-    ;;
-  gather) gather "$@" ;;
-  train)  # MODEL:WORKERS:EPOCHS ... with TIME_LIMIT from the environment; resumes when a run exists
-    for spec in "$@"; do
-      IFS=: read -r m w e <<<"$spec"
-      (python3 -m acfd.engine.train --config configs/$m.yaml --resume auto $(train_args $m $w $e "$TIME_LIMIT") > $RUNS/$m.log 2>&1; echo "$m exit $?" >> $RUNS/$m.log) &
-    done
-    wait
-    for spec in "$@"; do IFS=: read -r m w e <<<"$spec"; tail -3 $RUNS/$m.log; grep dev_ap50 $RUNS/$m/metrics.jsonl | tail -3; cp $RUNS/$m/metrics.jsonl $OUT/$m-metrics.jsonl; done
-    ;;
-  final)  # dev AP50 at single and multi scale, then collect the small models' weights
-    for m in "$@"; do
-      w=$RUNS/$m/best.safetensors; [ -f "$w" ] || w=$RUNS/$m/last.safetensors
-      for scales in 640x860 960 paper; do
+  train1)
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+    for spec in "$@"; do IFS=: read -r m w <<<"$spec"; run $m $seconds 1000 "[900,950,980]" $w & done
+    wait; report "$@" ;;
+  train2)
+    for spec in "$@"; do IFS=: read -r m w <<<"$spec"; e=$(epochs_for $m $seconds)
+      echo "$m: $e epochs"; run $m $seconds $e "[$((e*2/3)),$((e*5/6)),$((e*14/15))]" $w & done
+    wait; report "$@" ;;
+  final)
+    for m in "$@"; do w=$RUNS/$m/last.safetensors
+      for s in 640x860 960 paper; do
         python3 -m acfd eval "$w" --gt $DATA/train.csv --split $DATA/dev.txt --images $DATA/images \
-          --scales $scales --device cuda --no-coco --json $OUT/$m-eval-$scales.json 2>&1 | grep -E "AP50|error" | head -3 | sed "s/^/$m $scales: /"
+          --scales $s --device cuda --no-coco --json $OUT/$m-eval-$s.json 2>&1 | grep -E "AP50|rror" | head -2 | sed "s/^/$m $s: /"
       done
-      size=$(stat -c %s "$w"); [ "$size" -lt 16000000 ] && cp "$w" "$OUT/$m.safetensors" || echo "$m weights: $size bytes, not copied"
     done
-    ;;
+    for m in "$@"; do timeout 150 python3 -m acfd bench --model $RUNS/$m/last.safetensors --device cuda \
+      --backends eager,fused,compile --scales 960 --scales paper --batch-sizes 1,8 --compile-mode default \
+      --json $OUT/$m-bench-cuda.json 2>&1 | grep -vE "INFO|WARN" || true; done ;;
 esac

@@ -53,10 +53,12 @@ def _read_split(path: Path) -> set[str]:
 def _parse_scales(scales: str | None) -> list[str] | None:
     if scales is None:
         return None
-    parts = [s.strip() for s in scales.split(",") if s.strip()]
-    if not parts:
-        raise _Fail(f"--scales {scales!r}: expected a comma list such as 640x860,800x1075")
-    return parts
+    from acfd.engine.infer import parse_scales
+
+    try:
+        return [str(s) for s in parse_scales(scales)]  # also "paper" and "default"
+    except ValueError as exc:
+        raise _Fail(f"--scales {scales!r}: {exc}") from None
 
 
 def _run_detector(
@@ -129,7 +131,7 @@ def eval_command(
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
     scales: str | None = typer.Option(
-        None, "--scales", help="Test scales HxW, comma list: 640x860,800x1075."
+        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper'."
     ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
