@@ -38,5 +38,5 @@ def register(app: typer.Typer) -> None:
                 "vovnetv2" if cfg.backbone.name == "vovnet" else cfg.backbone.name)
             typer.echo(
                 f"{name:<22}{backbone:<18}{cfg.neck.name:<8}{count_parameters(model) / 1e6:>10.2f}"
-                f"{model_size_mb(model):>9.1f}{count_gflops(model, size, size):>13.1f}"
+                f"{model_size_mb(model):>9.1f}{count_gflops(model, size, size):>13.2f}"
             )

@@ -33,7 +33,7 @@ _MODEL_CFGS: dict[str, ModelConfig] = {}
 _ENTRYPOINTS: dict[str, Callable[..., ACFD]] = {}
 
 #: The variant shipped inside the package (src/acfd/weights/).
-DEFAULT_MODEL = "acfd-s"
+DEFAULT_MODEL = "acfd-n"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
