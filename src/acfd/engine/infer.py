@@ -640,14 +640,24 @@ class Detector:
             ph = max(self.padded_size(h, w)[0] for h, w in sizes)
             pw = max(self.padded_size(h, w)[1] for h, w in sizes)
             # Zeros after normalisation = the mean colour, as the model's own padding.
-            batch = torch.zeros((len(images), 3, ph, pw), dtype=torch.float32, device=self.device)
-            for i, (im, (h, w)) in enumerate(zip(images, sizes)):
-                arr = np.ascontiguousarray(_resize(im, (h, w)))
-                if not arr.flags.writeable:
-                    arr = arr.copy()
-                resized = torch.from_numpy(arr)
-                chw = resized.to(self.device, non_blocking=True).permute(2, 0, 1).float()
-                batch[i, :, :h, :w] = (chw - self._mean) / self._std
+            if self.device.type == "cpu":
+                # NumPy on HWC, then one transposing copy: several times faster than torch's
+                # elementwise ops on small CPU tensors (and no thread-pool start per call).
+                out = np.zeros((len(images), 3, ph, pw), dtype=np.float32)
+                mean = np.asarray(self.cfg.pixel_mean, dtype=np.float32)
+                inv_std = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
+                for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+                    hwc = (_resize(im, (h, w)).astype(np.float32) - mean) * inv_std
+                    out[i, :, :h, :w] = hwc.transpose(2, 0, 1)
+                batch = torch.from_numpy(out)
+            else:  # upload uint8, normalise on the GPU
+                batch = torch.zeros((len(images), 3, ph, pw), dtype=torch.float32, device=self.device)
+                for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+                    arr = np.ascontiguousarray(_resize(im, (h, w)))
+                    if not arr.flags.writeable:
+                        arr = arr.copy()
+                    chw = torch.from_numpy(arr).to(self.device, non_blocking=True).permute(2, 0, 1).float()
+                    batch[i, :, :h, :w] = (chw - self._mean) / self._std
             if self.half:
                 batch = batch.half()
         return PreparedBatch(batch, sizes, [tuple(im.shape[:2]) for im in images])
