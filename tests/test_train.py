@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +154,33 @@ def test_distributed_two_processes_gloo(tmp_path):
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     # 5 samples over 2 ranks -> 3 per rank, batch 2 (per rank, drop_last) -> 1 iteration each
     assert ckpt["iteration"] == 1 and ckpt["epoch"] == 1
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    cfg_path = tmp_path / "long.yaml"
+    run = tmp_path / "run"
+    cfg_path.write_text(
+        "\n".join(
+            [
+                "model: acfd-tiny",
+                f"images: {REPO / 'samples'}",
+                f"annotations: {REPO / 'samples' / 'annotations.csv'}",
+                "train_split: null", "val_split: null", "input_size: 128", "batch_size: 2",
+                "workers: 0", "epochs: 100000", "save_every: 100000", "eval_every: 0", "log_every: 1",
+                "device: cpu", "progress: false", f"output: {run}",
+            ]
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "acfd.engine.train", "--config", str(cfg_path)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert "saving a checkpoint" in err
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["iteration"] >= 1

@@ -20,7 +20,9 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -301,6 +303,7 @@ class Trainer:
         self.step_in_epoch = 0
         self.best_ap = -1.0
         self.history: list[dict[str, Any]] = []
+        self._stop_requested = False
         if resume == "auto":
             resume = self.output / "last.pt" if (self.output / "last.pt").is_file() else None
         if resume is not None:
@@ -405,10 +408,15 @@ class Trainer:
         )
         return ev.ap50
 
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM / SIGINT: finish the current step, checkpoint, and stop (pre-emptible jobs)."""
+        logger.warning("signal %d: saving a checkpoint and stopping", signum)
+        self._stop_requested = True
+
     def _time_up(self, start: float) -> bool:
-        if self.cfg.time_limit is None:
-            return False
-        up = time.monotonic() - start > self.cfg.time_limit
+        up = self._stop_requested or (
+            self.cfg.time_limit is not None and time.monotonic() - start > self.cfg.time_limit
+        )
         if self.distributed:  # every rank must stop at the same step
             flag = torch.tensor([int(up)], device=self.device)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -416,7 +424,19 @@ class Trainer:
         return up
 
     def fit(self) -> Path | None:
-        """Train until ``epochs`` (or ``max_iters`` / ``time_limit``); returns the last checkpoint."""
+        """Train until ``epochs`` (or ``max_iters`` / ``time_limit`` / SIGTERM); returns the last checkpoint."""
+        self._stop_requested = False
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._request_stop)
+        try:
+            return self._fit()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _fit(self) -> Path | None:
         cfg = self.cfg
         start = time.monotonic()
         from tqdm import tqdm
