@@ -446,3 +446,27 @@ def test_icartoon_bom_without_header(tmp_path: Path) -> None:
     p.write_bytes(b"\xef\xbb\xbfa.jpg,1,2,30,40\r\n")
     recs, problems = read_icartoon_csv(p)
     assert list(recs) == ["a.jpg"] and problems == []
+
+
+def test_duplicate_submission_rows_are_kept_and_reported(tmp_path: Path) -> None:
+    """The official scorer sees every submitted row: a repeated detection must stay (as an FP)."""
+    from acfd.evaluation.icartoonface import evaluate_official
+
+    gt = tmp_path / "gt.csv"
+    gt.write_text("a.jpg,10,10,50,50,face\n")
+    pred = tmp_path / "pred.csv"
+    pred.write_text("a.jpg,10,10,50,50,face,0.9\na.jpg,10,10,50,50,face,0.9\n")
+    gts, _ = read_icartoon_csv(gt)
+    preds, problems = read_icartoon_csv(pred)
+    assert len(preds["a.jpg"].boxes) == 2
+    assert any(p.line == 2 and "kept" in p.message for p in problems)
+    result = evaluate_official(gts, preds)
+    assert result.tp == 1 and result.fp == 1
+
+
+def test_duplicate_annotation_rows_are_dropped_and_reported(tmp_path: Path) -> None:
+    ann = tmp_path / "train.csv"
+    ann.write_text("a.jpg,10,10,50,50\na.jpg,10,10,50,50\n")
+    records, problems = read_icartoon_csv(ann)
+    assert len(records["a.jpg"].boxes) == 1
+    assert any(p.line == 2 and "dropped" in p.message for p in problems)

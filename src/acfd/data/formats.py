@@ -202,7 +202,8 @@ def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Probl
     ``filename,x1,y1,x2,y2,face`` (test ground truth) and ``filename,x1,y1,x2,y2,face,score``
     (submission). Handles a UTF-8 BOM, CRLF line ends, spaces around fields and a header line.
     Rows with the wrong number of fields, non-numeric values, ``x2 <= x1`` or ``y2 <= y1`` are
-    dropped (error); duplicate rows are dropped (warning); negative coordinates are clipped to 0
+    dropped (error); duplicate annotation rows are dropped (warning), duplicate submission rows kept
+    and reported, as the official scorer counts them; negative coordinates are clipped to 0
     (warning); blank lines are skipped (info).
 
     Args:
@@ -300,9 +301,13 @@ def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Probl
             continue
         key = (name, x1, y1, x2, y2, score)
         if key in seen:
-            problems.append(Problem(src, lineno, f"duplicate of line {seen[key]}; row dropped"))
-            continue
-        seen[key] = lineno
+            if score is None:
+                problems.append(Problem(src, lineno, f"duplicate of line {seen[key]}; row dropped"))
+                continue
+            # A repeated detection is the submitter's: the official scorer counts it (as a false
+            # positive once its face is taken), so dropping it would inflate AP.
+            problems.append(Problem(src, lineno, f"duplicate of line {seen[key]}; kept (scored as submitted)"))
+        seen.setdefault(key, lineno)
         boxes.setdefault(name, []).append([x1, y1, x2, y2])
         if score is not None:
             scores.setdefault(name, []).append(score)
