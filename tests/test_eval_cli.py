@@ -134,8 +134,13 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
             self.scores = np.linspace(0.9, 0.5, len(boxes)).astype(np.float32)
 
     class FakeDetector:
-        def __init__(self, model, weights=None, device="cpu", scales=None) -> None:
-            calls.update(model=model, weights=weights, device=device, scales=scales)
+        def __init__(self, model, weights=None, device="cpu", scales=None, score_thresh=None) -> None:
+            calls.update(model=model, weights=weights, device=device, scales=scales, score_thresh=score_thresh)
+
+        @classmethod
+        def for_evaluation(cls, model, weights=None, *, scales=infer.PAPER_SCALES,
+                           score_thresh=infer.EVAL_SCORE_THRESH, **kwargs):
+            return cls(model, weights, scales=scales, score_thresh=score_thresh, **kwargs)
 
         def detect_paths(self, paths, batch_size=1):
             calls["batch_size"] = batch_size
@@ -150,8 +155,9 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
          "--scales", "640x860,800x1075", "--batch-size", "2", "--save-csv", str(sub), "--no-coco"],
     )
     assert result.exit_code == 0, result.output
+    # the paper's test protocol: score > 0.08 (not the interactive threshold)
     assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu",
-                     "scales": ["640x860", "800x1075"], "batch_size": 2}
+                     "scales": ["640x860", "800x1075"], "score_thresh": 0.08, "batch_size": 2}
     assert "img2.jpg: error: image not found" in result.output
     assert "AP50 66.67" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
     saved, _ = read_icartoon_csv(sub)
@@ -159,3 +165,20 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     # the saved submission scores the same
     again = CliRunner().invoke(app, ["eval", str(sub), "--gt", str(gt), "--no-coco"])
     assert "AP50 66.67" in _lines(again.stdout)
+
+
+def test_scoring_a_model_defaults_to_the_paper_scales(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    infer = pytest.importorskip("acfd.engine.infer")
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    images = tmp_path / "images"
+    images.mkdir()
+    seen: dict = {}
+
+    def fake_for_evaluation(model, weights=None, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(infer.Detector, "for_evaluation", staticmethod(fake_for_evaluation))
+    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
+    assert result.exit_code == 1 and "stop here" in result.output
+    assert "scales" not in seen  # for_evaluation's default: the paper's three scales

@@ -88,7 +88,10 @@ def _run_detector(
     for msg in problems:
         typer.echo(msg, err=True)
     try:
-        det = Detector(model, weights=weights, device=device, scales=scales)
+        # the paper's protocol: score > 0.08, top 1,000 per scale, NMS 0.55, top 100 (not the
+        # interactive 0.5 threshold, which would cut the precision-recall curve short)
+        kwargs = {} if scales is None else {"scales": scales}
+        det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise _Fail(f"cannot load model {model!r}: {exc}") from exc
     logger.info("detecting faces on %d images with %s", len(paths), model)
@@ -131,7 +134,7 @@ def eval_command(
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
     scales: str | None = typer.Option(
-        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper'."
+        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper' (the default)."
     ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
