@@ -170,3 +170,15 @@ def test_table2_baselines_give_six_levels(name):
     with torch.no_grad():
         cls, _ = model(torch.zeros(1, 3, 128, 128))
     assert cls.shape == (1, model.anchors_for(128, 128).shape[0])
+
+
+def test_weights_file_warning_is_logged_on_load(tmp_path, caplog):
+    """A weights file can carry a warning (the CPU-trained placeholder does); loading shows it."""
+    import logging
+
+    from acfd.models.registry import load_model, save_weights
+
+    path = save_weights(create_model("acfd-tiny"), tmp_path / "w.safetensors", extra={"warning": "placeholder model"})
+    with caplog.at_level(logging.WARNING):
+        load_model(path)
+    assert any("placeholder model" in r.getMessage() for r in caplog.records)

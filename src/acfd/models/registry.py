@@ -279,6 +279,8 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             meta = f.metadata() or {}
             for k in f.keys():
                 state[k] = f.get_tensor(k).float()
+        if meta.get("warning"):  # e.g. a placeholder model: say so every time it is loaded
+            logger.warning("%s: %s", path.name, meta["warning"])
         cfg = json.loads(meta["config"]) if "config" in meta else None
         return state, cfg
     try:
