@@ -127,7 +127,7 @@ def test_scale_parsing() -> None:
     assert parse_scales("640x860,800x1075") == (Scale(640, 860), Scale(800, 1075))
     assert parse_scales(["480x645", 960]) == (Scale(480, 645), Scale(long_side=960))
     assert parse_scales((640, 860)) == (Scale(640, 860),)
-    assert parse_scales(None) == parse_scales(DEFAULT_SCALES) == (Scale(long_side=960),)
+    assert parse_scales(None) == parse_scales(DEFAULT_SCALES) == (Scale(long_side=640),)
     assert parse_scales("paper") == parse_scales(PAPER_SCALES) == (
         Scale(480, 645), Scale(640, 860), Scale(800, 1075)
     )
@@ -145,7 +145,7 @@ def test_scale_target_size() -> None:
 def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> None:
     det = Detector(model=tiny_model)
     assert det.score_thresh == DEFAULT_SCORE_THRESH == 0.5
-    assert det.scales == (Scale(long_side=960),)
+    assert det.scales == (Scale(long_side=640),)
     assert (det.nms_thresh, det.max_det, det.topk) == (0.55, 100, 1000)
     ev = Detector.for_evaluation(tiny_model)
     assert ev.score_thresh == EVAL_SCORE_THRESH == 0.08

@@ -387,7 +387,7 @@ def detect(
         "--scales",
         help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
         "multi-scale, or 'paper' (480x645,640x860,800x1075).",
-        show_default="960; paper with --eval",
+        show_default="640; paper with --eval",
     ),
     eval_mode: bool = typer.Option(
         False, "--eval", help="The paper's test protocol: --scales paper and --score-thr 0.08 (for AP)."
