@@ -43,3 +43,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+class FileReadError(ValueError):
+    """A file could not be read; ``str(err)`` is ``"<path>: <reason>"``.
+
+    Args:
+        path: the file that failed.
+        reason: what went wrong, in a few words.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Keeps the (path, reason) signature picklable (DataLoader workers send errors back).
+        return (self.__class__, (self.path, self.reason))

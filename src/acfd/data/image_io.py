@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from acfd.utils import FileReadError
+
 logger = logging.getLogger(__name__)
 
 #: Lower-case file suffixes treated as images when scanning folders.
@@ -49,22 +51,8 @@ _PIL_LIMIT_LOCK = threading.Lock()
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
-class ImageReadError(ValueError):
-    """An image file could not be read; ``str(err)`` is ``"<path>: <reason>"``.
-
-    Args:
-        path: the file that failed.
-        reason: what went wrong, in a few words.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        # Keeps the (path, reason) signature picklable (DataLoader workers send errors back).
-        return (self.__class__, (self.path, self.reason))
+class ImageReadError(FileReadError):
+    """An image file could not be read; ``str(err)`` is ``"<path>: <reason>"``."""
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:

@@ -35,6 +35,16 @@ def _all_boxes(recs: list[ImageRecord]) -> np.ndarray:
     return np.concatenate([r.boxes.astype(np.float64).reshape(-1, 4) for r in recs], axis=0)
 
 
+def _face_dims(recs: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Width, height and size ``sqrt(w * h)`` of every non-degenerate face box."""
+    boxes = _all_boxes(recs)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    valid = (w > 0) & (h > 0)
+    w, h = w[valid], h[valid]
+    return w, h, np.sqrt(w * h)
+
+
 def _summary(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {}
@@ -66,12 +76,7 @@ def dataset_stats(records: Mapping[str, ImageRecord] | Iterable[ImageRecord]) ->
     """
     recs = _records_list(records)
     counts = np.array([len(r) for r in recs], dtype=np.int64)
-    boxes = _all_boxes(recs)
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    valid = (w > 0) & (h > 0)
-    w, h = w[valid], h[valid]
-    size = np.sqrt(w * h)
+    w, h, size = _face_dims(recs)
     aspect = h / w if w.size else np.zeros(0)
     hist = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))} if counts.size else {}
     n = int(aspect.size)
@@ -143,12 +148,7 @@ def plot_stats(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stats = dataset_stats(recs)
-    boxes = _all_boxes(recs)
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    valid = (w > 0) & (h > 0)
-    w, h = w[valid], h[valid]
-    size = np.sqrt(w * h)
+    w, h, size = _face_dims(recs)
     written: list[Path] = []
 
     # faces per image

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from acfd.utils import FileReadError
+
 logger = logging.getLogger(__name__)
 
 #: Lower-case file suffixes treated as videos when scanning folders.
@@ -19,21 +21,8 @@ VIDEO_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 
-class VideoReadError(ValueError):
-    """A video could not be opened or decoded; ``str(err)`` is ``"<path>: <reason>"``.
-
-    Args:
-        path: the video that failed.
-        reason: what went wrong, in a few words.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (self.__class__, (self.path, self.reason))
+class VideoReadError(FileReadError):
+    """A video could not be opened or decoded; ``str(err)`` is ``"<path>: <reason>"``."""
 
 
 @dataclass(frozen=True)
