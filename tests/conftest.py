@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from browser_fixtures import browser, live_server  # noqa: F401 - the shared web-app test fixtures
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES_DIR = REPO_ROOT / "samples"
