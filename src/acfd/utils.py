@@ -61,3 +61,33 @@ class FileReadError(ValueError):
     def __reduce__(self) -> tuple[type, tuple[str, str]]:
         # Keeps the (path, reason) signature picklable (DataLoader workers send errors back).
         return (self.__class__, (self.path, self.reason))
+
+
+def resolve_device(device: object) -> "torch.device":  # noqa: F821 - torch is imported lazily
+    """A ``torch.device`` that exists on this machine, or a one-line ``ValueError``.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA / MPS (or that CUDA index) not available here.
+    """
+    import torch
+
+    try:
+        dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{device!r}: unknown device (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"{device!r}: no CUDA GPU is available here (use cpu)")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"{device!r}: there {'is' if count == 1 else 'are'} only {count} CUDA GPU(s)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{device!r}: MPS is not available here (use cpu)")
+    elif dev.type != "cpu":
+        raise ValueError(f"{device!r}: unsupported device type {dev.type!r} (use cpu, cuda or mps)")
+    return dev
