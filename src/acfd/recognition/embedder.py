@@ -1,0 +1,142 @@
+"""Face embedders: :class:`Recognizer` (a trained network) and :class:`PixelEmbedder` (the raw-pixel
+baseline any user can compare with). Both map face crops to L2-normalised float32 ``(N, D)`` rows
+and carry ``embedding_dim`` and ``model_id`` so a :class:`~acfd.recognition.gallery.Gallery` can
+refuse embeddings from another model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from acfd.recognition.crops import resize_square
+from acfd.recognition.model import EmbedderConfig, EmbeddingNet, file_digest, load_embedder
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+#: File stem of the shipped default recognition model in ``acfd/weights``.
+DEFAULT_RECOGNITION_MODEL = "recognition-cartoon-s"
+
+
+def default_recognition_weights() -> Path:
+    """Path of the shipped default recognition weights (may not exist in a development tree)."""
+    return WEIGHTS_DIR / f"{DEFAULT_RECOGNITION_MODEL}.safetensors"
+
+
+class Embedder(Protocol):
+    """What galleries, protocols and the CLI need from a face embedder."""
+
+    embedding_dim: int
+    model_id: str
+    input_size: int
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+def _check_crops(crops: Sequence[np.ndarray]) -> None:
+    for i, crop in enumerate(crops):
+        if not isinstance(crop, np.ndarray) or crop.ndim != 3 or crop.shape[2] != 3 or crop.dtype != np.uint8:
+            raise ValueError(
+                f"crop {i}: expected an (H, W, 3) uint8 RGB array, got {getattr(crop, 'shape', type(crop).__name__)}"
+            )
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` scaled to unit length (all-zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
+
+
+class Recognizer:
+    """A trained face-embedding network.
+
+    Args:
+        weights: a ``.safetensors`` file written by ``acfd recognize train`` (or
+            :func:`~acfd.recognition.model.save_embedder`); ``None`` for the shipped default model.
+        device: ``cpu``, ``cuda``, ...
+        batch_size: crops per forward pass.
+
+    Example:
+        >>> rec = Recognizer()
+        >>> feats = rec.embed([crop_face(image, box)])  # (1, rec.embedding_dim), unit rows
+    """
+
+    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+        path = Path(weights) if weights is not None else default_recognition_weights()
+        if weights is None and not path.is_file():
+            raise FileNotFoundError(f"{path}: no default recognition model is shipped; pass weights=")
+        self.net, self.metadata = load_embedder(path)
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        self.cfg: EmbedderConfig = self.net.cfg
+        self.weights_path = path
+        self.batch_size = batch_size
+        self.embedding_dim = self.cfg.embedding_dim
+        self.input_size = self.cfg.input_size
+        self.enlarge_rate = self.cfg.enlarge_rate
+        self.unknown_threshold = self.cfg.unknown_threshold
+        self.model_id = f"{path.stem}@{file_digest(path)}"
+
+    @classmethod
+    def from_network(cls, net: EmbeddingNet, model_id: str, device: str | torch.device = "cpu") -> Recognizer:
+        """Wrap an in-memory network (training-time evaluation) without a weights file."""
+        self = cls.__new__(cls)
+        self.net, self.metadata = net, {}
+        self.device = torch.device(device)
+        self.cfg = net.cfg
+        self.weights_path = None
+        self.batch_size = 64
+        self.embedding_dim, self.input_size = net.cfg.embedding_dim, net.cfg.input_size
+        self.enlarge_rate, self.unknown_threshold = net.cfg.enlarge_rate, net.cfg.unknown_threshold
+        self.model_id = model_id
+        return self
+
+    def __repr__(self) -> str:
+        return f"Recognizer({self.model_id!r}, backbone={self.cfg.backbone!r}, dim={self.embedding_dim}, input={self.input_size})"
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised embeddings ``(N, D)`` float32 of RGB uint8 crops (resized to the input size)."""
+        _check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        was_training = self.net.training
+        self.net.eval()
+        out = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(crops), self.batch_size):
+                    batch = np.stack([resize_square(c, self.input_size) for c in crops[start : start + self.batch_size]])
+                    x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
+                    out.append(self.net(self.net.normalize(x)).float().cpu().numpy())
+        finally:
+            self.net.train(was_training)
+        return l2_normalize(np.concatenate(out))
+
+
+class PixelEmbedder:
+    """Raw-pixel baseline: the crop resized to ``size`` x ``size``, mean-centred, L2-normalised.
+
+    Args:
+        size: side of the down-sampled crop (the feature has ``3 * size * size`` values).
+    """
+
+    def __init__(self, size: int = 32) -> None:
+        self.input_size = size
+        self.embedding_dim = 3 * size * size
+        self.model_id = f"pixels-{size}x{size}-rgb"
+        self.enlarge_rate = 1.0
+        self.unknown_threshold = 0.5
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        _check_crops(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.embedding_dim), dtype=np.float32)
+        x = np.stack([resize_square(c, self.input_size) for c in crops]).reshape(len(crops), -1).astype(np.float32)
+        return l2_normalize(x - x.mean(axis=1, keepdims=True))
