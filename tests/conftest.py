@@ -15,6 +15,12 @@ SHARED_DIR = Path(os.environ.get("ACFD_SHARED", REPO_ROOT.parent / "shared"))
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+# Detector's ONNX exports (acfd.deploy.onnx_runner.cached_onnx) go to a per-run folder, never ~/.cache.
+if "ACFD_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["ACFD_CACHE_DIR"] = tempfile.mkdtemp(prefix="acfd-test-cache-")
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

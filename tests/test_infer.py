@@ -527,3 +527,127 @@ def test_load_image_roundtrip_matches(tmp_path: Path) -> None:
     rgb = rand_image(10, 12)
     Image.fromarray(rgb).save(tmp_path / "a.png")
     np.testing.assert_array_equal(as_rgb_array(tmp_path / "a.png"), load_image(tmp_path / "a.png"))
+
+
+# --------------------------------------------------------------------------------------------
+# hardening (issue 10) and the ONNX Runtime backend (issue 8)
+
+
+def test_draw_never_changes_the_results() -> None:
+    """Issue 10.1: drawing clipped the boxes in place (y2 = 472 became 471)."""
+    dets = Detections(np.array([[-5.0, 10.0, 80.0, 472.0]], np.float32), np.array([0.9], np.float32), (472, 80))
+    before = dets.boxes.copy()
+    dets.draw(np.zeros((472, 80, 3), np.uint8))
+    np.testing.assert_array_equal(dets.boxes, before)
+
+
+def test_draw_checks_thickness_and_labels_are_readable() -> None:
+    dets = Detections(np.array([[10.0, 60.0, 300.0, 300.0]], np.float32), np.array([0.97], np.float32), (400, 600))
+    with pytest.raises(ValueError, match="thickness must be >= 1"):
+        dets.draw(np.zeros((400, 600, 3), np.uint8), thickness=-3)
+    img = dets.draw(np.zeros((400, 600, 3), np.uint8), color=(0, 255, 0), thickness=2)
+    green = (img[..., 1] == 255) & (img[..., 0] == 0)
+    tab = green[:60, 10:].any(axis=1)  # the label tab above the box (y < 60)
+    assert tab.sum() >= 12  # at least 12 px of text height on a 600 px image
+
+
+def test_scales_are_bounded() -> None:
+    """Issue 10.5: --scales 20000 / 99999 died allocating gigabytes; now a one-line error."""
+    for spec in ("20000", "99999", "480x99999"):
+        with pytest.raises(ValueError, match="larger than the limit"):
+            parse_scales(spec)
+    assert str(parse_scales("4096")[0]) == "4096"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"score_thresh": 2}, "score_thresh must be in"),
+        ({"score_thresh": -1}, "score_thresh must be in"),
+        ({"nms_thresh": 5}, "nms_thresh must be in"),
+        ({"max_det": 0}, "max_det must be >= 1"),
+        ({"topk": 0}, "topk must be >= 1"),
+        ({"device": "foo"}, "unknown device"),
+        ({"backend": "tensorflow"}, "unknown backend"),
+    ],
+)
+def test_detector_settings_are_checked(tiny_model: torch.nn.Module, kwargs: dict, match: str) -> None:
+    """Issue 10.6 and 10.10."""
+    with pytest.raises(ValueError, match=match):
+        Detector(model=tiny_model, **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_one_line(tiny_model: torch.nn.Module) -> None:
+    with pytest.raises(ValueError, match="no CUDA GPU is available"):
+        Detector(model=tiny_model, device="cuda")
+
+
+@pytest.fixture()
+def weights_file(tiny_model: torch.nn.Module, tmp_path: Path) -> Path:
+    from acfd.models import registry
+
+    return registry.save_weights(tiny_model, tmp_path / "tiny.safetensors")
+
+
+def test_auto_backend_is_onnx_runtime_with_the_same_boxes(
+    weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8: auto = ONNX Runtime on CPU, export cached by content hash, same boxes as torch."""
+    pytest.importorskip("onnxruntime")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ACFD_CACHE_DIR", str(cache))
+    kwargs = {"scales": ["128", "100x140"], "score_thresh": 0.3}
+    ref_det = Detector(weights_file, backend="torch", **kwargs)
+    det = Detector(weights_file, **kwargs)
+    assert ref_det.backend_name == "torch" and det.backend_name == "onnx"
+    cached = list(cache.glob("acfd-tiny-*.onnx"))
+    assert len(cached) == 1
+    images = [rand_image(90, 120, s) for s in range(3)]
+    for ref, got in zip(ref_det(images), det(images)):
+        assert len(ref) > 0
+        assert_same(ref, got, exact=False)
+    # the second detector reuses the cached file (same name, not rewritten)
+    mtime = cached[0].stat().st_mtime_ns
+    assert Detector(weights_file, **kwargs).backend_name == "onnx"
+    assert cached[0].stat().st_mtime_ns == mtime and len(list(cache.iterdir())) == 1
+    # other weights -> another cache entry
+    other = weights_file.with_name("other.safetensors")
+    from acfd.models import create_model, registry
+
+    registry.save_weights(create_model("acfd-tiny"), other)
+    Detector(other, **kwargs)
+    assert len(list(cache.glob("*.onnx"))) == 2
+
+
+def test_auto_backend_falls_back_to_torch_without_onnxruntime(
+    weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    det = Detector(weights_file, scales="128", score_thresh=0.3)
+    assert det.backend_name == "torch" and det.backend is None
+    assert not (tmp_path / "cache").exists()
+    assert len(det(rand_image(90, 120))) >= 0
+    with pytest.raises(ValueError, match="onnxruntime is not installed"):
+        Detector(weights_file, backend="onnx")
+
+
+def test_auto_backend_is_torch_for_in_memory_models(tiny_model: torch.nn.Module) -> None:
+    assert Detector(model=tiny_model).backend_name == "torch"
+
+
+def test_onnx_file_as_model_runs_in_onnx_runtime(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    """Issue 10.11: an .onnx --model gave "invalid load key"."""
+    pytest.importorskip("onnxruntime")
+    from acfd.deploy.export import export_onnx
+
+    path = export_onnx(tiny_model, tmp_path / "tiny.onnx", sample_size=(128, 128))
+    image = rand_image(90, 120)
+    det = Detector(path, scales="128", score_thresh=0.7)
+    assert det.backend_name == "onnx" and det.cfg.name == "acfd-tiny"
+    assert_same(Detector(model=tiny_model, scales="128", score_thresh=0.7)(image), det(image), exact=False)
+    with pytest.raises(ValueError, match="runs in ONNX Runtime"):
+        Detector(path, backend="torch")

@@ -14,16 +14,20 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acfd.deploy.export import META_CONFIG, META_MODEL
+from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL
 
 if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
     from acfd.config import ModelConfig
     from acfd.engine.infer import Detector
 
@@ -178,4 +182,55 @@ def load_onnx_detector(
     return Detector(model=model, backend=runner, **detector_kwargs)
 
 
-__all__ = ["OnnxRunner", "default_providers", "load_onnx_detector"]
+def cache_dir() -> Path:
+    """Where exported networks are cached: ``$ACFD_CACHE_DIR``, else ``$XDG_CACHE_HOME/acfd``,
+    else ``~/.cache/acfd``."""
+    env = os.environ.get("ACFD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "acfd"
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _state_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_onnx(model: nn.Module, weights_file: str | os.PathLike[str] | None = None,
+                opset: int = DEFAULT_OPSET) -> Path:
+    """The fused dynamic-size ONNX export of ``model``, made once and kept in :func:`cache_dir`.
+
+    The file name holds the model name, the SHA-256 of ``weights_file`` (the weights the model
+    was loaded from; without it, of the state dict), the opset and the acfd version, so a new
+    weights file or a new release exports again. The export is written atomically, so two
+    processes racing for it both end with a whole file.
+
+    Args:
+        model: the loaded PyTorch network (left untouched).
+        weights_file: the file ``model``'s weights came from (hashing it is cheaper).
+        opset: ONNX opset.
+    """
+    from acfd.deploy.export import _package_version, export_onnx
+
+    digest = _file_digest(Path(weights_file)) if weights_file is not None else _state_digest(model)
+    name = getattr(getattr(model, "cfg", None), "name", "model")
+    path = cache_dir() / f"{name}-{digest[:24]}-opset{opset}-v{_package_version()}.onnx"
+    if not path.is_file():
+        logger.info("exporting %s to ONNX once (cached as %s)", name, path)
+        export_onnx(model, path, opset=opset, dynamic=True, fuse=True)
+    return path
+
+
+__all__ = ["OnnxRunner", "cache_dir", "cached_onnx", "default_providers", "load_onnx_detector"]

@@ -67,6 +67,14 @@ ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 #: ``runner(images (B, 3, H, W) float32 normalised) -> (cls_logits (B, A), box_deltas (B, A, 4))``.
 Backend = Callable[[np.ndarray], Sequence[Any]]
 
+#: Largest side of a test scale in pixels. The network input (and its memory: several GB for
+#: acfd-l at 4096x4096) grows with its area, so larger scales are refused with a clear error
+#: instead of an allocation failure (the decoder's ``max_pixels`` plays the same role for files).
+MAX_SCALE_SIDE = 4096
+#: Network backends of :class:`Detector`: ``auto`` is ONNX Runtime on CPU when it is installed
+#: and the weights come from a file, else PyTorch.
+BACKENDS: tuple[str, ...] = ("auto", "torch", "onnx")
+
 _SCALE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
 
@@ -96,6 +104,11 @@ class Scale:
         for v in (self.height, self.width, self.long_side):
             if v is not None and v < 16:
                 raise ValueError(f"scale sizes must be at least 16 pixels, got {v}")
+            if v is not None and v > MAX_SCALE_SIDE:
+                raise ValueError(
+                    f"scale size {v} is larger than the limit of {MAX_SCALE_SIDE} pixels (the "
+                    "network input would need too much memory)"
+                )
 
     @classmethod
     def parse(cls, spec: str | int | Sequence[int] | Scale) -> Scale:
@@ -441,6 +454,36 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 # the detector
 
 
+def _is_onnx_file(value: object) -> bool:
+    return isinstance(value, (str, os.PathLike)) and str(value).lower().endswith(".onnx")
+
+
+def _weights_file(model: object, weights: str | os.PathLike[str] | None) -> Path | None:
+    """The file the network's weights are read from (the ONNX cache key), if any."""
+    from acfd.models import registry
+
+    if weights is not None:
+        return Path(weights)
+    if model is None:
+        return registry.default_weights_path()
+    if isinstance(model, (str, os.PathLike)) and str(model) not in registry.list_models():
+        return Path(model)
+    return None
+
+
+def _check_settings(
+    score_thresh: float | None, nms_thresh: float, max_det: int, topk: int, batch_size: int
+) -> None:
+    """One-line ``ValueError`` for settings outside their range (checked before the model loads)."""
+    if score_thresh is not None and not 0.0 <= float(score_thresh) <= 1.0:
+        raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
+    if not 0.0 < float(nms_thresh) <= 1.0:
+        raise ValueError(f"nms_thresh must be in (0, 1], got {nms_thresh}")
+    for name, value in (("max_det", max_det), ("topk", topk), ("batch_size", batch_size)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+
+
 def _looks_like_path(value: str | os.PathLike[str]) -> bool:
     if isinstance(value, os.PathLike):
         return True
@@ -531,13 +574,21 @@ class Detector:
         max_det: keep at most this many boxes per image.
         topk: per scale, keep at most this many boxes before NMS.
         half: run the network in float16 (CUDA only; ignored with a warning on CPU).
-        backend: an alternative network ``runner(images (B, 3, H, W) float32 numpy) ->
-            (cls_logits (B, A), box_deltas (B, A, 4))`` (e.g. ONNX Runtime); ``model`` then only
-            supplies the config, anchors and box coder (a name is enough).
+        backend: which engine runs the network. ``"auto"`` (default): ONNX Runtime on CPU when
+            it is installed and the weights come from a file (2-3x faster than PyTorch eager on
+            CPU; the fused network is exported once and cached, see
+            :func:`acfd.deploy.onnx_runner.cached_onnx`), else PyTorch; ``"torch"``;
+            ``"onnx"`` (ONNX Runtime, error if unavailable); or a callable
+            ``runner(images (B, 3, H, W) float32 numpy) -> (cls_logits (B, A),
+            box_deltas (B, A, 4))``, for which ``model`` only supplies the config, anchors and box
+            coder (a name is enough). A ``.onnx`` file as ``model`` always runs in ONNX Runtime.
         batch_size: largest batch sent to the network by :meth:`__call__`.
 
     Raises:
         FileNotFoundError: ``Detector()`` when no default weights are shipped, or a missing file.
+        ValueError: a setting out of range (``score_thresh`` outside [0, 1], ``nms_thresh``
+            outside (0, 1], ``max_det``/``topk``/``batch_size`` < 1), an unknown or unavailable
+            device, weights of another variant.
     """
 
     def __init__(
@@ -551,13 +602,30 @@ class Detector:
         max_det: int = 100,
         topk: int = 1000,
         half: bool = False,
-        backend: Backend | None = None,
+        backend: Backend | str | None = "auto",
         batch_size: int = 16,
     ) -> None:
-        self.device = torch.device(device)
-        self.backend = backend
-        self.model = _resolve_model(model, weights, self.device, backend)
+        from acfd.utils import resolve_device
+
+        _check_settings(score_thresh, nms_thresh, max_det, topk, batch_size)
+        self.device = resolve_device(device)
+        choice = "torch" if backend is None else backend
+        if isinstance(choice, str) and choice not in BACKENDS:
+            raise ValueError(f"unknown backend {choice!r}; use one of {', '.join(BACKENDS)} or a callable")
+        runner: Backend | None = None if isinstance(choice, str) else choice
+        if _is_onnx_file(model):  # an exported network: ONNX Runtime runs it, its metadata gives the config
+            from acfd.deploy.onnx_runner import OnnxRunner
+
+            if weights is not None or choice == "torch" or runner is not None:
+                raise ValueError(f"{model}: an .onnx file runs in ONNX Runtime; give no weights= or backend=")
+            runner = OnnxRunner(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
+                                num_threads=torch.get_num_threads())
+            model = None
+        self.backend = runner
+        self.model = _resolve_model(model, weights, self.device, runner)
         self.model.eval()
+        if runner is None and choice in ("auto", "onnx"):
+            self.backend = self._onnx_backend(choice, _weights_file(model, weights), half)
         self.cfg = self.model.cfg
         self.box_coder = self.model.box_coder
         self.scales = parse_scales(scales)
@@ -565,14 +633,12 @@ class Detector:
         self.nms_thresh = float(nms_thresh)
         self.max_det = int(max_det)
         self.topk = int(topk)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
         if half and self.device.type != "cuda":
             logger.warning("half precision needs a CUDA device; running in float32 on %s", self.device)
             half = False
         self.half = bool(half)
-        if self.half and backend is None:
+        if self.half and self.backend is None:
             self.model.half()
         self.size_divisor = int(self.cfg.size_divisor)
         self._mean = torch.tensor(self.cfg.pixel_mean, dtype=torch.float32, device=self.device).view(3, 1, 1)
@@ -581,6 +647,52 @@ class Detector:
         self._inv_std_hwc = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
         self.timings = Timings()
+
+    def _onnx_backend(self, choice: str, weights_file: Path | None, half: bool) -> Backend | None:
+        """An ONNX Runtime runner of the fused network (cached export), or ``None`` for PyTorch.
+
+        ``auto`` uses it only on CPU, in float32, for weights read from a file, and falls back to
+        PyTorch (debug log / warning) when onnxruntime is missing or the export fails; ``onnx``
+        raises instead.
+        """
+        explicit = choice == "onnx"
+        reason = None
+        if self.device.type != "cpu" and not explicit:
+            reason = f"device {self.device}"
+        elif half:
+            reason = "half precision"
+        elif weights_file is None and not explicit:
+            reason = "weights not from a file"
+        else:
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                reason = "onnxruntime is not installed"
+        if reason is not None:
+            if explicit:
+                raise ValueError(f"backend='onnx' is not available here ({reason})")
+            logger.debug("using PyTorch for the network (%s)", reason)
+            return None
+        from acfd.deploy.onnx_runner import OnnxRunner, cached_onnx
+
+        try:
+            path = cached_onnx(self.model, weights_file)
+            providers = None if self.device.type == "cuda" else ["CPUExecutionProvider"]
+            return OnnxRunner(path, providers=providers, num_threads=torch.get_num_threads())
+        except Exception as exc:  # noqa: BLE001 - auto: any export/runtime problem -> PyTorch
+            if explicit:
+                raise
+            logger.warning("ONNX Runtime backend unavailable (%s); using PyTorch", exc)
+            return None
+
+    @property
+    def backend_name(self) -> str:
+        """``"torch"``, ``"onnx"`` (ONNX Runtime) or the class name of a custom backend."""
+        if self.backend is None:
+            return "torch"
+        from acfd.deploy.onnx_runner import OnnxRunner
+
+        return "onnx" if isinstance(self.backend, OnnxRunner) else type(self.backend).__name__
 
     @classmethod
     def for_evaluation(
@@ -608,7 +720,7 @@ class Detector:
             f"Detector(model={self.cfg.name!r}, device={str(self.device)!r}, "
             f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
             f"nms_thresh={self.nms_thresh}, max_det={self.max_det}"
-            f"{', backend=' + type(self.backend).__name__ if self.backend is not None else ''})"
+            f", backend={self.backend_name!r})"
         )
 
     # -- timing ---------------------------------------------------------------------------

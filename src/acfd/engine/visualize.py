@@ -30,6 +30,33 @@ def default_thickness(height: int, width: int) -> int:
     return max(2, round(0.003 * max(height, width)))
 
 
+def default_font_size(height: int, width: int) -> int:
+    """Label text height: 2.5 % of the longer side, at least 12 px (readable on saved images)."""
+    return max(12, round(0.025 * max(height, width)))
+
+
+def _draw_labels(image: np.ndarray, boxes: torch.Tensor, labels: Sequence[str], color: tuple[int, int, int] | str,
+                 font_size: int) -> np.ndarray:
+    """Write each label on a filled tab above its box (inside it at the top edge), in place."""
+    from PIL import Image, ImageColor, ImageDraw, ImageFont
+
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    try:
+        font = ImageFont.load_default(size=font_size)  # FreeType builds: a scalable font
+    except TypeError:  # pragma: no cover - Pillow < 10.1 has only the small bitmap font
+        font = ImageFont.load_default()
+    fill = ImageColor.getrgb(color) if isinstance(color, str) else tuple(color)
+    text_color = (0, 0, 0) if sum(fill[:3]) > 382 else (255, 255, 255)
+    for (x1, y1, _, _), text in zip(boxes.tolist(), labels):
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        tw, th = right - left + 4, bottom - top + 4
+        y = y1 - th if y1 - th >= 0 else y1
+        draw.rectangle((x1, y, x1 + tw, y + th), fill=fill)
+        draw.text((x1 + 2 - left, y + 2 - top), text, fill=text_color, font=font)
+    return np.asarray(pil)
+
+
 def draw_detections(
     image: np.ndarray,
     boxes: np.ndarray | torch.Tensor,
@@ -37,6 +64,7 @@ def draw_detections(
     color: tuple[int, int, int] | str = DEFAULT_COLOR,
     thickness: int | None = None,
     labels: Sequence[str] | None = None,
+    font_size: int | None = None,
 ) -> np.ndarray:
     """Return a copy of ``image`` with ``boxes`` drawn (and their scores as labels).
 
@@ -47,16 +75,26 @@ def draw_detections(
         color: RGB tuple or a colour name PIL knows.
         thickness: line width in pixels; ``None`` picks :func:`default_thickness`.
         labels: explicit label strings (override ``scores``).
+        font_size: label text size in pixels; ``None`` picks :func:`default_font_size`.
+
+    ``boxes`` and ``scores`` are never modified (the clipping for drawing works on a copy).
 
     Raises:
-        ValueError: ``image`` is not ``(H, W, 3)`` uint8 or ``boxes`` is not ``(N, 4)``.
+        ValueError: ``image`` is not ``(H, W, 3)`` uint8, ``boxes`` is not ``(N, 4)``, or
+            ``thickness`` / ``font_size`` is below 1.
     """
+    if thickness is not None and int(thickness) < 1:
+        raise ValueError(f"thickness must be >= 1 pixel, got {thickness}")
+    if font_size is not None and int(font_size) < 1:
+        raise ValueError(f"font_size must be >= 1 pixel, got {font_size}")
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
         shape = getattr(image, "shape", None)
         raise ValueError(f"expected an (H, W, 3) RGB image array, got shape {shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    box_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+    # a copy: torch.as_tensor would share memory with a float32 array and the clipping below
+    # would change the caller's results (Detections.boxes) in place
+    box_t = torch.tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
     if len(box_t) == 0:
         return image.copy()
     h, w = image.shape[:2]
@@ -68,10 +106,12 @@ def draw_detections(
         labels = [f"{float(s):.2f}" for s in np.asarray(scores).reshape(-1)]
     width = thickness if thickness is not None else default_thickness(h, w)
     chw = torch.from_numpy(np.array(image, dtype=np.uint8, order="C")).permute(2, 0, 1)
-    drawn = draw_bounding_boxes(
-        chw, box_t.round(), labels=list(labels) if labels is not None else None, colors=color, width=width
-    )
-    return np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())
+    drawn = draw_bounding_boxes(chw, box_t.round(), colors=color, width=width)
+    out = np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())
+    if labels is not None:
+        size = font_size if font_size is not None else default_font_size(h, w)
+        out = np.array(_draw_labels(out, box_t.round(), list(labels), color, int(size)))
+    return out
 
 
 def save_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 92) -> Path:
