@@ -106,6 +106,7 @@ def test_folder_with_good_and_bad_files(app: typer.Typer, weights: Path, tmp_pat
 
     records, problems = read_icartoon_csv(out)
     assert not [p for p in problems if p.severity == "error"]
+    good = {Path(k).name: v for k, v in good.items()}  # the submission CSV has bare file names
     assert set(records) == set(good)  # every good image, no bad one
     rows = read_csv_rows(out)
     assert all(len(r) == 7 and r[5] == "face" for r in rows)
@@ -141,8 +142,14 @@ def test_all_good_exits_0_and_prints_a_summary_per_image(app: typer.Typer, weigh
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert lines[0].startswith("a.png: ") and " faces" in lines[0]
-    assert lines[1].startswith("b.jpg: ")
     assert lines[-1].endswith(", 0 failed") and lines[-1].startswith("2 images, ")
+    # issue 10.13: the boxes are printed, one line per face under its image
+    heads = [i for i, ln in enumerate(lines) if ln.startswith(("a.png: ", "b.jpg: "))]
+    assert len(heads) == 2
+    n_a = int(lines[0].split(": ")[1].split()[0])
+    assert n_a > 0 and heads[1] == 1 + n_a
+    box = [float(v) for v in lines[1].split()]
+    assert len(box) == 5 and 0 <= box[0] < box[2] <= 80 and 0 <= box[1] < box[3] <= 60 and 0 <= box[4] <= 1
 
 
 def test_nothing_readable_exits_2_and_keeps_the_old_output(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
@@ -270,3 +277,136 @@ def test_registered_in_the_root_app() -> None:
 
     res = CliRunner().invoke(root, ["detect", "--help"])
     assert res.exit_code == 0 and "--save-images" in res.output and "--video-every" in res.output
+
+
+# --------------------------------------------------------------------------------------------
+# hardening (issue 10)
+
+
+def test_drawing_does_not_change_the_written_boxes(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    """Issue 10.1: -o wrote y2 = 471 with --save-images and 472 without on a 472-px image."""
+    Image.fromarray(rand_rgb(472, 300)).save(tmp_path / "a.png")
+    args = [tmp_path / "a.png", "--weights", weights, *FAST]
+    assert invoke(app, [*args, "-o", tmp_path / "plain.json"]).exit_code == 0
+    assert invoke(app, [*args, "-o", tmp_path / "drawn.json", "--save-images", tmp_path / "drawn"]).exit_code == 0
+    plain, drawn = (json.loads((tmp_path / n).read_text()) for n in ("plain.json", "drawn.json"))
+    assert plain[0]["detections"] and plain[0]["detections"] == drawn[0]["detections"]
+    assert any(d["box"][3] == 472 for d in plain[0]["detections"])  # a box that reaches the bottom edge
+
+
+def test_save_images_refuses_to_overwrite_the_inputs(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    """Issue 10.2: --save-images DIR on DIR overwrote the input images."""
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.jpg")
+    before = (tmp_path / "a.jpg").read_bytes()
+    res = invoke(app, [tmp_path, "--save-images", tmp_path, "--weights", weights, *FAST])
+    assert res.exit_code == 1 and "would overwrite the input" in res.stderr
+    assert (tmp_path / "a.jpg").read_bytes() == before
+    res = invoke(app, [tmp_path / "a.jpg", "-o", tmp_path / "a.jpg", "-f", "json", "--weights", weights, *FAST])
+    assert res.exit_code == 1 and "would overwrite the input" in res.stderr
+    assert (tmp_path / "a.jpg").read_bytes() == before
+
+
+def test_ctrl_c_writes_a_partial_file_under_another_name(
+    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.3: the partial results went to the real output name."""
+    from acfd.engine import infer
+
+    for i in range(3):
+        Image.fromarray(rand_rgb(60, 80, i)).save(tmp_path / f"{i}.png")
+    original = infer.Detector.detect_arrays
+    calls = {"n": 0}
+
+    def interrupt_second(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(infer.Detector, "detect_arrays", interrupt_second)
+    out = tmp_path / "out" / "submission.csv"
+    res = invoke(app, [tmp_path, "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 130
+    assert not out.exists() and (tmp_path / "out" / "submission.partial.csv").is_file()
+    assert "interrupted after 1 of 3 files" in res.stderr and "submission.partial.csv" in res.stderr
+
+
+def test_ctrl_c_while_loading_says_so(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.engine import infer
+
+    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(infer.Detector, "__init__", interrupted)
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--weights", weights, *FAST])
+    assert res.exit_code == 130 and "nothing was written" in res.stderr
+
+
+def test_outputs_and_ground_truth_checked_before_the_work(
+    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.4: an unwritable -o or a missing --coco-gt failed only after all inference."""
+    from acfd.engine import infer
+
+    def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the model must not be loaded")
+
+    monkeypatch.setattr(infer.Detector, "__init__", no_model)
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("x")
+    res = invoke(app, [tmp_path / "a.png", "-o", tmp_path / "file" / "out.csv", "--weights", weights, *FAST])
+    assert res.exit_code == 1 and res.stderr.startswith("error: -o ") and "is a file" in res.stderr
+    res = invoke(app, [tmp_path / "a.png", "-o", tmp_path / "r.json", "-f", "coco", "--coco-gt",
+                       tmp_path / "gt.json", "--weights", weights, *FAST])
+    assert res.exit_code == 1 and f"--coco-gt {tmp_path / 'gt.json'}: ground-truth file not found" in res.stderr
+    assert not (tmp_path / "r.json").exists()
+    res = invoke(app, [tmp_path / "a.png", "--save-images", tmp_path / "file", "--weights", weights, *FAST])
+    assert res.exit_code == 1 and "is a file, not a folder" in res.stderr
+
+
+def test_device_scales_and_onnx_model_errors(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    """Issues 10.5, 10.10, 10.11: one line each."""
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--scales", "20000", "--no-progress"])
+    assert res.exit_code == 2 and "larger than the limit" in res.output
+    res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--device", "foo", *FAST])
+    assert res.exit_code == 1 and res.stderr.strip().splitlines() == ["error: --device 'foo': unknown device (use cpu, cuda, cuda:N or mps)"]
+    res = invoke(app, [tmp_path / "a.png", "--model", tmp_path / "missing.onnx", *FAST])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1 and "missing.onnx" in res.stderr
+
+
+def test_onnx_file_as_model(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from acfd.deploy.export import export_onnx
+    from acfd.models.registry import load_model
+
+    onnx = export_onnx(load_model(weights), tmp_path / "m.onnx", sample_size=(128, 128))
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    a = invoke(app, [tmp_path / "a.png", "--model", onnx, "-o", tmp_path / "a.json", *FAST])
+    b = invoke(app, [tmp_path / "a.png", "--weights", weights, "-o", tmp_path / "b.json", *FAST])
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    da, db = (json.loads((tmp_path / n).read_text())[0]["detections"] for n in ("a.json", "b.json"))
+    assert len(da) == len(db) > 0
+
+
+def test_empty_folder_says_why(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    """Issue 10.17: an empty folder gave '0 images ... exit 2' without a reason."""
+    (tmp_path / "empty").mkdir()
+    res = invoke(app, [tmp_path / "empty", "--weights", weights, *FAST])
+    assert res.exit_code == 2 and f"{tmp_path / 'empty'}: no images or videos in this folder" in res.stderr
+
+
+def test_csv_uses_bare_file_names_and_warns_on_clashes(app: typer.Typer, weights: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 10.15: sub/x.jpg names matched no ground truth."""
+    for rel in ("sub/x.png", "a/y.png", "b/y.png"):
+        (tmp_path / "in" / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "in" / rel)
+    out = tmp_path / "s.csv"
+    with caplog.at_level("WARNING"):
+        res = invoke(app, [tmp_path / "in", "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 0, res.output
+    names = {r[0] for r in read_csv_rows(out)}
+    assert "x.png" in names and "sub/x.png" not in names
+    assert {"a/y.png", "b/y.png"} <= names
+    assert any("several folders" in r.getMessage() for r in caplog.records)

@@ -1,8 +1,11 @@
 """``acfd detect``: find faces in images, folders, globs and videos.
 
 Every input that cannot be read gets a one-line ``path: reason`` and the run goes on; the exit
-code is 0 when everything was read, 1 when something failed and 2 when nothing could be read.
-Output files are written atomically at the end (also after Ctrl-C, with what was done so far).
+code is 0 when everything was read, 1 when something failed, 2 when nothing could be read and 130
+after Ctrl-C. Outputs are checked before the work (writable, not overwriting an input, the
+``--coco-gt`` file readable) and written atomically at the end; after Ctrl-C the results so far
+go to ``<name>.partial<suffix>`` (never to the real output name, so a partial submission cannot be
+taken for a finished one).
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 from tqdm.auto import tqdm
+
+from acfd.cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    check_device,
+    check_not_inputs,
+    check_output_dir,
+    check_output_file,
+    fail,
+    one_line_errors,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.engine.infer import Detections, Detector
@@ -139,7 +153,10 @@ def collect_inputs(args: list[str]) -> tuple[list[InputItem], list[tuple[str, st
     for arg in args:
         path = Path(arg)
         if path.is_dir():
+            before = len(items)
             add_tree(path, path)
+            if len(items) == before:
+                failures.append((arg, "no images or videos in this folder"))
         elif path.is_file():
             kind = _kind_of(path)
             if kind is None:
@@ -203,18 +220,38 @@ class _ImageSaver:
         self.used.add(out)
         return out
 
+    def check_inputs(self, items: list[InputItem]) -> None:
+        """Refuse a folder where an annotated copy would replace an input (inputs are never
+        overwritten); the planned names are reserved, so the run writes exactly these."""
+        probe = _ImageSaver(self.root)
+        check_not_inputs_any(
+            [probe.target(it.key, None) for it in items if it.kind == "image"],
+            [it.path for it in items],
+        )
+
     def save(self, key: str, image: np.ndarray, dets: Detections) -> None:
         from acfd.engine.visualize import save_image
 
         save_image(self.target(key, dets.frame_index), dets.draw(image))
 
 
-def _summary_line(key: str, dets: Detections) -> str:
+def check_not_inputs_any(outputs: list[Path], inputs: list[Path]) -> None:
+    """:func:`~acfd.cli.errors.check_not_inputs` for many outputs (``--save-images`` copies)."""
+    resolved = {p.resolve(): p for p in inputs}
+    for out in outputs:
+        if out.resolve() in resolved:
+            check_not_inputs(out, [resolved[out.resolve()]], "--save-images")
+
+
+def _summary_lines(key: str, dets: Detections) -> list[str]:
+    """``key: N faces`` and one ``  x1 y1 x2 y2  score`` line per face (pixels, descending score)."""
     n = len(dets)
-    top = ", ".join(f"{s:.2f}" for s in dets.scores[:5])
-    more = ", ..." if n > 5 else ""
     where = f" ({dets.timestamp:.2f} s)" if dets.timestamp is not None else ""
-    return f"{key}{where}: {n} face{'s' if n != 1 else ''}" + (f" ({top}{more})" if n else "")
+    lines = [f"{key}{where}: {n} face{'s' if n != 1 else ''}"]
+    lines += [
+        f"  {x1:7.1f} {y1:7.1f} {x2:7.1f} {y2:7.1f}  {s:.2f}" for (x1, y1, x2, y2), s in zip(dets.boxes.tolist(), dets.scores)
+    ]
+    return lines
 
 
 def _reason(exc: BaseException) -> str:
@@ -257,7 +294,7 @@ def run_detection(
                 run.failures.append((str(path), f"cannot save the annotated image ({_reason(exc)})"))
         if echo_summary:
             with tqdm.external_write_mode():
-                typer.echo(_summary_line(key, dets))
+                typer.echo("\n".join(_summary_lines(key, dets)))
 
     def runs() -> Iterator[list[InputItem]]:
         """Consecutive images together (batched), each video alone."""
@@ -303,7 +340,11 @@ def run_detection(
 
 
 def write_outputs(
-    run: RunResult, out: Path, fmt: OutputFormat, coco_gt: Path | None = None
+    run: RunResult,
+    out: Path,
+    fmt: OutputFormat,
+    coco_gt: Path | None = None,
+    coco_ids: dict[str, int] | None = None,
 ) -> list[tuple[str, str]]:
     """Write the results file atomically.
 
@@ -312,6 +353,7 @@ def write_outputs(
         out: output file.
         fmt: csv (iCartoonFace submission), json (per image) or coco (results list).
         coco_gt: a COCO ground truth whose image ids the coco results use.
+        coco_ids: its ``file_name -> id`` map, when already read.
 
     Returns:
         ``(key, reason)`` for results that could not be written (coco: not in the ground truth).
@@ -321,14 +363,14 @@ def write_outputs(
 
     problems: list[tuple[str, str]] = []
     if fmt is OutputFormat.csv:
-        write_icartoon_csv(out, [d.to_record(key) for key, d in run.results], kind="submission")
+        write_icartoon_csv(out, [d.to_record(name) for name, d in _submission_names(run.results)], kind="submission")
     elif fmt is OutputFormat.json:
         data = [d.to_dict(key) for key, d in run.results]
         atomic_write_text(out, json.dumps(data, indent=1) + "\n")
     else:
         records = []
         if coco_gt is not None:
-            ids = coco_image_ids(coco_gt)
+            ids = coco_ids if coco_ids is not None else coco_image_ids(coco_gt)
             by_base: dict[str, str] = {}
             for name in ids:
                 by_base.setdefault(Path(name).name, name)
@@ -347,6 +389,28 @@ def write_outputs(
                 logger.info("COCO image ids are 1..%d in input order (pass --coco-gt for a ground truth's ids)", len(records))
         write_coco_results(out, records, ids)
     return problems
+
+
+def _submission_names(results: list[tuple[str, Detections]]) -> list[tuple[str, Detections]]:
+    """Bare file names for the iCartoonFace submission CSV (its ground truth has no folders);
+    names that two inputs share (``a/x.jpg``, ``b/x.jpg``) keep their folders, with a warning."""
+    bare = [Path(key).name for key, _ in results]
+    counts: dict[str, int] = {}
+    for name in bare:
+        counts[name] = counts.get(name, 0) + 1
+    clashes = sorted(n for n, c in counts.items() if c > 1)
+    if clashes:
+        logger.warning(
+            "%d file name(s) occur in several folders (%s); those keep their folder in the CSV "
+            "and will not match an iCartoonFace ground truth",
+            len(clashes), ", ".join(clashes[:3]) + (", ..." if len(clashes) > 3 else ""),
+        )
+    return [(key if counts[name] > 1 else name, d) for name, (key, d) in zip(bare, results)]
+
+
+def _partial_path(out: Path) -> Path:
+    """Where results go after Ctrl-C: ``subs.csv`` -> ``subs.partial.csv``."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
 
 
 def _guess_format(out: Path, fmt: OutputFormat | None) -> OutputFormat:
@@ -374,8 +438,9 @@ def detect(
     save_images: Path | None = typer.Option(
         None, "--save-images", help="Write each image with its boxes drawn into this folder (.jpg)."
     ),
-    score_thr: float | None = typer.Option(
+    score_thresh: float | None = typer.Option(
         None,
+        "--score-thresh",
         "--score-thr",
         min=0.0,
         max=1.0,
@@ -390,7 +455,7 @@ def detect(
         show_default="640; paper with --eval",
     ),
     eval_mode: bool = typer.Option(
-        False, "--eval", help="The paper's test protocol: --scales paper and --score-thr 0.08 (for AP)."
+        False, "--eval", help="The paper's test protocol: --scales paper and --score-thresh 0.08 (for AP)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
@@ -398,7 +463,8 @@ def detect(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Model name (acfd-l, acfd-s...; random weights without --weights) or a weights file.",
+        help="Model name (acfd-l, acfd-s...; random weights without --weights), a weights file, "
+        "or an exported .onnx file.",
         show_default="the shipped model",
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Weights (.safetensors) or checkpoint (.pt)."),
@@ -410,9 +476,36 @@ def detect(
 ) -> None:
     """Find cartoon faces in images and videos.
 
-    Prints 'N images, M faces, K failed' at the end and lists each failure as 'path: reason'.
-    Exit code 1 when an input failed, 2 when nothing could be read.
+    Without -o, prints each image's faces (box x1 y1 x2 y2 in pixels, score). Prints 'N images,
+    M faces, K failed' at the end and lists each failure as 'path: reason'. Exit code 1 when an
+    input failed, 2 when nothing could be read, 130 after Ctrl-C.
     """
+    try:
+        _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
+                batch_size, model, weights, video_every, coco_gt, progress)
+    except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
+        typer.echo("interrupted before any image was done: nothing was written", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@one_line_errors
+def _detect(
+    paths: list[str],
+    output: Path | None,
+    fmt: OutputFormat | None,
+    save_images: Path | None,
+    score_thresh: float | None,
+    scales: str | None,
+    eval_mode: bool,
+    device: str,
+    half: bool,
+    batch_size: int,
+    model: str | None,
+    weights: Path | None,
+    video_every: int,
+    coco_gt: Path | None,
+    progress: bool,
+) -> None:
     from acfd.engine.infer import EVAL_SCORE_THRESH, PAPER_SCALES, Detector, parse_scales
 
     out_fmt = _guess_format(output, fmt) if output is not None else fmt
@@ -422,29 +515,45 @@ def detect(
         scale_list = parse_scales(scales if scales is not None else (PAPER_SCALES if eval_mode else None))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scales'") from exc
-    if score_thr is None and eval_mode:
-        score_thr = EVAL_SCORE_THRESH
+    if score_thresh is None and eval_mode:
+        score_thresh = EVAL_SCORE_THRESH
+    check_device(device)
 
     items, failures = collect_inputs(paths)
     if not items:
         for path, reason in failures:
             typer.echo(f"{path}: {reason}", err=True)
         typer.echo("0 images, 0 faces, %d failed" % len(failures))
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
 
-    try:
+    # Everything that can be checked before the work (a run can take hours).
+    coco_ids = None
+    if output is not None:
+        check_output_file(output, "-o")
+        check_not_inputs(output, [it.path for it in items], "-o")
+    if coco_gt is not None:
+        if out_fmt is not OutputFormat.coco:
+            logger.warning("--coco-gt is only used with --format coco; ignored")
+        else:
+            from acfd.data.formats import coco_image_ids
+
+            if not coco_gt.is_file():
+                fail(f"--coco-gt {coco_gt}: ground-truth file not found")
+            coco_ids = coco_image_ids(coco_gt)  # a bad file: one line naming it, before the work
+    if save_images is not None:
+        check_output_dir(save_images, "--save-images")
+        _ImageSaver(save_images).check_inputs(items)
+
+    with one_line_errors(context="cannot load the model", code=EXIT_USAGE):
         detector = Detector(
             model=model,
             weights=weights,
             device=device,
             scales=scale_list,
-            score_thresh=score_thr,
+            score_thresh=score_thresh,
             half=half,
             batch_size=batch_size,
         )
-    except Exception as exc:  # noqa: BLE001 - any load problem is one line, exit 2
-        typer.echo(f"error: cannot load the model: {exc}", err=True)
-        raise typer.Exit(2) from exc
     logger.debug("%r", detector)
 
     run = run_detection(
@@ -459,23 +568,24 @@ def detect(
     failures.extend(run.failures)
 
     n_images = len(run.results)
+    written = None
     if output is not None and out_fmt is not None and n_images == 0:
         typer.echo(f"nothing was read: {output} not written", err=True)
     elif output is not None and out_fmt is not None:
-        try:
-            failures.extend(write_outputs(run, output, out_fmt, coco_gt))
-        except Exception as exc:  # noqa: BLE001 - report and exit non-zero, earlier files stay
-            typer.echo(f"error: cannot write {output}: {exc}", err=True)
-            raise typer.Exit(2) from exc
+        written = _partial_path(output) if run.interrupted else output
+        with one_line_errors(context=f"cannot write {written}"):
+            failures.extend(write_outputs(run, written, out_fmt, coco_gt, coco_ids))
 
     typer.echo(f"{n_images} images, {run.num_faces} faces, {len(failures)} failed")
     for path, reason in failures:
         typer.echo(f"{path}: {reason}", err=True)
     if run.interrupted:
-        typer.echo("interrupted: results so far were written", err=True)
-        raise typer.Exit(130)
+        done = f"after {n_images} of {len(items)} files"
+        where = f"partial results written to {written} ({output} not written)" if written else "no results file written"
+        typer.echo(f"interrupted {done}: {where}", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
     if n_images == 0:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     if failures:
         raise typer.Exit(1)
 
