@@ -19,7 +19,8 @@ app = typer.Typer(
 )
 
 # One module per command group; each defines register(app).
-_COMMAND_MODULES = ("models_cmd", "data_cmd", "eval_cmd", "detect_cmd", "train_cmd", "export_cmd", "serve_cmd")
+_COMMAND_MODULES = ("models_cmd", "data_cmd", "eval_cmd", "detect_cmd", "train_cmd", "export_cmd", "serve_cmd",
+                    "assemble_cmd", "annotate_cmd")
 
 
 @app.callback()

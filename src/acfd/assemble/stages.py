@@ -1,0 +1,658 @@
+"""The stages of the semi-automatic assembling pipeline (arXiv recognition paper section "Dataset"
+and its Fig. 3; MM'20 section 3.1), each a small resumable step over the project database.
+
+``ingest`` (sources -> frames) -> ``detect`` (frames -> faces) -> ``crop`` (enlarged crops; drop
+small and blurred) -> ``embed`` -> ``dedup`` (near-duplicates above 0.95, Faiss) -> ``references``
+(reference set -> embeddings) -> ``candidates`` (best reference above 0.6) -> ``cluster`` (group
+what the references leave, for naming a group at once).
+
+Every stage picks only the work its earlier runs have not finished, commits each unit of work in
+one transaction with its "done" flag, shows a tqdm bar and returns a :class:`StageReport` with the
+project's totals (in, kept, dropped and why) and what this run did.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import faiss
+import numpy as np
+from tqdm.auto import tqdm
+
+from acfd.assemble.config import AssembleConfig
+from acfd.assemble.db import from_blob, now_iso, to_blob
+from acfd.assemble.project import Project, thumbnail, write_jpeg
+from acfd.assemble.quality import crop_resolution, laplacian_variance, quality_verdict
+from acfd.data.image_io import ImageReadError, is_image_file, load_image, read_image_size
+from acfd.recognition.crops import crop_face
+from acfd.utils import FileReadError
+
+logger = logging.getLogger(__name__)
+
+#: ``finder(frames RGB, frame keys) -> [(boxes (N, 4) x1y1x2y2, scores (N,)), ...]``.
+FaceFinder = Callable[[Sequence[np.ndarray], Sequence[str]], list[tuple[np.ndarray, np.ndarray]]]
+
+
+class Embedder(Protocol):
+    """What the pipeline needs from a face embedder (``acfd.recognition.Recognizer``)."""
+
+    embedding_dim: int
+    model_id: str
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray: ...
+
+
+@dataclass
+class StageReport:
+    """Totals of one stage over the whole project, and what this run did.
+
+    Args:
+        stage: the stage's name.
+        unit: what is counted (``"sources"``, ``"frames"``, ``"faces"``...).
+        n_in: items that reached the stage.
+        kept: items that went on.
+        dropped: ``{reason: count}`` of items that stopped here.
+        done_now: items processed by this run (0 when everything was done before).
+        seconds: wall-clock seconds of this run.
+        note: an extra line (e.g. the number of clusters).
+    """
+
+    stage: str
+    unit: str
+    n_in: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    done_now: int = 0
+    seconds: float = 0.0
+    note: str = ""
+
+    def line(self) -> str:
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items()) if n) or "none"
+        extra = f"; {self.note}" if self.note else ""
+        return (
+            f"{self.stage:<10} in {self.n_in} {self.unit}, kept {self.kept}, dropped {sum(self.dropped.values())} "
+            f"({why}){extra}  [{self.done_now} new, {self.seconds:.1f} s]"
+        )
+
+
+def _bar(total: int, desc: str, unit: str, progress: bool) -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=None if progress else True, leave=False)
+
+
+def _record(project: Project, report: StageReport, started: str) -> StageReport:
+    with project.db.transaction() as c:
+        c.execute(
+            "INSERT INTO stage_runs (stage, started_at, seconds, n_in, kept, dropped, skipped)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (report.stage, started, report.seconds, report.n_in, report.kept, json.dumps(report.dropped),
+             report.done_now),
+        )
+    return report
+
+
+def _counts(project: Project, sql: str, params: tuple = ()) -> Counter:
+    return Counter({row[0]: row[1] for row in project.db.query(sql, params)})
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. sources -> frames
+
+
+def _video_step(path: Path, cfg: AssembleConfig) -> int:
+    """Frames between two samples: ``every_seconds`` x fps (at least 1), else ``every_frames``."""
+    from acfd.data.video import read_video_info
+
+    if cfg.every_seconds is None:
+        return cfg.every_frames
+    fps = read_video_info(path).fps
+    if fps <= 0:
+        logger.warning("%s: no frame rate in the header; sampling every %d frames", path, cfg.every_frames)
+        return cfg.every_frames
+    return max(1, round(fps * cfg.every_seconds))
+
+
+def ingest(project: Project, sources: Iterable[str], cfg: AssembleConfig, progress: bool = True) -> StageReport:
+    """Register image files and sampled video frames (timestamps kept) as frames.
+
+    Image files are read where they are (their header gives the size); video frames are saved as
+    JPEGs under ``frames/``. A source is done in one transaction, so a killed run redoes at most
+    the video it was sampling.
+
+    Args:
+        project: the project.
+        sources: files, folders (recursive) and globs of images and videos.
+        cfg: the settings (video sampling).
+        progress: show a progress bar.
+    """
+    from acfd.cli.detect_cmd import collect_inputs  # the one expansion of files/folders/globs
+    from acfd.data.video import iter_video_frames
+
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    items, failures = collect_inputs(list(sources))
+    with db.transaction() as c:
+        for path, reason in failures:
+            c.execute(
+                "INSERT OR IGNORE INTO sources (path, key, kind, status, error) VALUES (?, ?, 'unknown', 'failed', ?)",
+                (str(Path(path).absolute()), str(path), reason),
+            )
+        for it in items:
+            c.execute(
+                "INSERT OR IGNORE INTO sources (path, key, kind) VALUES (?, ?, ?)",
+                (str(it.path.resolve()), it.key, it.kind),
+            )
+    todo = db.query("SELECT id, path, key, kind FROM sources WHERE status = 'pending' ORDER BY id")
+    done_now = 0
+    with _bar(len(todo), "ingest", "src", progress) as bar:
+        for src in todo:
+            path = Path(src["path"])
+            try:
+                if src["kind"] == "image":
+                    w, h = read_image_size(path)
+                    rows = [(None, None, str(path), src["key"], w, h)]
+                else:
+                    rows = []
+                    step = _video_step(path, cfg)
+                    for index, ts, frame in iter_video_frames(path, every=step):
+                        rows.append((index, ts, frame))
+                    rows = _save_video_frames(project, src, rows)
+            except FileReadError as exc:
+                with db.transaction() as c:
+                    c.execute("UPDATE sources SET status = 'failed', error = ? WHERE id = ?", (exc.reason, src["id"]))
+                bar.update(1)
+                continue
+            with db.transaction() as c:
+                for frame_index, ts, file, key, w, h in rows:
+                    c.execute(
+                        "INSERT OR IGNORE INTO frames (source_id, frame_index, timestamp, file, key, width, height)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (src["id"], frame_index, ts, file, key, w, h),
+                    )
+                c.execute("UPDATE sources SET status = 'done' WHERE id = ?", (src["id"],))
+            done_now += 1
+            bar.update(1)
+    status = _counts(project, "SELECT status, COUNT(*) FROM sources GROUP BY status")
+    n_frames = int(db.scalar("SELECT COUNT(*) FROM frames") or 0)
+    report = StageReport(
+        "ingest", "sources", n_in=sum(status.values()), kept=status["done"],
+        dropped={"unreadable": status["failed"]} if status["failed"] else {},
+        done_now=done_now, seconds=time.perf_counter() - t0, note=f"{n_frames} frames",
+    )
+    return _record(project, report, started)
+
+
+def _save_video_frames(project: Project, src: Any, frames: list[tuple[int, float, np.ndarray]]) -> list[tuple]:
+    """Save sampled frames as ``frames/<source>_<index>.jpg``; rows for the frames table."""
+    rows = []
+    for index, ts, frame in frames:
+        rel = Path("frames") / f"s{int(src['id'])}_f{int(index):07d}.jpg"
+        write_jpeg(project.root / rel, frame)
+        key = f"{src['key']}#frame={int(index):06d}"
+        rows.append((int(index), float(ts), rel.as_posix(), key, frame.shape[1], frame.shape[0]))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. frames -> faces
+
+
+def detector_finder(detector: Any) -> FaceFinder:
+    """A :data:`FaceFinder` over an ``acfd.Detector`` (its ``detect_arrays``)."""
+
+    def find(frames: Sequence[np.ndarray], keys: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(d.boxes, d.scores) for d in detector.detect_arrays(list(frames), list(keys))]
+
+    return find
+
+
+def boxes_finder(csv_path: str | Path) -> FaceFinder:
+    """A :data:`FaceFinder` that reads boxes from an iCartoonFace CSV instead of detecting.
+
+    Rows are matched to frames by the frame key (the file's path relative to its source folder, or
+    its name); scores are 1 (or the CSV's scores for a submission file).
+
+    Raises:
+        AnnotationError: the CSV cannot be read.
+    """
+    from acfd.data.formats import read_icartoon_csv
+
+    records, problems = read_icartoon_csv(csv_path)
+    for p in problems:
+        if p.severity == "error":
+            logger.warning("%s", p)
+    by_name = {Path(k).name: r for k, r in records.items()}
+
+    def find(frames: Sequence[np.ndarray], keys: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for key in keys:
+            rec = records.get(key) or by_name.get(Path(key.split("#frame=")[0]).name)
+            if rec is None:
+                out.append((np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)))
+            else:
+                scores = rec.scores if rec.scores is not None else np.ones(len(rec), np.float32)
+                out.append((rec.boxes, scores))
+        return out
+
+    return find
+
+
+def detect(
+    project: Project, finder: FaceFinder, cfg: AssembleConfig, batch_size: int = 4, progress: bool = True
+) -> StageReport:
+    """Find faces on every frame not yet done; keep those scoring above ``cfg.score_thr``.
+
+    Args:
+        project: the project.
+        finder: the detector (see :func:`detector_finder`, :func:`boxes_finder`).
+        cfg: the settings (score threshold).
+        batch_size: frames per detector call (and per transaction).
+        progress: show a progress bar.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    todo = db.query("SELECT id, key FROM frames WHERE detected = 0 AND error IS NULL ORDER BY id")
+    done_now = 0
+    with _bar(len(todo), "detect", "frame", progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            chunk, good, images, bad = todo[start : start + batch_size], [], [], []
+            for row in chunk:
+                try:
+                    images.append(project.load_frame(row["id"]))
+                    good.append(row)
+                except ImageReadError as exc:
+                    bad.append((row, exc.reason))
+            found = finder(images, [row["key"] for row in good]) if good else []
+            with db.transaction() as c:
+                for row, reason in bad:
+                    c.execute("UPDATE frames SET error = ? WHERE id = ?", (reason, row["id"]))
+                for row, image, (boxes, scores) in zip(good, images, found):
+                    h, w = image.shape[:2]
+                    for box, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores).reshape(-1)):
+                        x1, y1 = max(0.0, box[0]), max(0.0, box[1])
+                        x2, y2 = min(float(w), box[2]), min(float(h), box[3])
+                        status = "new" if float(score) > cfg.score_thr else "low_score"
+                        if x2 <= x1 or y2 <= y1:
+                            status = "empty_box"
+                        c.execute(
+                            "INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (row["id"], x1, y1, max(x2, x1), max(y2, y1), float(score), status),
+                        )
+                    c.execute("UPDATE frames SET detected = 1 WHERE id = ?", (row["id"],))
+            done_now += len(chunk)
+            bar.update(len(chunk))
+    n_frames = int(db.scalar("SELECT COUNT(*) FROM frames") or 0)
+    errors = int(db.scalar("SELECT COUNT(*) FROM frames WHERE error IS NOT NULL") or 0)
+    faces = _counts(project, "SELECT status, COUNT(*) FROM faces GROUP BY status")
+    below = {k: faces[k] for k in ("low_score", "empty_box") if faces[k]}
+    report = StageReport(
+        "detect", "frames", n_in=n_frames, kept=n_frames - errors,
+        dropped={"unreadable": errors} if errors else {}, done_now=done_now,
+        seconds=time.perf_counter() - t0,
+        note=f"{sum(faces.values()) - sum(below.values())} faces above score {cfg.score_thr}"
+        + (f" ({', '.join(f'{n} {k}' for k, n in below.items())} not kept)" if below else ""),
+    )
+    return _record(project, report, started)
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. faces -> crops (resolution and sharpness filters)
+
+
+def crop(project: Project, cfg: AssembleConfig, progress: bool = True) -> StageReport:
+    """Cut the enlarged crop of every new face; drop small and blurred ones, save the others.
+
+    The crop is ``(1 + enlarge_rate)`` times the face (acfd.recognition.crops). A crop whose shorter
+    side in source pixels is below ``min_resolution`` is ``small``; one whose variance of the
+    Laplacian (on the crop resized to ``blur_size``) is below ``blur_thr`` is ``blurred``.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    todo = db.query("SELECT id, frame_id, x1, y1, x2, y2 FROM faces WHERE status = 'new' ORDER BY frame_id, id")
+    by_frame: dict[int, list[Any]] = {}
+    for row in todo:
+        by_frame.setdefault(row["frame_id"], []).append(row)
+    with _bar(len(todo), "crop", "face", progress) as bar:
+        for frame_id, rows in by_frame.items():
+            try:
+                image = project.load_frame(frame_id)
+            except ImageReadError as exc:
+                logger.warning("%s", exc)
+                with db.transaction() as c:
+                    c.executemany("UPDATE faces SET status = 'unreadable' WHERE id = ?", [(r["id"],) for r in rows])
+                bar.update(len(rows))
+                continue
+            updates = []
+            for r in rows:
+                box = (r["x1"], r["y1"], r["x2"], r["y2"])
+                resolution = crop_resolution(box, cfg.enlarge_rate)
+                face_crop = crop_face(image, box, cfg.enlarge_rate, size=cfg.crop_size)
+                sharp_input = face_crop if cfg.crop_size == cfg.blur_size else crop_face(
+                    image, box, cfg.enlarge_rate, size=cfg.blur_size
+                )
+                sharpness = laplacian_variance(sharp_input, cfg.blur_size)
+                verdict = quality_verdict(resolution, sharpness, cfg.min_resolution, cfg.blur_thr)
+                if verdict == "kept":  # the file exists before the row says "kept"
+                    write_jpeg(project.crop_file(r["id"]), face_crop)
+                updates.append((verdict, resolution[0], resolution[1], sharpness, r["id"]))
+            with db.transaction() as c:
+                c.executemany(
+                    "UPDATE faces SET status = ?, crop_w = ?, crop_h = ?, sharpness = ? WHERE id = ?", updates
+                )
+            bar.update(len(rows))
+    faces = _counts(
+        project, "SELECT status, COUNT(*) FROM faces WHERE status NOT IN ('new', 'low_score', 'empty_box') GROUP BY status"
+    )
+    report = StageReport(
+        "crop", "faces", n_in=sum(faces.values()), kept=faces["kept"],
+        dropped={k: n for k, n in faces.items() if k != "kept"}, done_now=len(todo),
+        seconds=time.perf_counter() - t0,
+    )
+    return _record(project, report, started)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. crops -> embeddings
+
+
+def _check_model(project: Project, key: str, embedder: Embedder) -> None:
+    stored = project.db.get_meta(key)
+    if stored is None:
+        project.db.set_meta(key, embedder.model_id)
+    elif stored != embedder.model_id:
+        raise ValueError(
+            f"{project.root}: the project's embeddings come from model {stored}, not {embedder.model_id} "
+            "(embeddings of two models are not comparable; use the same model or a new project)"
+        )
+
+
+def embed(project: Project, embedder: Embedder, batch_size: int = 64, progress: bool = True) -> StageReport:
+    """Embed every kept crop that has no embedding yet (L2-normalised rows, stored in the database).
+
+    Raises:
+        ValueError: the project's embeddings come from another model.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    _check_model(project, "embedder_model_id", embedder)
+    todo = [r["id"] for r in db.query("SELECT id FROM faces WHERE status = 'kept' AND embedding IS NULL ORDER BY id")]
+    with _bar(len(todo), "embed", "crop", progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            ids = todo[start : start + batch_size]
+            crops = [load_image(project.crop_file(i)) for i in ids]
+            vectors = np.asarray(embedder.embed(crops), dtype=np.float32)
+            with db.transaction() as c:
+                c.executemany("UPDATE faces SET embedding = ? WHERE id = ?", [(to_blob(v), i) for v, i in zip(vectors, ids)])
+            bar.update(len(ids))
+    n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE status = 'kept'") or 0)
+    report = StageReport("embed", "crops", n_in=n, kept=n, done_now=len(todo), seconds=time.perf_counter() - t0)
+    return _record(project, report, started)
+
+
+def _matrix(rows: Sequence[Any], column: str = "embedding") -> np.ndarray:
+    if not rows:
+        return np.zeros((0, 0), np.float32)
+    return np.ascontiguousarray(np.stack([from_blob(r[column]) for r in rows]), dtype=np.float32)
+
+
+def _index(vectors: np.ndarray, dim: int) -> faiss.IndexFlatIP:
+    index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+class _Leaders:
+    """Leaders (representatives, cluster leaders) in a Faiss inner-product index, with their ids."""
+
+    def __init__(self, rows: Sequence[Any], ids: list[int]) -> None:
+        vectors = _matrix(rows)
+        self.index = _index(vectors, vectors.shape[1]) if len(rows) else None
+        self.ids = ids
+
+    def match(self, v: np.ndarray, threshold: float) -> int | None:
+        """The id of the most similar leader when its cosine is above ``threshold``."""
+        if self.index is None:
+            self.index = faiss.IndexFlatIP(v.shape[1])
+        if not self.index.ntotal:
+            return None
+        sims, idx = self.index.search(v, 1)
+        return self.ids[int(idx[0, 0])] if sims[0, 0] > threshold else None
+
+    def add(self, v: np.ndarray, leader_id: int) -> None:
+        self.index.add(v)
+        self.ids.append(leader_id)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. near-duplicate removal
+
+
+def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_every: int = 256) -> StageReport:
+    """Mark near-duplicates: a crop whose cosine similarity to an earlier kept representative is
+    above ``dup_sim`` becomes a duplicate of it (``faces.dup_of``), else a representative.
+
+    Crops are visited in id order against a Faiss inner-product index of the representatives, so
+    the result does not depend on how a run was split. Only representatives are asked about; a
+    duplicate takes its representative's label at export.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    reps = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id")
+    todo = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 0 AND embedding IS NOT NULL ORDER BY id")
+    leaders = _Leaders(reps, [r["id"] for r in reps])
+    pending: list[tuple[int | None, int]] = []
+
+    def flush() -> None:
+        with db.transaction() as c:
+            c.executemany("UPDATE faces SET dup_of = ?, dedup_done = 1 WHERE id = ?", pending)
+        pending.clear()
+
+    with _bar(len(todo), "dedup", "crop", progress) as bar:
+        for row in todo:
+            v = from_blob(row["embedding"]).reshape(1, -1)
+            dup_of = leaders.match(v, cfg.dup_sim)
+            if dup_of is None:
+                leaders.add(v, row["id"])
+            pending.append((dup_of, row["id"]))
+            if len(pending) >= commit_every:
+                flush()
+            bar.update(1)
+        if pending:
+            flush()
+    n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dedup_done = 1") or 0)
+    dups = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dup_of IS NOT NULL") or 0)
+    report = StageReport(
+        "dedup", "crops", n_in=n, kept=n - dups, dropped={f"near-duplicate (cos > {cfg.dup_sim})": dups},
+        done_now=len(todo), seconds=time.perf_counter() - t0,
+    )
+    return _record(project, report, started)
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. reference set
+
+
+def _identity_id(c: Any, name: str, origin: str) -> int:
+    c.execute("INSERT OR IGNORE INTO identities (name, origin, created_at) VALUES (?, ?, ?)", (name, origin, now_iso()))
+    return int(c.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0])
+
+
+def add_references(
+    project: Project,
+    embedder: Embedder,
+    references: str | Path | None = None,
+    gallery: str | Path | None = None,
+    progress: bool = True,
+) -> StageReport:
+    """Load the reference set: "typical" images per character (the papers' reference images).
+
+    ``references`` is a folder with one subfolder per character holding face crops (a few
+    typical images each); ``gallery`` is a gallery file of the recognition issue (``acfd gallery
+    add``), whose stored embeddings are used as they are. Images already loaded are skipped.
+
+    Raises:
+        ValueError: a references path that is not a folder, a gallery of another model.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    _check_model(project, "embedder_model_id", embedder)
+    dropped: Counter = Counter()
+    done_now = 0
+    if references is not None:
+        root = Path(references)
+        if not root.is_dir():
+            raise ValueError(f"{root}: --references must be a folder with one subfolder per character")
+        files = [p for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+                 for p in sorted(d.iterdir()) if p.is_file() and is_image_file(p)]
+        known = {r["origin"] for r in db.query("SELECT origin FROM refs")}
+        todo = [p for p in files if str(p.resolve()) not in known]
+        with _bar(len(todo), "references", "img", progress) as bar:
+            for p in todo:
+                try:
+                    image = load_image(p)
+                except ImageReadError as exc:
+                    logger.warning("%s", exc)
+                    dropped["unreadable"] += 1
+                    bar.update(1)
+                    continue
+                vector = np.asarray(embedder.embed([image]), np.float32)[0]
+                with db.transaction() as c:
+                    identity = _identity_id(c, p.parent.name, "references")
+                    cur = c.execute(
+                        "INSERT INTO refs (identity_id, file, origin, embedding) VALUES (?, NULL, ?, ?)",
+                        (identity, str(p.resolve()), to_blob(vector)),
+                    )
+                    ref_id = int(cur.lastrowid)
+                    write_jpeg(project.reference_file(ref_id), thumbnail(image, 256))
+                    c.execute("UPDATE refs SET file = ? WHERE id = ?", (f"references/{ref_id}.jpg", ref_id))
+                done_now += 1
+                bar.update(1)
+    if gallery is not None:
+        from acfd.recognition.gallery import Gallery
+
+        g = Gallery.load(gallery)
+        g.check_model(embedder.model_id, embedder.embedding_dim)
+        vectors = g.index.reconstruct_n(0, g.index.ntotal) if len(g) else np.zeros((0, g.dim), np.float32)
+        with db.transaction() as c:
+            for i, (name, vector) in enumerate(zip(g.names, vectors)):
+                origin = f"gallery:{Path(gallery).resolve()}#{i}"
+                if c.execute("SELECT 1 FROM refs WHERE origin = ?", (origin,)).fetchone():
+                    continue
+                identity = _identity_id(c, name, "gallery")
+                c.execute("INSERT INTO refs (identity_id, file, origin, embedding) VALUES (?, NULL, ?, ?)",
+                          (identity, origin, to_blob(vector)))
+                done_now += 1
+    n_refs = int(db.scalar("SELECT COUNT(*) FROM refs") or 0)
+    n_ids = int(db.scalar("SELECT COUNT(DISTINCT identity_id) FROM refs") or 0)
+    report = StageReport(
+        "references", "images", n_in=n_refs + sum(dropped.values()), kept=n_refs, dropped=dict(dropped),
+        done_now=done_now, seconds=time.perf_counter() - t0, note=f"{n_ids} identities",
+    )
+    return _record(project, report, started)
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. candidate identities
+
+
+def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> StageReport:
+    """Give each representative crop the reference identities whose similarity is above
+    ``candidate_sim`` (the best reference image of each identity counts), best first.
+
+    When the reference set has changed since the last run, every representative is matched
+    again (answers are kept: they name identities, not candidate rows).
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    refs = db.query("SELECT id, identity_id, embedding FROM refs ORDER BY id")
+    digest = f"{len(refs)}:{refs[-1]['id'] if refs else 0}"
+    if db.get_meta("candidates_refs") != digest:
+        with db.transaction() as c:
+            c.execute("DELETE FROM candidates")
+            c.execute("UPDATE faces SET cand_done = 0")
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('candidates_refs', ?)", (digest,))
+    todo = db.query(
+        "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cand_done = 0 ORDER BY id"
+    )
+    ref_vectors = _matrix(refs)
+    ref_identity = np.asarray([r["identity_id"] for r in refs], dtype=np.int64)
+    index = _index(ref_vectors, ref_vectors.shape[1]) if len(refs) else None
+    with _bar(len(todo), "candidates", "crop", progress) as bar:
+        for start in range(0, len(todo), 256):
+            rows = todo[start : start + 256]
+            inserts = []
+            if index is not None:
+                sims, idx = index.search(_matrix(rows), len(refs))
+                for row, s_row, i_row in zip(rows, sims, idx):
+                    best: dict[int, float] = {}
+                    for s, i in zip(s_row, i_row):
+                        if i >= 0 and s > cfg.candidate_sim:
+                            ident = int(ref_identity[i])
+                            best[ident] = max(best.get(ident, -2.0), float(s))
+                    inserts += [(row["id"], ident, s) for ident, s in best.items()]
+            with db.transaction() as c:
+                c.executemany("INSERT OR REPLACE INTO candidates (face_id, identity_id, similarity) VALUES (?, ?, ?)", inserts)
+                c.executemany("UPDATE faces SET cand_done = 1 WHERE id = ?", [(r["id"],) for r in rows])
+            bar.update(len(rows))
+    n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE cand_done = 1") or 0)
+    with_cand = int(db.scalar("SELECT COUNT(DISTINCT face_id) FROM candidates") or 0)
+    report = StageReport(
+        "candidates", "crops", n_in=n, kept=with_cand,
+        dropped={f"no reference above {cfg.candidate_sim} (left for clustering)": n - with_cand},
+        done_now=len(todo), seconds=time.perf_counter() - t0,
+    )
+    return _record(project, report, started)
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. clusters
+
+
+def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> StageReport:
+    """Group representatives by leader clustering: in id order, a crop joins the cluster whose
+    leader is most similar when that similarity is above ``cluster_sim``, else it leads a new one.
+
+    The papers do not cluster; this lets a person name a group of crops that no reference
+    claims in one answer. Leader clustering (hand-written, a dozen lines over a Faiss index) is
+    incremental: a re-run with new crops never moves crops already answered about.
+    """
+    t0, started = time.perf_counter(), now_iso()
+    db = project.db
+    rows_l = db.query(
+        "SELECT c.id AS cid, f.embedding AS embedding FROM clusters c JOIN faces f ON f.id = c.leader_face_id ORDER BY c.id"
+    )
+    leaders = _Leaders(rows_l, [r["cid"] for r in rows_l])
+    todo = db.query(
+        "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cluster_id IS NULL ORDER BY id"
+    )
+    with _bar(len(todo), "cluster", "crop", progress) as bar:
+        for start in range(0, len(todo), 256):
+            rows = todo[start : start + 256]
+            with db.transaction() as c:
+                for row in rows:
+                    v = from_blob(row["embedding"]).reshape(1, -1)
+                    target = leaders.match(v, cfg.cluster_sim)
+                    if target is None:
+                        target = int(c.execute("INSERT INTO clusters (leader_face_id) VALUES (?)", (row["id"],)).lastrowid)
+                        leaders.add(v, target)
+                    c.execute("UPDATE faces SET cluster_id = ? WHERE id = ?", (target, row["id"]))
+            bar.update(len(rows))
+    n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE cluster_id IS NOT NULL") or 0)
+    unassigned = db.query(
+        "SELECT COUNT(*) AS n, COUNT(DISTINCT cluster_id) AS k FROM faces WHERE cluster_id IS NOT NULL"
+        " AND id NOT IN (SELECT face_id FROM candidates)"
+    )[0]
+    report = StageReport(
+        "cluster", "crops", n_in=n, kept=n, done_now=len(todo), seconds=time.perf_counter() - t0,
+        note=f"{int(db.scalar('SELECT COUNT(*) FROM clusters') or 0)} clusters; the {unassigned['n']} crops "
+        f"without a candidate fall in {unassigned['k']} of them",
+    )
+    return _record(project, report, started)
