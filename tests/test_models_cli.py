@@ -23,3 +23,62 @@ def test_models_lists_sizes_of_the_named_variants():
 def test_models_unknown_name_exits_2():
     result = CliRunner().invoke(app, ["models", "acfd-nope"])
     assert result.exit_code == 2
+
+
+def test_models_figures_are_cached_and_match_a_real_build(tmp_path, monkeypatch):
+    """Issue 10.18: `acfd models` took 83 s; now meta-device figures, cached on disk."""
+    from acfd.cli import models_cmd
+    from acfd.models.registry import count_gflops, model_size_mb
+
+    monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path))
+    real = fuse_model(create_model("acfd-tiny"), inplace=True)
+    facts = models_cmd.model_facts("acfd-tiny", 128, fused=True)
+    assert facts["params"] == count_parameters(real)
+    assert abs(facts["mb"] - model_size_mb(real)) < 1e-9
+    assert abs(facts["gflops"] - count_gflops(real, 128, 128)) < 1e-9
+    assert CliRunner().invoke(app, ["models", "acfd-tiny", "--size", "128"]).exit_code == 0
+    assert (tmp_path / "model_facts.json").is_file()
+    monkeypatch.setattr(models_cmd, "model_facts", lambda *a: (_ for _ in ()).throw(AssertionError("not cached")))
+    result = CliRunner().invoke(app, ["models", "acfd-tiny", "--size", "128"])
+    assert result.exit_code == 0, result.output
+
+
+# --- load_model: one-line errors (issue 10.7) --------------------------------------------------
+
+
+def test_weights_of_another_variant_are_one_line(tmp_path):
+    import pytest
+
+    from acfd.models.registry import load_model, save_weights
+
+    tiny = save_weights(create_model("acfd-tiny"), tmp_path / "tiny.safetensors")
+    with pytest.raises(ValueError) as info:
+        load_model("acfd-n", weights=tiny)
+    assert str(info.value) == f"{tiny}: these weights are acfd-tiny, not acfd-n (use --model acfd-tiny or leave --model out)"
+    assert load_model(tiny).cfg.name == "acfd-tiny"  # no --model: the variant the file names
+
+
+def test_corrupt_empty_and_onnx_weights_name_the_file(tmp_path):
+    import pytest
+
+    from acfd.models.registry import load_model, save_weights
+
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\x00\x01not safetensors at all" * 10)
+    good = save_weights(create_model("acfd-tiny"), tmp_path / "good.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    ckpt = tmp_path / "cut.pt"
+    ckpt.write_bytes(b"\x80\x04garbage")
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"x")
+    for path, words in ((empty, "the file is empty"), (garbage, "not a readable .safetensors"),
+                        (truncated, "not a readable .safetensors"), (ckpt, "not a readable checkpoint"),
+                        (onnx, "holds no PyTorch weights")):
+        for call in (lambda p=path: load_model(p), lambda p=path: load_model("acfd-tiny", weights=p)):
+            with pytest.raises(ValueError) as info:
+                call()
+            msg = str(info.value)
+            assert msg.startswith(f"{path}: ") and words in msg and "\n" not in msg, msg

@@ -240,6 +240,11 @@ def load_model(
 
     Returns:
         The model in eval mode.
+
+    Raises:
+        FileNotFoundError: a missing file (named).
+        ValueError: one line naming the file: unreadable/corrupt, an ``.onnx`` file, or weights
+            of another variant (``"these weights are acfd-n, not acfd-s"``).
     """
     if path_or_name is None:
         path_or_name = default_weights_path()
@@ -251,7 +256,8 @@ def load_model(
     if src in _MODEL_CFGS:
         model = create_model(src)
         if weights is not None:
-            model.load_state_dict(_read_state_dict(Path(weights))[0])
+            state, cfg_dict = _read_state_dict(Path(weights))
+            _load_state(model, state, Path(weights), cfg_dict)
         else:
             logger.warning("model %s has random weights (no weights given)", src)
     else:
@@ -263,30 +269,71 @@ def load_model(
         state, cfg_dict = _read_state_dict(path)
         if cfg_dict is None:
             raise ValueError(f"{path}: no model config stored in the file")
-        model = ACFD(model_config_from_dict(cfg_dict))
-        model.load_state_dict(state)
+        try:
+            model = ACFD(model_config_from_dict(cfg_dict))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"{path}: the stored model config is not valid ({exc})") from None
+        _load_state(model, state, path, cfg_dict)
     return model.to(device).eval()
+
+
+def _load_state(model: ACFD, state: dict[str, torch.Tensor], path: Path, cfg_dict: dict[str, Any] | None) -> None:
+    """``model.load_state_dict(state)`` with one-line errors naming the file and its variant.
+
+    PyTorch lists every missing/unexpected/mis-shaped tensor (hundreds of lines for another
+    variant); the file's own metadata usually says which variant it holds.
+    """
+    file_model = (cfg_dict or {}).get("name")
+    want = model.cfg.name
+    if file_model and file_model != want and file_model in _MODEL_CFGS:
+        raise ValueError(f"{path}: these weights are {file_model}, not {want} (use --model {file_model} or leave --model out)")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        text = str(exc)
+        counts = [f"{text.count(k)} {v}" for k, v in (("size mismatch", "mis-shaped"),) if k in text]
+        missing, unexpected = (set(model.state_dict()) - set(state)), (set(state) - set(model.state_dict()))
+        detail = ", ".join(counts + [f"{len(missing)} missing", f"{len(unexpected)} unexpected"])
+        what = f"weights of {file_model}" if file_model else "weights of another model"
+        raise ValueError(f"{path}: {what} do not fit {want} ({detail} tensors)") from None
 
 
 def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix.lower() == ".onnx":
+        raise ValueError(
+            f"{path}: an ONNX export holds no PyTorch weights; run it with Detector(model=PATH) "
+            "or acfd detect --model PATH, or give the .safetensors / .pt file it came from"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         state = {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            for k in f.keys():
-                state[k] = f.get_tensor(k).float()
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                for k in f.keys():
+                    state[k] = f.get_tensor(k).float()
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"{path}: not a readable .safetensors file ({first})") from None
         if meta.get("warning"):  # e.g. a placeholder model: say so every time it is loaded
             logger.warning("%s: %s", path.name, meta["warning"])
-        cfg = json.loads(meta["config"]) if "config" in meta else None
+        try:
+            cfg = json.loads(meta["config"]) if "config" in meta else None
+        except json.JSONDecodeError:
+            raise ValueError(f"{path}: the model config in the file's metadata is not valid JSON") from None
+        if cfg is not None and meta.get("model") and "name" not in cfg:
+            cfg["name"] = meta["model"]
         return state, cfg
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # corrupt or not a checkpoint
-        raise ValueError(f"{path}: cannot read checkpoint ({exc})") from exc
+    except Exception as exc:  # corrupt, truncated or not a checkpoint
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable checkpoint ({first})") from None
     if isinstance(ckpt, dict) and "model" in ckpt:
         state = ckpt.get("ema") or ckpt["model"]
         return state, ckpt.get("model_config")
