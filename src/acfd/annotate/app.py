@@ -130,7 +130,7 @@ def create_app(project_dir: str | Path, token: str | None = None) -> FastAPI:
         token: when set, every request must carry it (see the module docstring).
 
     Raises:
-        FileNotFoundError: the folder holds no project.
+        ValueError: the folder holds no project.
     """
     project = Project(project_dir)
     db = project.db

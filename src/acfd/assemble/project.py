@@ -35,17 +35,15 @@ class Project:
         create: create the folder and database when missing.
 
     Raises:
-        FileNotFoundError: ``create=False`` and the folder holds no project.
+        ValueError: ``create=False`` and the folder holds no project; ``root`` is a file.
     """
 
     def __init__(self, root: str | os.PathLike[str], create: bool = False) -> None:
         self.root = Path(root)
         if not create and not (self.root / DB_NAME).is_file():
-            raise FileNotFoundError(
-                2, "not an assembling project (no project.db; run 'acfd assemble SOURCES -o DIR')", str(self.root)
-            )
+            raise ValueError(f"{self.root}: not an assembling project (no {DB_NAME}; run 'acfd assemble SOURCES -o DIR')")
         if create and self.root.exists() and not self.root.is_dir():
-            raise NotADirectoryError(20, "is a file, not a project folder", str(self.root))
+            raise ValueError(f"{self.root}: is a file, not a project folder")
         self.db = ProjectDB(self.root / DB_NAME, create=create)
 
     # -- settings ---------------------------------------------------------------------------------
