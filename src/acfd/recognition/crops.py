@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 #: Side of the square crops the recognition models take by default (the shipped small model).
-DEFAULT_INPUT_SIZE = 96
+DEFAULT_INPUT_SIZE = 64
 
 #: The papers' enlarged rate (arXiv tables 3, MM'20 table 5: larger is better up to 1.0).
 DEFAULT_ENLARGE_RATE = 1.0

@@ -1,0 +1,140 @@
+"""``acfd recognize ...``: evaluate (identification + verification protocols), train, cut face crops."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from acfd.cli.errors import check_output_dir, check_output_file, fail, one_line_errors
+
+recognize_app = typer.Typer(help="Cartoon face recognition: evaluate, train, cut crops.", no_args_is_help=True)
+
+
+def load_embedder_option(weights: str | None, features: str = "model", device: str = "cpu"):  # noqa: ANN201
+    """The embedder a command asked for: the raw-pixel baseline, given weights or the shipped model."""
+    from acfd.recognition.embedder import PixelEmbedder, Recognizer
+
+    if features == "pixels":
+        return PixelEmbedder()
+    if features != "model":
+        fail(f"--features must be 'model' or 'pixels', got {features!r}", 2)
+    return Recognizer(weights, device=device)
+
+
+@recognize_app.command("eval")
+@one_line_errors
+def eval_command(
+    root: Path = typer.Argument(..., help="Folder with one subfolder of face images per identity."),
+    distractors: Path = typer.Option(None, "--distractors", help="Folder of face images of none of the identities."),
+    weights: str = typer.Option(None, "--weights", "-w", help="Recognition weights (default: the shipped model)."),
+    features: str = typer.Option("model", "--features", help="model, or pixels (the raw-pixel baseline)."),
+    only: str = typer.Option(None, "--only", help="Comma-separated identities to evaluate (default: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the gallery choice and the verification pairs."),
+    pairs: int = typer.Option(3000, "--pairs", help="Positive (and as many negative) verification pairs."),
+    json_out: Path = typer.Option(None, "--json", help="Write every figure (CMC, ROC, folds) as JSON."),
+    plots: Path = typer.Option(None, "--plots", help="Folder for cmc.png and roc.png."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Identification (rank-k / CMC, with distractors) and 10-fold verification (accuracy, ROC/AUC)."""
+    from acfd.recognition.data import list_images, load_crops, scan_identity_folder
+    from acfd.recognition.train import evaluate_folder
+
+    if json_out:
+        check_output_file(json_out, "--json")
+    if plots:
+        check_output_dir(plots, "--plots")
+    ids = scan_identity_folder(root, min_identities=2, min_images=2)
+    if only:
+        ids = ids.subset([n.strip() for n in only.split(",") if n.strip()])
+    embedder = load_embedder_option(weights, features, device)
+    dist = None
+    failed: list[str] = []
+    if distractors is not None:
+        crops, _, failed = load_crops(list_images(distractors))
+        if not crops:
+            fail(f"{distractors}: no readable distractor images")
+        dist = embedder.embed(crops)
+    report = evaluate_folder(embedder, ids, dist, seed=seed, num_pairs=pairs)
+    report.failed = failed + report.failed
+    for line in report.failed:
+        typer.echo(f"skipped {line}", err=True)
+    if len(report.failed) and any(
+        (report.identification.num_probes == 0, report.num_images < 2)
+    ):
+        fail(f"{root}: too few readable images")
+    for line in report.summary_lines():
+        typer.echo(line)
+    if json_out:
+        from acfd.utils import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(report.to_dict(), indent=1))
+    if plots:
+        from acfd.recognition.plots import plot_curves
+
+        for p in plot_curves(report, plots, label=embedder.model_id):
+            typer.echo(f"wrote {p}")
+
+
+@recognize_app.command(
+    "train", context_settings={"allow_extra_args": True, "ignore_unknown_options": False}
+)
+@one_line_errors
+def train_command(
+    overrides: list[str] = typer.Argument(None, help="Settings as key=value (e.g. head=arcface fusion=mtda)."),
+    config: Path = typer.Option(None, "--config", "-c", help="Recipe (YAML), e.g. configs/recognition/base.yaml."),
+    resume: str = typer.Option(None, "--resume", help="Checkpoint to continue, or 'auto'."),
+    output: str = typer.Option(None, "--output", "-o", help="Run folder (overrides the config)."),
+) -> None:
+    """Train an embedding network (losses: softmax/sphereface/cosface/arcface; fusion: none/inter/intra/mtda)."""
+    from acfd.recognition.train import load_recognition_config, train_recognition
+
+    items = list(overrides or []) + ([f"output={output}"] if output else [])
+    cfg = load_recognition_config(config, items)
+    typer.echo(f"weights: {train_recognition(cfg, resume=resume)}")
+
+
+@recognize_app.command("crops")
+@one_line_errors
+def crops_command(
+    images: Path = typer.Argument(..., help="Image folder."),
+    boxes_csv: Path = typer.Argument(..., help="iCartoonFace CSV of face boxes (filename,x1,y1,x2,y2[,...])."),
+    out: Path = typer.Argument(..., help="Output folder for the crops (PNG)."),
+    enlarge_rate: float = typer.Option(1.0, "--enlarge-rate", "-r", help="The papers' r: crop = (1 + r) x the face."),
+    size: int = typer.Option(None, "--size", help="Crop side (default: the recognition input size)."),
+    min_face: int = typer.Option(24, "--min-face", help="Skip faces smaller than this (pixels)."),
+) -> None:
+    """Cut face crops (enlarged rate, padded, resized) from ground-truth or detected boxes."""
+    import cv2
+
+    from acfd.data.formats import read_icartoon_csv
+    from acfd.data.image_io import ImageReadError, load_image
+    from acfd.recognition.crops import DEFAULT_INPUT_SIZE, crop_face
+    from acfd.utils import atomic_path
+
+    check_output_dir(out, "out")
+    records, _ = read_icartoon_csv(boxes_csv)
+    written, failed = 0, 0
+    for name, rec in sorted(records.items()):
+        try:
+            image = load_image(images / name)
+        except ImageReadError as exc:
+            typer.echo(f"skipped {exc}", err=True)
+            failed += 1
+            continue
+        for j, box in enumerate(rec.boxes):
+            if min(box[2] - box[0], box[3] - box[1]) < min_face:
+                continue
+            crop = crop_face(image, box, enlarge_rate, size or DEFAULT_INPUT_SIZE)
+            with atomic_path(out / f"{Path(name).stem}_{j}.png") as tmp:
+                ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                tmp.write_bytes(buf.tobytes())
+            written += 1
+    typer.echo(f"wrote {written} crops to {out}" + (f" ({failed} images failed)" if failed else ""))
+    if failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(recognize_app, name="recognize")

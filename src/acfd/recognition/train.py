@@ -1,0 +1,477 @@
+"""Recognition training: embedding network + margin head, optional dataset fusion / domain adaptation.
+
+Fusion modes (``fusion`` setting), each batch 3/4 cartoon and 1/4 human faces (MM'20 eq. 2) when
+human data is used:
+
+- ``none``: cartoon faces only, one head (arXiv "Loss Functions").
+- ``inter``: arXiv *inter-face* fusion: one network, a cartoon head and a human head,
+  ``L = L_cls^c + L_cls^h`` (this is also MM'20 eq. 1, the two-domain classification loss).
+- ``intra``: arXiv *intra-face* fusion: the number of classes is unchanged, each human identity is
+  merged into one cartoon class (a seeded assignment, human identity i -> cartoon class
+  perm[i] mod C), one head.
+- ``mtda``: MM'20 multi-task domain adaptation, ``alpha L_cls + beta L_uir + gamma L_da`` (eq. 4):
+  L_cls as ``inter``; L_uir (eq. 2, after the entropic open-set loss it cites) pushes the cartoon
+  head's prediction on human faces, and the human head's on cartoon faces, to the uniform
+  distribution; L_da (eq. 3) is the reciprocal of the domain classifier's binary cross-entropy,
+  minimised by the embedding network (it fools the classifier), while the domain classifier
+  itself learns with the plain cross-entropy on detached embeddings (the adversarial pair the
+  paper's gradient-reversal inspiration implies; the extracted text leaves this step implicit).
+
+The machinery is the detection trainer's (``acfd.engine.train``): the seeded, resumable sampler,
+atomic checkpoints, RNG state, warm-up + step/cosine learning rate, optimiser parameter groups,
+``metrics.jsonl`` records, SIGTERM/SIGINT checkpoint-and-stop; only the recognition step is new.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from acfd.engine.train import (
+    ResumableSampler,
+    _rng_state,
+    _set_rng_state,
+    build_optimizer,
+    lr_factor,
+    save_checkpoint,
+)
+from acfd.recognition.data import list_images, load_crops, scan_identity_folder
+from acfd.recognition.embedder import PixelEmbedder, Recognizer
+from acfd.recognition.heads import create_head
+from acfd.recognition.model import EmbedderConfig, EmbeddingNet, save_embedder
+from acfd.recognition.protocols import RecognitionReport, evaluate_embeddings
+from acfd.utils import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+FUSION_MODES = ("none", "inter", "intra", "mtda")
+
+#: The 4 cartoon-id characters held out as unseen dev identities (np.random.default_rng(0) over the
+#: 14 sorted names); every reported recognition number is measured on them.
+DEV_IDENTITIES = ["ame", "calli", "ceci", "fuwawa"]
+
+
+@dataclass
+class RecognitionTrainConfig:
+    """One recognition recipe; YAML files in configs/recognition/ override these defaults."""
+
+    # model
+    backbone: str = "resnet10t"
+    embedding_dim: int = 128
+    input_size: int = 64
+    head: str = "cosface"  # softmax | sphereface | cosface | arcface
+    head_kwargs: dict[str, Any] = field(default_factory=dict)
+    # data
+    data: str = "../shared/data/cartoon-id/images"
+    dev_identities: list[str] = field(default_factory=lambda: list(DEV_IDENTITIES))  # [] = train on all
+    distractors: str | None = None  # folder of face crops added to the dev identification gallery
+    fusion: str = "none"  # none | inter | intra | mtda
+    human_data: str = "../shared/data/lfw-faces/images"
+    human_fraction: float = 0.25  # of every batch, when human faces are used (MM'20)
+    alpha: float = 1.0  # MM'20 eq. 4 weights
+    beta: float = 0.1
+    gamma: float = 10.0
+    # optimisation (field names shared with acfd.engine.train's lr_factor / build_optimizer)
+    epochs: int = 20
+    batch_size: int = 64
+    base_lr: float = 0.002
+    optimizer: str = "adamw"  # sgd (papers: lr 0.1, batch 128) | adamw (CPU budget)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 30
+    warmup_start_lr: float = 1e-5
+    lr_schedule: str = "cosine"  # step (papers: /10 at 40, 60, 80 % of the epochs) | cosine
+    milestones: list[int] = field(default_factory=lambda: [8, 12, 16])
+    lr_gamma: float = 0.1
+    min_lr_ratio: float = 0.01
+    # hardware / bookkeeping
+    device: str = "cpu"
+    threads: int | None = None
+    channels_last: bool = False
+    output: str = "runs/recognition"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 5  # epochs (0: only at the end)
+    max_iters: int | None = None
+    time_limit: float | None = None  # seconds: checkpoint and stop
+    unknown_threshold: float | None = None  # stored in the weights; None: the dev verification threshold
+    weights_name: str = "model"
+    progress: bool = True
+
+
+def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> RecognitionTrainConfig:
+    """A config from a YAML file and ``key=value`` overrides (values parsed as YAML)."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: recognition training config not found")
+        loaded = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{p}: expected a mapping of settings, got {type(loaded).__name__}")
+        data.update(loaded)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        key, value = item.split("=", 1)
+        data[key] = yaml.safe_load(value)
+    names = {f.name for f in dataclasses.fields(RecognitionTrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown recognition training settings: {', '.join(unknown)}")
+    cfg = RecognitionTrainConfig(**data)
+    if cfg.fusion not in FUSION_MODES:
+        raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {cfg.fusion!r}")
+    if cfg.batch_size < 4:
+        raise ValueError(f"batch_size must be at least 4, got {cfg.batch_size}")
+    return cfg
+
+
+@contextlib.contextmanager
+def stop_on_signals(callback: Any) -> Iterator[None]:
+    """Route SIGTERM / SIGINT to ``callback`` for the block (main thread only), as the detection
+    trainer does: finish the step, checkpoint, stop."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, callback)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous() if crops else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Batch augmentation of uint8 ``(B, 3, S, S)``: horizontal flip, shift by up to 1/8 of the side
+    (reflect padding), brightness/contrast +-20 %. No hue change: hair colour names characters."""
+    b, _, s, _ = images.shape
+    x = images.float()
+    flip = torch.rand(b, generator=generator) < 0.5
+    x[flip] = x[flip].flip(-1)
+    pad = max(1, s // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    x = torch.stack([padded[i, :, dy[i] : dy[i] + s, dx[i] : dx[i] + s] for i in range(b)])
+    gain = 1 + (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.4
+    bias = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.4 * 128
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * gain + mean + bias).clamp(0, 255)
+
+
+def uir_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Unknown identity rejection (MM'20 eq. 2): cross-entropy of the head's prediction on faces of
+    the other domain against the uniform distribution (the entropic open-set loss it builds on)."""
+    return -F.log_softmax(logits, dim=1).mean(dim=1).mean()
+
+
+def domain_adaptation_loss(domain_logits: torch.Tensor, is_cartoon: torch.Tensor) -> torch.Tensor:
+    """MM'20 eq. 3: the reciprocal of the domain classifier's binary cross-entropy (small when the
+    classifier cannot tell cartoon from human embeddings)."""
+    bce = F.binary_cross_entropy_with_logits(domain_logits.squeeze(1), is_cartoon.float())
+    return 1.0 / bce.clamp_min(1e-4)
+
+
+class RecognitionModel(nn.Module):
+    """Embedding network + training-only heads (cartoon, human, domain classifier)."""
+
+    def __init__(self, cfg: RecognitionTrainConfig, num_cartoon: int, num_human: int) -> None:
+        super().__init__()
+        self.embedder = EmbeddingNet(
+            EmbedderConfig(backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+        )
+        self.head = create_head(cfg.head, cfg.embedding_dim, num_cartoon, **cfg.head_kwargs)
+        self.human_head = create_head(cfg.head, cfg.embedding_dim, num_human, **cfg.head_kwargs) if cfg.fusion in ("inter", "mtda") else None
+        self.domain = (
+            nn.Sequential(nn.Linear(cfg.embedding_dim, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
+            if cfg.fusion == "mtda" else None
+        )
+
+
+class RecognitionTrainer:
+    """Owns data, model, optimiser and schedule of one recognition run (see the module docstring)."""
+
+    def __init__(self, cfg: RecognitionTrainConfig, resume: str | os.PathLike[str] | None = None) -> None:
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device)
+        self.output = Path(cfg.output)
+        self.output.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+
+        everything = scan_identity_folder(cfg.data, min_identities=2, min_images=2)
+        train_ids = [n for n in everything.identities if n not in set(cfg.dev_identities)]
+        self.train_set = everything.subset(train_ids)
+        self.dev_set = everything.subset(list(cfg.dev_identities)) if cfg.dev_identities else None
+        self.cartoon, self.cartoon_labels = self._load(self.train_set.paths, self.train_set.labels)
+        self.num_cartoon = len(train_ids)
+        self.uses_human = cfg.fusion != "none"
+        self.num_human = 0
+        if self.uses_human:
+            human = scan_identity_folder(cfg.human_data, min_identities=2)
+            self.human, self.human_labels = self._load(human.paths, human.labels)
+            self.num_human = len(human.identities)
+            if cfg.fusion == "intra":
+                perm = np.random.default_rng(cfg.seed).permutation(self.num_human)
+                self.human_labels = torch.as_tensor(perm[self.human_labels.numpy()] % self.num_cartoon)
+        self.human_batch = int(round(cfg.batch_size * cfg.human_fraction)) if self.uses_human else 0
+        self.cartoon_batch = cfg.batch_size - self.human_batch
+
+        self.model = RecognitionModel(cfg, self.num_cartoon, max(1, self.num_human)).to(self.device)
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.sampler = ResumableSampler(len(self.cartoon), cfg.seed)
+        self.human_sampler = ResumableSampler(len(self.human), cfg.seed + 1) if self.uses_human else None
+        self.iters_per_epoch = max(1, len(self.cartoon) // self.cartoon_batch)
+        self.peak_lr = cfg.base_lr
+        self.optimizer = build_optimizer(self.model, cfg, self.peak_lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda it: lr_factor(it, self.iters_per_epoch, cfg, self.peak_lr)
+        )
+        self.epoch = self.iteration = self.step_in_epoch = 0
+        self.best_rank1 = -1.0
+        self.last_report: RecognitionReport | None = None
+        self._stop = False
+        self._distractors: np.ndarray | None = None
+        if resume == "auto":
+            resume = self.output / "last.pt" if (self.output / "last.pt").is_file() else None
+        if resume is not None:
+            self.load(Path(resume))
+
+    def _load(self, paths: list[Path], labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, kept, errors = load_crops(paths, self.cfg.input_size)
+        for e in errors:
+            logger.warning("skipped %s", e)
+        return _to_tensor(crops), torch.as_tensor(labels[kept])
+
+    # -- state ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
+            "step_in_epoch": self.step_in_epoch, "best_rank1": self.best_rank1, "rng": _rng_state(),
+            "train_config": dataclasses.asdict(self.cfg),
+        }
+
+    def load(self, path: Path) -> None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
+        ckpt = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.epoch, self.iteration, self.step_in_epoch = ckpt["epoch"], ckpt["iteration"], ckpt["step_in_epoch"]
+        self.best_rank1 = ckpt["best_rank1"]
+        _set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, labels and is-cartoon flags of the current step (seeded by epoch and step)."""
+        self.sampler.set_epoch(self.epoch)
+        order = self.sampler.indices()
+        start = self.step_in_epoch * self.cartoon_batch
+        idx = torch.as_tensor(order[start : start + self.cartoon_batch])
+        images, labels = [self.cartoon[idx]], [self.cartoon_labels[idx]]
+        if self.human_sampler is not None and self.human_batch:
+            pos = self.iteration * self.human_batch
+            per_epoch = len(self.human_sampler.indices())
+            hidx = []
+            for p in range(pos, pos + self.human_batch):
+                self.human_sampler.set_epoch(p // per_epoch)
+                hidx.append(self.human_sampler.indices()[p % per_epoch])
+            hidx_t = torch.as_tensor(hidx)
+            images.append(self.human[hidx_t])
+            labels.append(self.human_labels[hidx_t])
+        is_cartoon = torch.cat([torch.ones(self.cartoon_batch, dtype=torch.bool), torch.zeros(self.human_batch, dtype=torch.bool)])
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.iteration)
+        return augment(torch.cat(images), g), torch.cat(labels), is_cartoon
+
+    # -- step -------------------------------------------------------------------------------
+
+    def compute_loss(self, images: torch.Tensor, labels: torch.Tensor, is_cartoon: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss of the configured fusion mode (module docstring) on one batch."""
+        cfg, m = self.cfg, self.model
+        emb = m.embedder(m.embedder.normalize(images))
+        c, h = is_cartoon, ~is_cartoon
+        losses: dict[str, torch.Tensor] = {}
+        if cfg.fusion in ("none", "intra"):
+            losses["loss_cls"] = F.cross_entropy(m.head(emb, labels), labels)
+            losses["loss"] = losses["loss_cls"]
+            return losses
+        cls = F.cross_entropy(m.head(emb[c], labels[c]), labels[c]) + F.cross_entropy(m.human_head(emb[h], labels[h]), labels[h])
+        losses["loss_cls"] = cls
+        total = cfg.alpha * cls if cfg.fusion == "mtda" else cls
+        if cfg.fusion == "mtda":
+            losses["loss_uir"] = uir_loss(m.head(emb[h])) + uir_loss(m.human_head(emb[c]))
+            # L_da reaches the embedder only (through the classifier's detached weights); the
+            # classifier learns to tell the domains apart from detached embeddings
+            frozen = {k: v.detach() for k, v in m.domain.named_parameters()}
+            losses["loss_da"] = domain_adaptation_loss(torch.func.functional_call(m.domain, frozen, (emb,)), is_cartoon)
+            losses["loss_domain_clf"] = F.binary_cross_entropy_with_logits(m.domain(emb.detach()).squeeze(1), is_cartoon.float())
+            total = total + cfg.beta * losses["loss_uir"] + cfg.gamma * losses["loss_da"] + losses["loss_domain_clf"]
+        losses["loss"] = total
+        return losses
+
+    def train_step(self) -> dict[str, float]:
+        self.model.train()
+        images, labels, is_cartoon = self._batch()
+        images, labels, is_cartoon = images.to(self.device), labels.to(self.device), is_cartoon.to(self.device)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        losses = self.compute_loss(images, labels, is_cartoon)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.iteration += 1
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def recognizer(self) -> Recognizer:
+        return Recognizer.from_network(self.model.embedder, model_id=f"{self.cfg.weights_name}@training", device=self.device)
+
+    def evaluate(self) -> RecognitionReport | None:
+        """Both protocols on the dev identities (+ distractors), with the current weights."""
+        if self.dev_set is None:
+            return None
+        rec = self.recognizer()
+        return evaluate_folder(rec, self.dev_set, self._distractor_embeddings(rec), seed=self.cfg.seed)
+
+    def _distractor_embeddings(self, rec: Recognizer) -> np.ndarray | None:
+        if not self.cfg.distractors:
+            return None
+        if not hasattr(self, "_distractor_crops"):
+            self._distractor_crops = load_crops(list_images(self.cfg.distractors), self.cfg.input_size)[0]
+        return rec.embed(self._distractor_crops)
+
+    # -- loop -------------------------------------------------------------------------------
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        logger.warning("signal %d: saving a checkpoint and stopping", signum)
+        self._stop = True
+
+    def fit(self) -> Path:
+        """Train to ``epochs`` (or max_iters / time_limit / SIGTERM); writes last.pt and the weights."""
+        with stop_on_signals(self._request_stop):
+            return self._fit()
+
+    def _fit(self) -> Path:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        start = time.monotonic()
+        stopped = False
+        while self.epoch < cfg.epochs and not stopped:
+            bar = tqdm(total=self.iters_per_epoch, initial=self.step_in_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                       disable=not cfg.progress, file=sys.stderr, dynamic_ncols=True)
+            t0 = time.monotonic()
+            while self.step_in_epoch < self.iters_per_epoch:
+                losses = self.train_step()
+                self.step_in_epoch += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['loss']:.3f}")
+                if not math.isfinite(losses["loss"]):
+                    raise FloatingPointError(f"loss became {losses['loss']} at iteration {self.iteration}")
+                if self.iteration % cfg.log_every == 0:
+                    self._log({"type": "train", "epoch": self.epoch, "iteration": self.iteration,
+                               "lr": self.optimizer.param_groups[0]["lr"], **losses})
+                if (cfg.max_iters is not None and self.iteration >= cfg.max_iters) or self._stop or (
+                    cfg.time_limit is not None and time.monotonic() - start > cfg.time_limit
+                ):
+                    stopped = True
+                    break
+            bar.close()
+            if stopped and self.step_in_epoch < self.iters_per_epoch:
+                break
+            self.epoch += 1
+            self.step_in_epoch = 0
+            record: dict[str, Any] = {"type": "epoch", "epoch": self.epoch, "iteration": self.iteration,
+                                      "seconds": time.monotonic() - start, "epoch_seconds": time.monotonic() - t0}
+            if cfg.eval_every and self.epoch % cfg.eval_every == 0 and self.epoch < cfg.epochs:
+                record.update(self._eval_record())
+            self._log(record)
+        save_checkpoint(self.output / "last.pt", self.state_dict())
+        final = self._eval_record()
+        if final:
+            self._log({"type": "final", "epoch": self.epoch, "iteration": self.iteration, **final})
+        weights = self.export()
+        atomic_write_text(self.output / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
+        logger.info("weights: %s (%.1f min)", weights, (time.monotonic() - start) / 60)
+        return weights
+
+    def _eval_record(self) -> dict[str, Any]:
+        report = self.evaluate()
+        if report is None:
+            return {}
+        self.last_report = report
+        logger.info("epoch %d dev: %s", self.epoch, "; ".join(report.summary_lines()[:5]))
+        return {"dev_rank1": report.identification.rank(1), "dev_rank5": report.identification.rank(5),
+                "dev_verification_accuracy": report.verification.accuracy, "dev_auc": report.verification.auc,
+                "dev_threshold": report.verification.threshold}
+
+    def export(self) -> Path:
+        """fp16 safetensors of the embedding network, with the unknown threshold and dev figures."""
+        net = self.model.embedder
+        threshold = self.cfg.unknown_threshold
+        extra = {"train_config": json.dumps(dataclasses.asdict(self.cfg))}
+        if self.last_report is not None:
+            if threshold is None:
+                threshold = self.last_report.verification.threshold
+            extra.update({"dev_rank1": f"{self.last_report.identification.rank(1):.4f}",
+                          "dev_verification_accuracy": f"{self.last_report.verification.accuracy:.4f}",
+                          "dev_auc": f"{self.last_report.verification.auc:.4f}"})
+        if threshold is not None:
+            net.cfg = dataclasses.replace(net.cfg, unknown_threshold=float(threshold))
+        return save_embedder(net, self.output / f"{self.cfg.weights_name}.safetensors", half=True, extra=extra)
+
+
+def evaluate_folder(embedder: Recognizer | PixelEmbedder, identities: Any, distractors: np.ndarray | None = None,
+                    seed: int = 0, num_pairs: int = 3000) -> RecognitionReport:
+    """Embed an :class:`~acfd.recognition.data.IdentitySet`'s images and run both protocols."""
+    crops, kept, errors = load_crops(identities.paths)
+    labels = identities.labels[kept]
+    report = evaluate_embeddings(embedder.embed(crops), labels, distractors, seed=seed, num_pairs=num_pairs,
+                                 model_id=embedder.model_id)
+    report.failed = errors
+    return report
+
+
+def train_recognition(cfg: RecognitionTrainConfig, resume: str | os.PathLike[str] | None = None) -> Path:
+    """Build a :class:`RecognitionTrainer` and run it; returns the weights file."""
+    return RecognitionTrainer(cfg, resume=resume).fit()
