@@ -226,3 +226,24 @@ def test_export_command_errors(app: typer.Typer, tmp_path: Path, monkeypatch: py
     )
     assert result.exit_code == 1 and "TensorRT export needs a CUDA GPU" in result.output
     assert not (tmp_path / "m.ep").exists()
+
+
+def test_export_and_bench_check_before_the_work(app: typer.Typer, tmp_path: Path) -> None:
+    """Issues 10.6 (--threads 1000), 10.10 (--device), 10.12 (--static 320x320), 10.19 (names)."""
+    runner = CliRunner()
+    result = runner.invoke(app, ["export", "acfd-tiny", "--static", "--size", "320x320", "-o", str(tmp_path / "s.onnx")])
+    assert result.exit_code == 1 and "use --size 384x384 or --dynamic" in result.output
+    assert not (tmp_path / "s.onnx").exists()
+    result = runner.invoke(app, ["export", "acfd-tiny", "--static", "--size", "128x256", "-o", str(tmp_path / "s.onnx"), "--no-check"])
+    assert result.exit_code == 0, result.output
+    (tmp_path / "f").write_text("x")
+    result = runner.invoke(app, ["export", "acfd-tiny", "-o", str(tmp_path / "f" / "m.onnx")])
+    assert result.exit_code == 1 and "is a file, not a folder" in result.output
+    result = runner.invoke(app, ["bench", "--model", "acfd-tiny", "--threads", "100000"])
+    assert result.exit_code == 2 and "--threads" in result.output
+    result = runner.invoke(app, ["bench", "--model", "acfd-tiny", "--device", "foo"])
+    assert result.exit_code == 1 and "unknown device" in result.output
+    result = runner.invoke(app, ["bench", "--model", "acfd-tiny", "--score-thresh", "2"])
+    assert result.exit_code == 2
+    result = runner.invoke(app, ["bench", "--model", "acfd-tiny", "--json", str(tmp_path / "f" / "b.json")])
+    assert result.exit_code == 1 and "--json" in result.output and "is a file" in result.output

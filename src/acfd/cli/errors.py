@@ -140,18 +140,22 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def _guard(context: str | None, code: int) -> Iterator[None]:
+def _guard(context: str | None, code: int, also: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     try:
         yield
     except typer.Exit:
         raise
-    except _user_errors() as exc:
+    except (*_user_errors(), *also) as exc:
         line = describe(exc)
         fail(f"{context}: {line}" if context else line, exc.code if isinstance(exc, CliError) else code)
 
 
 def one_line_errors(
-    func: F | None = None, *, context: str | None = None, code: int = EXIT_ERROR
+    func: F | None = None,
+    *,
+    context: str | None = None,
+    code: int = EXIT_ERROR,
+    also: tuple[type[BaseException], ...] = (),
 ) -> Any:
     """Map user-caused exceptions to one ``error:`` line and an exit code.
 
@@ -163,13 +167,15 @@ def one_line_errors(
         func: the command function when used as a bare decorator.
         context: a prefix for the line (``"<context>: <problem>"``).
         code: the exit code (a :class:`CliError` carries its own).
+        also: more exception types to show as one line here (``RuntimeError`` around a call
+            known to raise it for user-caused reasons, e.g. an export without CUDA).
     """
     if func is None:
-        return _guard(context, code)
+        return _guard(context, code, also)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with _guard(context, code):
+        with _guard(context, code, also):
             return func(*args, **kwargs)
 
     return wrapper

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+
+from acfd.cli.errors import check_device, check_not_inputs, check_output_file, fail, one_line_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -22,11 +25,6 @@ class ExportFormat(str, Enum):
 
     onnx = "onnx"
     tensorrt = "tensorrt"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _load(model_or_weights: str | None, weights: Path | None, device: str = "cpu") -> ACFD:
@@ -84,14 +82,17 @@ def export_command(
     from acfd.deploy.bench import parse_size
     from acfd.deploy.export import DEFAULT_OPSET, check_onnx, export_onnx, export_tensorrt
 
-    try:
-        sample_size = parse_size(size)
-        model = _load(model_or_weights, weights)
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    sample_size = parse_size(size)
+    if fmt is ExportFormat.onnx and not dynamic:
+        _check_static_size(sample_size)
+    if output is not None:  # before loading anything
+        check_output_file(output, "-o")
+    model = _load(model_or_weights, weights)
     name = model.cfg.name
     out = output if output is not None else _default_output(model_or_weights, name, fmt)
-    try:
+    check_output_file(out, "-o")
+    check_not_inputs(out, [p for p in (model_or_weights, weights) if p is not None and Path(p).is_file()], "-o")
+    with one_line_errors(also=(RuntimeError,)):  # e.g. "TensorRT export needs a CUDA GPU"
         if fmt is ExportFormat.onnx:
             opset = DEFAULT_OPSET if opset is None else opset
             export_onnx(
@@ -103,8 +104,6 @@ def export_command(
             export_tensorrt(
                 model, out, half=half, fuse=fuse, sample_size=sample_size, max_batch=max_batch
             )
-    except (RuntimeError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
     size_mb = out.stat().st_size / 1e6
     if fmt is ExportFormat.onnx:
         shape = "dynamic batch/height/width" if dynamic else f"fixed 1x3x{size}"
@@ -120,6 +119,18 @@ def export_command(
             )
     else:
         typer.echo(f"wrote {out} ({size_mb:.1f} MB, {name}, input Bx3x{size}, batch <= {max_batch})")
+
+
+def _check_static_size(size: tuple[int, int]) -> None:
+    """A static ONNX input must be a padded size: Detector pads every input to multiples of the
+    size divisor (128), so a 320x320 graph could never be fed (issue 10.12)."""
+    from acfd.config import ModelConfig
+
+    d = int(ModelConfig().size_divisor)
+    if size[0] % d or size[1] % d:
+        up = f"{-(-size[0] // d) * d}x{-(-size[1] // d) * d}"
+        fail(f"--static --size {size[0]}x{size[1]}: a fixed input must be a multiple of {d} "
+             f"(the detector pads inputs to {d}); use --size {up} or --dynamic")
 
 
 def bench_command(
@@ -147,8 +158,13 @@ def bench_command(
     ),
     max_images: int = typer.Option(16, "--max-images", min=1, help="Use at most this many --images."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the results as JSON."),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads (default: torch's)."),
-    score_thresh: float = typer.Option(0.08, "--score-thresh", help="Detector score threshold."),
+    threads: int | None = typer.Option(
+        None, "--threads", min=1, max=max(1, 4 * (os.cpu_count() or 1)),
+        help="CPU threads (default: torch's); at most 4x the CPU count.",
+    ),
+    score_thresh: float = typer.Option(
+        0.08, "--score-thresh", "--score-thr", min=0.0, max=1.0, help="Detector score threshold."
+    ),
     frame_size: str = typer.Option(
         "1080x1920", "--frame-size", hidden=True, help="Synthetic frame HxW (tests use a small one)."
     ),
@@ -161,33 +177,33 @@ def bench_command(
     """
     from acfd.deploy.bench import parse_backends, parse_batch_sizes, parse_size, run_benchmark
 
-    try:
-        names = parse_backends(backends, device)
-        batches = parse_batch_sizes(batch_sizes)
-        frame = parse_size(frame_size)
-        from acfd.engine.infer import parse_scales
+    check_device(device)
+    if json_out is not None:
+        check_output_file(json_out, "--json")
+    names = parse_backends(backends, device)
+    batches = parse_batch_sizes(batch_sizes)
+    frame = parse_size(frame_size)
+    from acfd.engine.infer import parse_scales
 
-        for spec in scales:
-            parse_scales(spec)
-        net = _load(model, weights, "cpu")
-        imgs = _load_images(images, max_images) if images is not None else None
-        report = run_benchmark(
-            net,
-            device=device,
-            backends=names,
-            scale_sets=scales,
-            batch_sizes=batches,
-            warmup=warmup,
-            iters=iters,
-            frame_size=frame,
-            images=imgs,
-            images_label=images.name if images is not None else "images",
-            score_thresh=score_thresh,
-            compile_mode=compile_mode,
-            num_threads=threads,
-        )
-    except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    for spec in scales:
+        parse_scales(spec)
+    net = _load(model, weights, "cpu")
+    imgs = _load_images(images, max_images) if images is not None else None
+    report = run_benchmark(
+        net,
+        device=device,
+        backends=names,
+        scale_sets=scales,
+        batch_sizes=batches,
+        warmup=warmup,
+        iters=iters,
+        frame_size=frame,
+        images=imgs,
+        images_label=images.name if images is not None else "images",
+        score_thresh=score_thresh,
+        compile_mode=compile_mode,
+        num_threads=threads,
+    )
     meta = report.meta
     typer.echo(
         f"{meta['model']} on {meta['device']} ({meta.get('gpu') or meta['cpu']}, "
@@ -220,5 +236,5 @@ def _load_images(folder: Path, limit: int) -> list[np.ndarray]:
 
 def register(app: typer.Typer) -> None:
     """Add the ``export`` and ``bench`` commands to ``app``."""
-    app.command("export")(export_command)
-    app.command("bench")(bench_command)
+    app.command("export")(one_line_errors(export_command))
+    app.command("bench")(one_line_errors(bench_command))
