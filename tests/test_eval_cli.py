@@ -182,3 +182,57 @@ def test_scoring_a_model_defaults_to_the_paper_scales(app: typer.Typer, tmp_path
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
     assert "scales" not in seen  # for_evaluation's default: the paper's three scales
+
+
+# --- hardening (issue 10) ---------------------------------------------------------------------
+
+
+def test_unwritable_outputs_fail_before_scoring(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.9: --plot / --json into an unwritable place gave tracebacks after the work."""
+    from acfd.cli import eval_cmd
+
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED)
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(eval_cmd, "evaluate_breakdown", lambda *a: (_ for _ in ()).throw(AssertionError("scored")))
+    for opt in ("--plot", "--json", "--save-csv"):
+        result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), opt, str(tmp_path / "file" / "x")])
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"error: {opt} ") and result.stderr.count("\n") == 1
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--json", str(gt)])
+    assert result.exit_code == 1 and "would overwrite the input" in result.stderr
+
+
+def test_warns_when_scores_mean_nothing(app: typer.Typer, tmp_path: Path) -> None:
+    """Issue 10.14: predictions without scores, or the ground truth itself, scored silently."""
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    result = CliRunner().invoke(app, ["eval", str(gt), "--gt", str(gt)])
+    assert result.exit_code == 0, result.output
+    assert "no score column" in result.stderr and "the ground truth itself" in result.stderr
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED)
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt)])
+    assert "warning" not in result.stderr
+
+
+def test_detect_json_is_accepted_as_predictions(app: typer.Typer, tmp_path: Path) -> None:
+    """Issue 10.14: `acfd eval faces.json` was taken for a model."""
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    faces = [
+        {"file": "sub/img1.jpg", "width": 400, "height": 300, "detections": [
+            {"box": [10, 10, 109, 109], "score": 0.9}, {"box": [200, 10, 299, 109], "score": 0.8}]},
+        {"file": "img2.jpg", "width": 100, "height": 200, "detections": [{"box": [10, 10, 59, 119], "score": 0.7}]},
+    ]
+    (tmp_path / "faces.json").write_text(json.dumps(faces))
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "faces.json"), "--gt", str(gt)])
+    assert result.exit_code == 0, result.output
+    assert "AP50 100.00" in _lines(result.stdout)
+    (tmp_path / "coco.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "coco.json"), "--gt", str(gt)])
+    assert result.exit_code == 1 and "no file names" in result.stderr
+
+
+def test_bad_device_is_one_line(app: typer.Typer, tmp_path: Path) -> None:
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    (tmp_path / "imgs").mkdir()
+    result = CliRunner().invoke(app, ["eval", "acfd-tiny", "--gt", str(gt), "--images", str(tmp_path / "imgs"), "--device", "foo"])
+    assert result.exit_code == 1 and result.stderr.strip() == "error: --device 'foo': unknown device (use cpu, cuda, cuda:N or mps)"

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import typer
 
+from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.data import formats
 from acfd.data.formats import ImageRecord, Problem
 from acfd.evaluation.icartoonface import evaluate_breakdown
@@ -18,10 +19,6 @@ from acfd.evaluation.report import format_report, report_dict
 from acfd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
-
-
-class _Fail(Exception):
-    """A user-facing error: printed as ``error: <message>``, exit code 1."""
 
 
 def _echo_problems(problems: Iterable[Problem]) -> list[str]:
@@ -37,13 +34,46 @@ def _echo_problems(problems: Iterable[Problem]) -> list[str]:
 
 
 def _read_csv(path: Path, what: str) -> tuple[dict[str, ImageRecord], list[str]]:
+    """Read a ground-truth or prediction CSV (predictions may also be ``acfd detect``'s JSON)."""
     if not path.is_file():
-        raise _Fail(f"{path}: {what} file not found")
-    try:
+        raise CliError(f"{path}: {what} file not found")
+    if what == "prediction" and path.suffix.lower() == ".json":
+        records, problems = formats.read_detections_json(path)
+    else:
         records, problems = formats.read_icartoon_csv(path)
-    except ValueError as exc:
-        raise _Fail(str(exc)) from exc
     return records, _echo_problems(problems)
+
+
+def _match_names(pred: dict[str, ImageRecord], gt: Mapping[str, ImageRecord]) -> dict[str, ImageRecord]:
+    """Key predictions like the ground truth: ``sub/x.jpg`` (detect on a folder tree) -> ``x.jpg``."""
+    out: dict[str, ImageRecord] = {}
+    for key, rec in pred.items():
+        name = key if key in gt else Path(key).name
+        if name in out:  # two folders with the same file name: keep the first, say so
+            logger.warning("%s and another prediction both map to %s; keeping the first", key, name)
+            continue
+        out[name] = ImageRecord(filename=name, boxes=rec.boxes, scores=rec.scores, width=rec.width, height=rec.height)
+    return out
+
+
+def _warn_suspicious(pred_path: Path, gt_path: Path, pred: Mapping[str, ImageRecord], gt: Mapping[str, ImageRecord]) -> list[str]:
+    """Warnings for scores that mean nothing: no score column, or the ground truth itself."""
+    warnings = []
+    no_scores = any(r.scores is None for r in pred.values())
+    if no_scores:
+        warnings.append(
+            f"{pred_path}: warning: no score column; every detection counts with the same score, "
+            "so AP is not a ranking measure (use a submission CSV with scores)"
+        )
+    same_file = pred_path.resolve() == gt_path.resolve()
+    same_boxes = bool(pred) and set(pred) == set(gt) and all(
+        len(pred[k].boxes) == len(gt[k].boxes) and np.array_equal(pred[k].boxes, gt[k].boxes) for k in gt
+    )
+    if same_file or (same_boxes and no_scores):
+        warnings.append(f"{pred_path}: warning: the predictions are the ground truth itself; the score says nothing")
+    for w in warnings:
+        typer.echo(w, err=True)
+    return warnings
 
 
 def _read_split(path: Path) -> set[str]:
@@ -58,7 +88,7 @@ def _parse_scales(scales: str | None) -> list[str] | None:
     try:
         return [str(s) for s in parse_scales(scales)]  # also "paper" and "default"
     except ValueError as exc:
-        raise _Fail(f"--scales {scales!r}: {exc}") from None
+        raise CliError(f"--scales {scales!r}: {exc}") from None
 
 
 def _run_detector(
@@ -74,7 +104,7 @@ def _run_detector(
     try:
         from acfd.engine.infer import Detector  # lazy: heavy, and optional for CSV scoring
     except ImportError as exc:
-        raise _Fail(f"scoring a model needs acfd.engine.infer ({exc})") from exc
+        raise CliError(f"scoring a model needs acfd.engine.infer ({exc})") from exc
     problems: list[str] = []
     key_of: dict[str, str] = {}
     paths: list[Path] = []
@@ -93,7 +123,7 @@ def _run_detector(
         kwargs = {} if scales is None else {"scales": scales}
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
-        raise _Fail(f"cannot load model {model!r}: {exc}") from exc
+        raise CliError(f"cannot load model {model!r}: {exc}") from None
     logger.info("detecting faces on %d images with %s", len(paths), model)
     records: dict[str, ImageRecord] = {}
     for path, out in det.detect_paths(paths, batch_size=batch_size):
@@ -145,19 +175,17 @@ def eval_command(
 ) -> None:
     """Score detections with the official iCartoonFace protocol (AP50), COCO metrics and a breakdown.
 
-    Detections on images without ground truth are ignored; CSV problems are reported and the
-    evaluation goes on.
+    PRED is a submission CSV, the JSON of ``acfd detect -o x.json``, or a model to run. Detections
+    on images without ground truth are ignored; CSV problems are reported and the evaluation goes
+    on. Outputs (--plot, --json, --save-csv) are checked before any work.
     """
-    try:
-        _eval(
-            pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
-            save_csv,
-        )
-    except _Fail as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    _eval(
+        pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
+        save_csv,
+    )
 
 
+@one_line_errors
 def _eval(
     pred: str | None,
     gt: Path,
@@ -173,34 +201,40 @@ def _eval(
     batch_size: int,
     save_csv: Path | None,
 ) -> None:
+    inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
+    for out, opt in ((plot, "--plot"), (json_out, "--json"), (save_csv, "--save-csv")):
+        if out is not None:
+            check_output_file(out, opt)
+            check_not_inputs(out, inputs, opt)
     gt_records, gt_problems = _read_csv(gt, "ground-truth")
     if split is not None:
         if not split.is_file():
-            raise _Fail(f"{split}: split file not found")
+            raise CliError(f"{split}: split file not found")
         try:
             keep = _read_split(split)
         except ValueError as exc:
-            raise _Fail(str(exc)) from exc
+            raise CliError(str(exc)) from exc
         gt_records = _subset(gt_records, keep)
     num_faces = sum(len(r.boxes) for r in gt_records.values())
     if num_faces == 0:
-        raise _Fail(f"{gt}: no ground-truth face{' in the split' if split else ''}; nothing to score")
+        raise CliError(f"{gt}: no ground-truth face{' in the split' if split else ''}; nothing to score")
 
-    use_model = model is not None or (pred is not None and not pred.lower().endswith(".csv"))
+    use_model = model is not None or (pred is not None and not pred.lower().endswith((".csv", ".json")))
     pred_problems: list[str]
     if use_model:
         weights_arg = str(weights) if weights is not None else None
         if model is not None and pred is not None:
             if pred.lower().endswith(".csv"):
-                raise _Fail("give either a prediction CSV or --model, not both")
+                raise CliError("give either a prediction CSV or --model, not both")
             if weights_arg is not None:
-                raise _Fail("with --model, give the weights either as PRED or with --weights, not both")
+                raise CliError("with --model, give the weights either as PRED or with --weights, not both")
             weights_arg = pred
         model_name = model if model is not None else str(pred)
         if images is None:
-            raise _Fail(f"--images DIR is needed to run {model_name!r} (PRED is not a .csv)")
+            raise CliError(f"--images DIR is needed to run {model_name!r} (PRED is not a .csv / .json)")
+        check_device(device)
         if not images.is_dir():
-            raise _Fail(f"{images}: image folder not found")
+            raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
             model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size
         )
@@ -210,8 +244,10 @@ def _eval(
         pred_source = model_name
     else:
         if pred is None:
-            raise _Fail("give a prediction CSV (PRED) or --model NAME with --images DIR")
+            raise CliError("give a prediction CSV (PRED) or --model NAME with --images DIR")
         pred_records, pred_problems = _read_csv(Path(pred), "prediction")
+        pred_records = _match_names(pred_records, gt_records)
+        pred_problems += _warn_suspicious(Path(pred), gt, pred_records, gt_records)
         if split is not None:
             pred_records = _subset(pred_records, keep)
         pred_source = pred

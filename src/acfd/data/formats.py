@@ -657,6 +657,54 @@ def write_coco(
     return ids
 
 
+def read_detections_json(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
+    """Read the per-image JSON of ``acfd detect -o x.json`` as prediction records.
+
+    The file is a list of ``{"file", "width", "height", "detections": [{"box", "score"}]}``;
+    records are keyed by ``file``. A COCO *results* list (``image_id``, ``bbox``) holds no file
+    names, so it is refused with a hint.
+
+    Args:
+        path: the JSON file.
+
+    Raises:
+        AnnotationError: not JSON, or not a list of per-image detections.
+    """
+    src = str(path)
+    problems: list[Problem] = []
+    text = _read_text(Path(path), problems)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(f"{src}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(data, list) and data and isinstance(data[0], dict) and "image_id" in data[0]:
+        raise AnnotationError(
+            f"{src}: a COCO results list has image ids but no file names; score it with the COCO "
+            "tools, or write predictions with acfd detect -o NAME.csv / NAME.json"
+        )
+    if not isinstance(data, list) or not all(isinstance(d, dict) and "file" in d for d in data):
+        raise AnnotationError(f"{src}: expected the per-image list written by acfd detect -o NAME.json")
+    boxes: dict[str, list[list[float]]] = {}
+    scores: dict[str, list[float]] = {}
+    for i, item in enumerate(data):
+        name = str(item["file"])
+        boxes.setdefault(name, [])
+        scores.setdefault(name, [])
+        for det in item.get("detections") or []:
+            try:
+                box = [float(v) for v in det["box"]]
+                score = float(det["score"])
+            except (KeyError, TypeError, ValueError):
+                problems.append(Problem(src, None, f"entry {i} ({name}): a detection without box/score; skipped", "error"))
+                continue
+            if len(box) != 4:
+                problems.append(Problem(src, None, f"entry {i} ({name}): box needs 4 numbers; skipped", "error"))
+                continue
+            boxes[name].append(box)
+            scores[name].append(score)
+    return _records_from_lists(boxes, scores), problems
+
+
 def coco_image_ids(path: str | os.PathLike[str]) -> dict[str, int]:
     """``{file_name: id}`` of the images of a COCO dataset JSON.
 
