@@ -236,3 +236,18 @@ def test_bad_device_is_one_line(app: typer.Typer, tmp_path: Path) -> None:
     (tmp_path / "imgs").mkdir()
     result = CliRunner().invoke(app, ["eval", "acfd-tiny", "--gt", str(gt), "--images", str(tmp_path / "imgs"), "--device", "foo"])
     assert result.exit_code == 1 and result.stderr.strip() == "error: --device 'foo': unknown device (use cpu, cuda, cuda:N or mps)"
+
+
+def test_gt_box_outside_its_image_follows_data_check(app: typer.Typer, tmp_path: Path) -> None:
+    """Issue 10.16: data check removed a GT box entirely outside its image, eval counted it."""
+    from PIL import Image
+
+    gt = _write(tmp_path / "gt.csv", [*GT_ROWS, "img2.jpg,500,500,600,600,face"])  # img2 is 100x200
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.new("RGB", (400, 300)).save(imgs / "img1.jpg")
+    Image.new("RGB", (100, 200)).save(imgs / "img2.jpg")
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--images", str(imgs)])
+    assert result.exit_code == 0, result.output
+    assert "AP50 100.00" in _lines(result.stdout) and "entirely outside" in result.stderr

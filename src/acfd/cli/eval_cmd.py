@@ -160,7 +160,11 @@ def eval_command(
     model: str | None = typer.Option(
         None, "--model", help="Model name to run (then PRED may be its weights)."
     ),
-    images: Path | None = typer.Option(None, "--images", help="Image folder (needed to run a model)."),
+    images: Path | None = typer.Option(
+        None, "--images",
+        help="Image folder: needed to run a model; with it, ground-truth boxes are clipped to their "
+        "image and boxes entirely outside are removed (as acfd data check does).",
+    ),
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
     scales: str | None = typer.Option(
@@ -201,6 +205,7 @@ def _eval(
     batch_size: int,
     save_csv: Path | None,
 ) -> None:
+    check_device(device)
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
     for out, opt in ((plot, "--plot"), (json_out, "--json"), (save_csv, "--save-csv")):
         if out is not None:
@@ -215,6 +220,10 @@ def _eval(
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         gt_records = _subset(gt_records, keep)
+    if images is not None and images.is_dir():
+        # One rule with `acfd data check`: ground-truth boxes are clipped to their image and
+        # boxes entirely outside it are removed (the CSV alone has no image sizes to check).
+        gt_problems += _echo_problems(formats.clip_to_image(gt_records, images))
     num_faces = sum(len(r.boxes) for r in gt_records.values())
     if num_faces == 0:
         raise CliError(f"{gt}: no ground-truth face{' in the split' if split else ''}; nothing to score")
@@ -232,7 +241,6 @@ def _eval(
         model_name = model if model is not None else str(pred)
         if images is None:
             raise CliError(f"--images DIR is needed to run {model_name!r} (PRED is not a .csv / .json)")
-        check_device(device)
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
