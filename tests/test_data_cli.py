@@ -146,3 +146,62 @@ def test_preview(app: typer.Typer, data: tuple[Path, Path], tmp_path: Path) -> N
     assert f"wrote {out}" in result.stdout
     with Image.open(out) as im:
         assert im.format == "PNG"
+
+
+# --- hardening (issue 10) ---------------------------------------------------------------------
+
+
+def test_unwritable_outputs_are_one_line_errors(app: typer.Typer, data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Issue 10.9: data stats --out, data convert, data preview into unwritable places: tracebacks."""
+    csv, images = data
+    (tmp_path / "file").write_text("x")
+    blocked = tmp_path / "file" / "x"
+    cases = [
+        ["data", "stats", str(csv), "--out", str(blocked)],
+        ["data", "convert", str(csv), str(blocked) + ".csv"],
+        ["data", "preview", str(csv), "--images", str(images), "--out", str(blocked) + ".png"],
+        ["data", "stats", str(csv), "--out", str(tmp_path / "file")],
+    ]
+    for args in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args, result.output)
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    result = runner.invoke(app, ["data", "convert", str(csv), str(csv)])
+    assert result.exit_code == 1 and "would overwrite the input" in result.stderr
+
+
+def test_empty_annotation_file_is_an_error(app: typer.Typer, data: tuple[Path, Path], tmp_path: Path) -> None:
+    """Issue 10.17: an empty file passed data check (exit 0) and data stats drew empty plots."""
+    _, images = data
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = runner.invoke(app, ["data", "check", str(empty), "--images", str(images)])
+    assert result.exit_code == 1 and "no annotated face" in result.output
+    result = runner.invoke(app, ["data", "stats", str(empty), "--out", str(tmp_path / "plots")])
+    assert result.exit_code == 1 and "nothing to plot" in result.stderr
+    assert not (tmp_path / "plots").exists()
+
+
+def test_face_size_plot_has_readable_ticks_and_explains_the_dashed_lines(
+    data: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 10.18: overlapping log-axis tick labels and unexplained dashed lines."""
+    if importlib.util.find_spec("matplotlib") is None:
+        pytest.skip("matplotlib not installed")
+    from acfd.data import stats
+    from acfd.data.formats import read_icartoon_csv
+
+    figs = {}
+    monkeypatch.setattr(stats, "_save", lambda fig, path: figs.setdefault(path.name, fig) and path)
+    csv, _ = data
+    records, _ = read_icartoon_csv(csv)
+    stats.plot_stats(records, tmp_path / "plots")
+    ax = figs["face_size.png"].axes[0]
+    figs["face_size.png"].canvas.draw()
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    assert minor == []
+    major = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert major and all("$" not in t for t in major)  # plain numbers, not 10^x mathtext
+    legend = ax.get_legend()
+    assert legend is not None and any("size groups" in t.get_text() for t in legend.get_texts())

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from acfd.cli.errors import check_not_inputs, check_output_dir, check_output_file, fail, one_line_errors
 from acfd.data.formats import (
     FORMATS,
     ImageRecord,
@@ -29,12 +30,6 @@ data_app = typer.Typer(
 _FMT_HELP = f"Annotation format: {', '.join(FORMATS)} (guessed from the path when omitted)."
 
 
-def _fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr and return the exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
 def _echo_problems(problems: Iterable[Problem], show_info: bool = True) -> None:
     for p in problems:
         if p.severity == "info" and not show_info:
@@ -50,13 +45,23 @@ def _count(problems: Iterable[Problem], severity: str) -> int:
 def _read(
     path: Path, fmt: str | None, images: Path | None
 ) -> tuple[dict[str, ImageRecord], list[Problem]]:
-    try:
-        return read_annotations(path, fmt, images_dir=images)
-    except ValueError as exc:  # AnnotationError, unknown format, yolo without images
-        raise _fail(str(exc)) from exc
+    return read_annotations(path, fmt, images_dir=images)  # ValueError: one line (one_line_errors)
+
+
+def _check_output(dst: Path, fmt: str | None, src: Path) -> None:
+    """``dst`` writable (a folder for yolo / voc, else a file) and not the input."""
+    from acfd.data.formats import guess_format, normalize_format
+
+    kind = normalize_format(fmt) if fmt else guess_format(dst)
+    if kind in ("yolo", "voc"):
+        check_output_dir(dst, "DST")
+    else:
+        check_output_file(dst, "DST")
+        check_not_inputs(dst, [src], "DST")
 
 
 @data_app.command("convert")
+@one_line_errors
 def convert_command(
     src: Path = typer.Argument(..., help="Annotation file or folder to read."),
     dst: Path = typer.Argument(..., help="Annotation file or folder to write."),
@@ -69,16 +74,14 @@ def convert_command(
     strict: bool = typer.Option(False, "--strict", help="Exit with code 1 if any row was dropped."),
 ) -> None:
     """Convert annotations between iCartoonFace CSV, COCO JSON, YOLO txt and Pascal VOC XML."""
+    if clip and images is None:
+        fail("--clip needs --images")
+    _check_output(dst, dst_fmt, src)
     records, problems = _read(src, src_fmt, images)
     if clip:
-        if images is None:
-            raise _fail("--clip needs --images")
         problems += clip_to_image(records, images)
     _echo_problems(problems, show_info=False)
-    try:
-        write_annotations(dst, records, dst_fmt, images_dir=images)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    write_annotations(dst, records, dst_fmt, images_dir=images)
     n_boxes = sum(len(r) for r in records.values())
     errors = _count(problems, "error")
     typer.echo(f"wrote {n_boxes} boxes on {len(records)} images to {dst} ({errors} errors, "
@@ -88,6 +91,7 @@ def convert_command(
 
 
 @data_app.command("check")
+@one_line_errors
 def check_command(
     annotations: Path = typer.Argument(..., help="Annotation file or folder."),
     images: Path = typer.Option(..., "--images", help="Image folder the annotations refer to."),
@@ -108,6 +112,7 @@ def check_command(
 
 
 @data_app.command("stats")
+@one_line_errors
 def stats_command(
     annotations: Path = typer.Argument(..., help="Annotation file or folder."),
     out: Path = typer.Option(..., "--out", help="Folder for the PNG plots and stats.json."),
@@ -120,10 +125,13 @@ def stats_command(
     from acfd.data.formats import fill_image_sizes
     from acfd.data.stats import ASPECT_HIGH, ASPECT_LOW, dataset_stats, plot_stats
 
+    check_output_dir(out, "--out")
     records, problems = _read(annotations, fmt, images)
     if images is not None:
         problems += fill_image_sizes(records, images)
     _echo_problems(problems, show_info=False)
+    if not any(len(r) for r in records.values()):
+        fail(f"{annotations}: no annotated face; nothing to plot")
     stats = dataset_stats(records)
     files = plot_stats(records, out)
     atomic_write_text(out / "stats.json", json.dumps(stats, indent=2) + "\n")
@@ -143,6 +151,7 @@ def stats_command(
 
 
 @data_app.command("preview")
+@one_line_errors
 def preview_command(
     annotations: Path = typer.Argument(..., help="Annotation file (iCartoonFace CSV...)."),
     images: Path = typer.Option(..., "--images", help="Image folder."),
@@ -153,14 +162,11 @@ def preview_command(
     split: Path | None = typer.Option(None, "--split", help="Only pick images from this split file."),
 ) -> None:
     """Draw the boxes of a few random images into one PNG grid."""
-    try:
-        from acfd.data.preview import save_preview
-    except ImportError as exc:
-        raise _fail(f"preview is not available ({exc})") from exc
-    try:
-        path = save_preview(images, annotations, out, n=n, seed=seed, size=size, split=split)
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    from acfd.data.preview import save_preview
+
+    check_output_file(out, "--out")
+    check_not_inputs(out, [annotations], "--out")
+    path = save_preview(images, annotations, out, n=n, seed=seed, size=size, split=split)
     typer.echo(f"wrote {path}")
 
 

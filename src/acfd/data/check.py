@@ -86,6 +86,10 @@ def run_check(
         return result
     result.records = records
     result.problems.extend(problems)
+    if not any(len(r) for r in records.values()):  # an empty file is not a valid dataset
+        result.problems.append(
+            Problem(str(annotations_path), None, "no annotated face in this file; nothing to check", "error")
+        )
 
     for rec in records.values():
         img = images_dir / rec.filename

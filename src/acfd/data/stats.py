@@ -124,6 +124,18 @@ def _save(fig: object, path: Path) -> Path:
     return path
 
 
+def _log_ticks(ax: object, lo: float, hi: float) -> None:
+    """Readable ticks on a log x axis: 1-2-5 steps labelled as plain numbers, minor ticks unlabelled
+    (matplotlib's default labels the minor ticks too, and they overlap)."""
+    from matplotlib.ticker import NullFormatter
+
+    ticks = [m * 10**e for e in range(-1, 6) for m in (1, 2, 5) if lo <= m * 10**e <= hi]
+    if len(ticks) > 8:  # wide ranges: powers of ten only
+        ticks = [t for t in ticks if f"{t:g}".lstrip("0.").startswith("1")]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_stats(
     records: Mapping[str, ImageRecord] | Iterable[ImageRecord], out_dir: str | os.PathLike[str]
 ) -> list[Path]:
@@ -176,12 +188,16 @@ def plot_stats(
         axes[1].hist(w, bins=bins, alpha=0.6, label="width", color="tab:orange")
         axes[1].hist(h, bins=bins, alpha=0.6, label="height", color="tab:green")
         axes[1].legend()
-        for edge in SIZE_BINS:
-            axes[0].axvline(edge, color="gray", ls="--", lw=1)
+        for i, edge in enumerate(SIZE_BINS):  # the size groups of the evaluation breakdown
+            axes[0].axvline(edge, color="gray", ls="--", lw=1,
+                            label="size groups of the eval breakdown" if i == 0 else None)
+        axes[0].legend(loc="upper right", fontsize="small")
     for a, label in zip(axes, ("face size sqrt(w*h) (px)", "face width / height (px)")):
         a.set_xscale("log")
         a.set_xlabel(label)
         a.set_ylabel("faces")
+        if size.size:
+            _log_ticks(a, *a.get_xlim())
     med = stats["face_size"].get("median")
     axes[0].set_title("face size" + (f" (median {med:.0f} px)" if med is not None else ""))
     axes[1].set_title("face width and height")
