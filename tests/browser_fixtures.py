@@ -40,7 +40,7 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage",
     "--window-size=1280,900",
 )
-SERVER_START_TIMEOUT_S = 20.0
+SERVER_START_TIMEOUT_S = 60.0
 
 
 def _missing_browser_reason() -> str | None:

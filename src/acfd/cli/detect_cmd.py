@@ -473,6 +473,12 @@ def detect(
         None, "--coco-gt", help="COCO ground truth JSON whose image ids --format coco uses."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local: this process; ray: Ray Data actors (pip install 'acfd[ray]')."
+    ),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join with --engine ray (auto, ray://host:10001).", show_default="a local Ray"
+    ),
 ) -> None:
     """Find cartoon faces in images and videos.
 
@@ -482,7 +488,7 @@ def detect(
     """
     try:
         _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
-                batch_size, model, weights, video_every, coco_gt, progress)
+                batch_size, model, weights, video_every, coco_gt, progress, engine, address)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -505,6 +511,8 @@ def _detect(
     video_every: int,
     coco_gt: Path | None,
     progress: bool,
+    engine: str = "local",
+    address: str | None = None,
 ) -> None:
     from acfd.engine.infer import EVAL_SCORE_THRESH, PAPER_SCALES, Detector, parse_scales
 
@@ -518,6 +526,10 @@ def _detect(
     if score_thresh is None and eval_mode:
         score_thresh = EVAL_SCORE_THRESH
     check_device(device)
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"unknown engine {engine!r}: local or ray", param_hint="'--engine'")
+    if engine == "ray" and save_images is not None:
+        fail("--save-images is not supported with --engine ray (draw the boxes from the -o results)", EXIT_USAGE)
 
     items, failures = collect_inputs(paths)
     if not items:
@@ -544,27 +556,39 @@ def _detect(
         check_output_dir(save_images, "--save-images")
         _ImageSaver(save_images).check_inputs(items)
 
-    with one_line_errors(context="cannot load the model", code=EXIT_USAGE):
-        detector = Detector(
-            model=model,
-            weights=weights,
-            device=device,
-            scales=scale_list,
-            score_thresh=score_thresh,
-            half=half,
-            batch_size=batch_size,
-        )
-    logger.debug("%r", detector)
+    if engine == "ray":  # Ray Data actors; the same RunResult, written below by the same code
+        from acfd.engine.ray_engine import run_detection_ray
 
-    run = run_detection(
-        detector,
-        items,
-        batch_size=batch_size,
-        video_every=video_every,
-        save_dir=save_images,
-        progress=progress,
-        echo_summary=output is None,
-    )
+        detector_kwargs = dict(model=model, weights=weights, device=device, scales=scale_list,
+                               score_thresh=score_thresh, half=half, batch_size=batch_size)
+        with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
+            run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
+                                    address=address, progress=progress)
+        if output is None:
+            for key, dets in run.results:
+                typer.echo("\n".join(_summary_lines(key, dets)))
+    else:
+        with one_line_errors(context="cannot load the model", code=EXIT_USAGE):
+            detector = Detector(
+                model=model,
+                weights=weights,
+                device=device,
+                scales=scale_list,
+                score_thresh=score_thresh,
+                half=half,
+                batch_size=batch_size,
+            )
+        logger.debug("%r", detector)
+
+        run = run_detection(
+            detector,
+            items,
+            batch_size=batch_size,
+            video_every=video_every,
+            save_dir=save_images,
+            progress=progress,
+            echo_summary=output is None,
+        )
     failures.extend(run.failures)
 
     n_images = len(run.results)

@@ -7,11 +7,7 @@ from pathlib import Path
 
 import typer
 
-
-def _fail(message: str, code: int = 2) -> None:
-    """One ``error: ...`` line and exit (to become ``acfd.cli.errors.fail`` when it lands)."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+from acfd.cli.errors import EXIT_USAGE, fail
 
 
 def serve(
@@ -41,7 +37,7 @@ def serve(
 
     for path, what in ((weights, "weights"), (gallery, "gallery"), (recognizer_weights, "recognizer weights")):
         if path is not None and not path.is_file():
-            _fail(f"{path}: {what} file not found")
+            fail(f"{path}: {what} file not found", EXIT_USAGE)
     try:
         settings = ServeSettings(
             model=model,
@@ -62,7 +58,7 @@ def serve(
             recognizer_weights=None if recognizer_weights is None else str(recognizer_weights),
         )
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc), EXIT_USAGE)
     os.environ[ENV_VAR] = settings.to_env()  # read by every worker process's app factory
     uvicorn.run(
         "acfd.serve.app:app_from_env",

@@ -51,8 +51,11 @@ IdentifierFactory = Callable[[ServeSettings], "Identifier | None"]
 
 def default_detector_factory(settings: ServeSettings) -> Any:
     """The configured :class:`~acfd.engine.infer.Detector`, at the score floor (requests filter)."""
+    import torch
+
     from acfd.engine.infer import Detector
 
+    torch.set_num_threads(settings.torch_threads)  # before the model: ONNX Runtime sizes its pool from it
     return Detector(
         model=settings.model,
         weights=settings.weights,
