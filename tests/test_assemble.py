@@ -302,3 +302,21 @@ def test_cli_assemble_and_export(dataset: dict[str, Path], tmp_path: Path) -> No
     assert "0 confirmed crops" in result.output and (out / "manifest.json").is_file()
     missing = runner.invoke(app, ["assemble", "export", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "not an assembling project" in missing.output
+
+
+def test_simulated_review_counts_the_answers(dataset: dict[str, Path]) -> None:
+    from acfd.assemble.simulate import simulate_review
+
+    project, _ = _run(dataset)
+    truth = {}
+    for key, name in (("a1.png", "Alice"), ("a2.png", "Alice"), ("b1.png", "Bob"), ("b2.png", "Bob"),
+                      ("c1.png", "Carol"), ("c2.png", "Carol")):
+        truth[_face_id(project, key)] = name
+    cost = simulate_review(project.db, truth)
+    # 4 yes/no questions (Alice x2, Bob x2), then one group answer names the C cluster
+    assert (cost.questions, cost.group_answers, cost.deselect_clicks) == (4, 1, 0)
+    assert cost.crops == 7 and cost.representatives == 6 and cost.actions == 5
+    states = review.face_states(project.db)
+    names = review.identity_names(project.db)
+    assert all(names[states[f].label] == n for f, n in truth.items())
+    project.close()

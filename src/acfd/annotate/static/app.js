@@ -38,7 +38,11 @@ async function loadQuestion() {
   $("#question-box").hidden = q.done;
   $("#done").hidden = !q.done;
   document.body.dataset.faceId = q.done ? "" : String(q.face_id);
-  if (q.done) { status("All questions answered."); return; }
+  if (q.done) {
+    const open = q.progress.open_questions;
+    status(open ? `${open} open question(s) are being answered in another browser.` : "All questions answered.");
+    return;
+  }
   $("#question").textContent = `Is this ${q.name}?`;
   $("#crop").src = `/crop/${q.face_id}.jpg`;
   $("#frame").src = `/frame/${q.face_id}.jpg`;
