@@ -320,3 +320,32 @@ def test_simulated_review_counts_the_answers(dataset: dict[str, Path]) -> None:
     names = review.identity_names(project.db)
     assert all(names[states[f].label] == n for f, n in truth.items())
     project.close()
+
+
+def test_detector_finder_and_gallery_references(dataset: dict[str, Path], tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from acfd.recognition import Gallery
+
+    class FakeDetector:  # the acfd.Detector interface the pipeline uses
+        def detect_arrays(self, images: list, sources: list) -> list:
+            return [SimpleNamespace(boxes=np.array([FACE, (0, 0, 30, 30)], np.float32), scores=np.array([0.9, 0.3], np.float32))
+                    for _ in images]
+
+    embedder = PixelEmbedder()
+    gallery = Gallery.create(tmp_path / "g.gallery", embedder.embedding_dim, embedder.model_id)
+    gallery.add(["Alice"], embedder.embed([character(1, 9)]), embedder.model_id)
+    gallery.save()
+    project = Project(dataset["project"], create=True)
+    cfg = project.settle_config(AssembleConfig(), {})
+    reports = run_pipeline(project, [str(dataset["src"] / "a1.png"), str(dataset["src"] / "a2.png")], cfg,
+                           stages.detector_finder(FakeDetector()), embedder, gallery=tmp_path / "g.gallery", progress=False)
+    by = {r.stage: r for r in reports}
+    assert "2 faces above score 0.5 (2 low_score not kept)" in by["detect"].note
+    assert by["references"].kept == 1 and by["candidates"].kept == 2
+    other = Gallery.create(tmp_path / "o.gallery", 8, "another-model")
+    other.add(["X"], np.eye(8, dtype=np.float32)[:1])
+    other.save()
+    with pytest.raises(ValueError, match="another-model"):
+        stages.add_references(project, embedder, gallery=tmp_path / "o.gallery", progress=False)
+    project.close()
