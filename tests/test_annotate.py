@@ -103,7 +103,7 @@ def test_annotate_cli_needs_a_project(tmp_path: Path) -> None:
 # ---- the page in Chromium --------------------------------------------------------------------------
 
 
-def _wait(browser, condition, timeout: float = 10.0):  # noqa: ANN001, ANN202
+def _wait(browser, condition, timeout: float = 30.0):  # noqa: ANN001, ANN202
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(browser, timeout).until(condition)
