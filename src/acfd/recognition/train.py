@@ -142,6 +142,8 @@ def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequ
     cfg = RecognitionTrainConfig(**data)
     if cfg.fusion not in FUSION_MODES:
         raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {cfg.fusion!r}")
+    if len(cfg.dev_identities) == 1:
+        raise ValueError("need at least 2 dev identities (or none: train on every identity)")
     if cfg.batch_size < 4:
         raise ValueError(f"batch_size must be at least 4, got {cfg.batch_size}")
     return cfg
