@@ -651,3 +651,45 @@ def test_onnx_file_as_model_runs_in_onnx_runtime(tiny_model: torch.nn.Module, tm
     assert_same(Detector(model=tiny_model, scales="128", score_thresh=0.7)(image), det(image), exact=False)
     with pytest.raises(ValueError, match="runs in ONNX Runtime"):
         Detector(path, backend="torch")
+
+
+def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 8: the shipped model gives the same boxes in ONNX Runtime as in PyTorch."""
+    pytest.importorskip("onnxruntime")
+    from acfd.models import registry
+
+    if registry.default_weights_path() is None:
+        pytest.skip("no shipped weights")
+    monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path))
+    paths = sorted(samples_dir.glob("*.jpg"))
+    assert paths
+    kwargs = {"scales": "480", "score_thresh": 0.05}
+    ref, got = Detector(backend="torch", **kwargs)(paths), Detector(**kwargs)(paths)
+    assert sum(len(d) for d in ref) > 0
+    for a, b in zip(ref, got):
+        # same boxes within 0.01 px and scores within 1e-4; boxes of (nearly) equal score may
+        # come in another order, so each box is paired with its nearest in the other result
+        assert len(a) == len(b)
+        diff = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
+        nearest = diff.argmin(axis=1)
+        assert sorted(nearest.tolist()) == list(range(len(b)))
+        assert diff.min(axis=1).max(initial=0) < 1e-2
+        np.testing.assert_allclose(a.scores, b.scores[nearest], atol=1e-4)
+
+
+def test_detect_paths_progress_counts_images(detector: Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.18: the evaluation progress bar must count images, to 100 %."""
+    from acfd.engine import infer
+
+    ends = []
+
+    class Bar(infer.tqdm):  # type: ignore[misc, valid-type]
+        def close(self) -> None:
+            ends.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(infer, "tqdm", Bar)
+    for i in range(5):
+        Image.fromarray(rand_image(40, 50, i)).save(tmp_path / f"{i}.png")
+    list(detector.detect_paths(sorted(tmp_path.glob("*.png")), batch_size=2, progress=True))
+    assert ends[0] == (5, 5)
