@@ -54,6 +54,11 @@ class HeadConfig:
     num_convs: int = 2
     prior_prob: float = 0.01
     asymmetric: bool = False  # ACBs in the head too (not in the paper; off by default)
+    # "none" (paper) or "gn": GroupNorm after each subnet conv, shared across levels (FCOS/ATSS).
+    # GN normalises per image, so unlike BN it cannot be folded into the conv at deploy time: it stays
+    # a (cheap) GroupNormalization node in the fused model and in ONNX.
+    norm: str = "none"
+    norm_groups: int = 8
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class MatchConfig:
     iou_threshold: float = 0.35  # T1
     regressed_iou_threshold: float = 0.7  # T2
     dynamic: bool = True  # False gives the classic single-step IoU match (Table 4 baseline)
+    # Also make each face's best anchor(s) positive, as torchvision's
+    # ``Matcher(allow_low_quality_matches=True)``: no face is left without a positive anchor.
+    low_quality_matches: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,10 @@ class LossConfig:
     lambda_reg: float = 0.7
     smooth_l1_beta: float = 1.0 / 9.0
     reg_weight: float = 1.0
+    # Normaliser of the compensated (psi_2) terms of eq. 1-2: "n2" (paper: lambda / N2, the group
+    # weighs lambda whatever its size), "n1" (lambda / N1: each compensated anchor weighs as much as a
+    # matched one) or "n1+n2" (both groups by N1 + N2).
+    compensated_norm: str = "n2"
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
@@ -44,6 +45,10 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
             Names absent from ``records`` are images without faces.
         transform: ``(image, boxes) -> (image, boxes)``, e.g.
             :class:`~acfd.data.transforms.TrainTransform`; ``None`` returns images as decoded.
+        cache_max_side: keep every image decoded in memory, resized (INTER_AREA) so that its longer
+            side is at most this many pixels (boxes scaled to match), instead of decoding it again at
+            every epoch; :meth:`preload` fills the cache up front (before DataLoader workers fork,
+            so they share it). ``None``: no cache.
 
     Attributes:
         failed: number of distinct images that could not be read (per process: each DataLoader
@@ -59,6 +64,7 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         records: Mapping[str, ImageRecord],
         names: Sequence[str] | None = None,
         transform: TransformFn | None = None,
+        cache_max_side: int | None = None,
     ) -> None:
         self.images_dir = Path(images_dir)
         if not self.images_dir.is_dir():
@@ -70,6 +76,10 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         self.transform = transform
         self.failed = 0
         self._bad: set[int] = set()
+        if cache_max_side is not None and cache_max_side < 1:
+            raise ValueError(f"cache_max_side must be >= 1, got {cache_max_side}")
+        self.cache_max_side = cache_max_side
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
     def from_csv(
@@ -126,26 +136,59 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         index %= n
         for step in range(n):
             i = (index + step) % n
-            if i in self._bad:
-                continue
-            try:
-                array = load_image(self.path(i))
-            except ImageReadError as err:
-                self._bad.add(i)
-                self.failed += 1
-                logger.warning("skipping unreadable image %s (using another sample)", err)
-                continue
-            return self._sample(i, array)
+            loaded = self._load(i)
+            if loaded is not None:
+                return self._sample(i, *loaded)
         raise ValueError(f"{self.images_dir}: none of the {n} images could be read")
 
-    def _sample(self, i: int, array: np.ndarray) -> tuple[torch.Tensor, Target]:
-        array = np.require(array, dtype=np.uint8, requirements=["C", "W"])  # copies a read-only array
-        image = torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
-        boxes = torch.from_numpy(self.boxes(i).copy())
-        orig_size = (int(image.shape[1]), int(image.shape[2]))
-        if self.transform is not None:
-            image, boxes = self.transform(image, boxes)
-        return image, {"boxes": boxes, "image_id": self.names[i], "orig_size": orig_size}
+    def _load(self, i: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(image HxWx3 uint8, boxes)`` of sample ``i`` (from the cache when enabled), or ``None``."""
+        if i in self._cache:
+            return self._cache[i]
+        if i in self._bad:
+            return None
+        try:
+            array = load_image(self.path(i))
+        except ImageReadError as err:
+            self._bad.add(i)
+            self.failed += 1
+            logger.warning("skipping unreadable image %s (using another sample)", err)
+            return None
+        boxes = self.boxes(i)
+        if self.cache_max_side is not None:
+            h, w = array.shape[:2]
+            factor = self.cache_max_side / max(h, w)
+            if factor < 1:
+                size = (max(1, round(w * factor)), max(1, round(h * factor)))
+                array = cv2.resize(array, size, interpolation=cv2.INTER_AREA)
+                boxes = boxes * np.array([size[0] / w, size[1] / h] * 2, np.float32)
+            array = np.require(array, dtype=np.uint8, requirements=["C"])
+            array.setflags(write=False)  # shared by every sample and forked worker: never modified
+            self._cache[i] = (array, boxes)
+        return array, boxes
+
+    def preload(self, progress: bool = True) -> None:
+        """Decode every image into the cache now (a no-op without ``cache_max_side``)."""
+        if self.cache_max_side is None:
+            return
+        from tqdm import tqdm
+
+        for i in tqdm(range(len(self.names)), desc="caching images", disable=not progress, leave=False):
+            self._load(i)
+        megabytes = sum(a.nbytes for a, _ in self._cache.values()) / 2**20
+        logger.info("cached %d images (longer side <= %d px, %.0f MB)", len(self._cache), self.cache_max_side, megabytes)
+
+    def _sample(self, i: int, array: np.ndarray, boxes: np.ndarray) -> tuple[torch.Tensor, Target]:
+        orig_size = (int(array.shape[0]), int(array.shape[1]))
+        if self.transform is not None and getattr(self.transform, "accepts_numpy", False):
+            image, out_boxes = self.transform(array, boxes)  # fast path: no tensor round trip
+        else:
+            array = np.require(array, dtype=np.uint8, requirements=["C", "W"])  # copies a read-only array
+            image = torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (3, H, W)
+            out_boxes = torch.from_numpy(boxes.copy())
+            if self.transform is not None:
+                image, out_boxes = self.transform(image, out_boxes)
+        return image, {"boxes": out_boxes, "image_id": self.names[i], "orig_size": orig_size}
 
 
 def log_problems(problems: Sequence[Problem]) -> None:

@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_MEAN",
     "DataAnchorSampling",
     "EvalTransform",
+    "FastTrainTransform",
     "PhotometricDistort",
     "RandomSquareCrop",
     "TrainTransform",
@@ -556,3 +557,142 @@ class EvalTransform(_SeededTransform):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(size={self.size})"
+
+
+class FastTrainTransform:
+    """The CPU training recipe's augmentation: one resize + paste instead of a chain of v2 steps.
+
+    Hand-written because on a 2-core CPU the v2 chain (photometric distortion, expansion canvas,
+    crop, flip, resize, each a full-image pass on tensors) costs more than the network of acfd-n: the
+    data path, not the model, set the old trainer's pace (~5 images/s). Here the paper's expansion
+    (zoom out) and crop (zoom in) of section 4.1 become one random zoom ``s`` drawn log-uniformly
+    from ``zoom_range`` *relative to the input as cached* (``s = 1`` keeps the cached pixel scale,
+    which the training config sets to the evaluation scale, so faces are seen at the sizes met at test
+    time; ``s < 1`` expands, ``s > 1`` crops). A ``size x size`` window of ``size / s`` source pixels
+    is placed at random (on a random face's centre with probability ``face_p``), only the part of the
+    image inside it is resized (INTER_AREA down, INTER_LINEAR up) and pasted on a mean-coloured
+    canvas, then flipped and colour-jittered (brightness, contrast, saturation) on the small canvas.
+    Faces whose centre leaves the window are dropped, the others clipped; faces under ``min_size``
+    output pixels are dropped.
+
+    Takes and returns what :class:`TrainTransform` does, and also takes a NumPy ``(H, W, 3)`` image
+    (the fast path: :class:`~acfd.data.dataset.DetectionDataset` then skips the tensor conversion).
+
+    Args:
+        size: output side.
+        zoom_range: (min, max) scale factor, output pixels per input pixel.
+        face_p: probability of centring the window on a random face.
+        flip_p: horizontal flip probability.
+        photometric_p: probability of colour jitter.
+        brightness: largest brightness shift, 0-255 scale.
+        contrast: contrast factor range.
+        saturation: saturation factor range.
+        mean: RGB padding colour.
+        min_size: smallest box side kept, output pixels.
+        seed: seed of the private NumPy generator.
+    """
+
+    accepts_numpy = True
+
+    def __init__(
+        self,
+        size: int = 384,
+        zoom_range: Sequence[float] = (0.5, 1.5),
+        face_p: float = 0.5,
+        flip_p: float = 0.5,
+        photometric_p: float = 0.5,
+        brightness: float = 32.0,
+        contrast: Sequence[float] = (0.6, 1.4),
+        saturation: Sequence[float] = (0.6, 1.4),
+        mean: Sequence[float] = DEFAULT_MEAN,
+        min_size: float = 2.0,
+        seed: int | None = None,
+    ) -> None:
+        if int(size) < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        lo, hi = (float(v) for v in zoom_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"zoom_range must be 0 < min <= max, got {tuple(zoom_range)}")
+        for name, p in (("face_p", face_p), ("flip_p", flip_p), ("photometric_p", photometric_p)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        self.size = int(size)
+        self.zoom_range = (lo, hi)
+        self.face_p, self.flip_p, self.photometric_p = face_p, flip_p, photometric_p
+        self.brightness = float(brightness)
+        self.contrast = tuple(float(v) for v in contrast)
+        self.saturation = tuple(float(v) for v in saturation)
+        self.fill = np.array([round(m) for m in mean], np.uint8)
+        self.min_size = float(min_size)
+        self.rng = np.random.default_rng(seed)
+
+    def manual_seed(self, seed: int) -> None:
+        """Reseed the private generator (per sample, from the trainer's epoch-seeded dataset)."""
+        self.rng = np.random.default_rng(int(seed) % (2**63))
+
+    def _window_start(self, extent: int, side: float, centre: float | None) -> float:
+        if centre is not None:
+            return centre - side * self.rng.uniform(0.2, 0.8)
+        lo, hi = min(0.0, extent - side), max(0.0, extent - side)
+        return self.rng.uniform(lo, hi)
+
+    def __call__(
+        self, image: torch.Tensor | np.ndarray, boxes: torch.Tensor | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(image, torch.Tensor):
+            img, bxs = to_tv_tensors(image, boxes)
+            array = img.permute(1, 2, 0).numpy()
+            boxes = bxs.as_subclass(torch.Tensor).numpy()
+        else:
+            array = image
+        if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 (H, W, 3), got {array.dtype} {array.shape}")
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        h, w = array.shape[:2]
+        rng, out = self.rng, self.size
+        scale = math.exp(rng.uniform(math.log(self.zoom_range[0]), math.log(self.zoom_range[1])))
+        side = out / scale
+        centre = None
+        if len(boxes) and rng.random() < self.face_p:
+            b = boxes[rng.integers(len(boxes))]
+            centre = (0.5 * (b[0] + b[2]), 0.5 * (b[1] + b[3]))
+        left = self._window_start(w, side, None if centre is None else centre[0])
+        top = self._window_start(h, side, None if centre is None else centre[1])
+
+        canvas = np.empty((out, out, 3), np.uint8)
+        canvas[:] = self.fill
+        x0, y0 = max(0, math.floor(left)), max(0, math.floor(top))
+        x1, y1 = min(w, math.ceil(left + side)), min(h, math.ceil(top + side))
+        ox0, oy0 = round((x0 - left) * scale), round((y0 - top) * scale)
+        ox1, oy1 = min(out, round((x1 - left) * scale)), min(out, round((y1 - top) * scale))
+        ox0, oy0 = max(0, ox0), max(0, oy0)
+        if x1 > x0 and y1 > y0 and ox1 > ox0 and oy1 > oy0:
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            canvas[oy0:oy1, ox0:ox1] = cv2.resize(array[y0:y1, x0:x1], (ox1 - ox0, oy1 - oy0), interpolation=interp)
+            sx, sy = (ox1 - ox0) / (x1 - x0), (oy1 - oy0) / (y1 - y0)
+            boxes = (boxes - [x0, y0, x0, y0]) * [sx, sy, sx, sy] + [ox0, oy0, ox0, oy0]
+        else:
+            boxes = boxes[:0]
+        cx, cy = 0.5 * (boxes[:, 0] + boxes[:, 2]), 0.5 * (boxes[:, 1] + boxes[:, 3])
+        inside = (cx >= 0) & (cx < out) & (cy >= 0) & (cy < out)
+        boxes = np.clip(boxes[inside], 0, out)
+        if rng.random() < self.flip_p:
+            canvas = np.ascontiguousarray(canvas[:, ::-1])
+            boxes = np.stack([out - boxes[:, 2], boxes[:, 1], out - boxes[:, 0], boxes[:, 3]], axis=1)
+        if rng.random() < self.photometric_p:
+            canvas = self._jitter(canvas)
+        keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= self.min_size)
+        tensor = torch.from_numpy(canvas).permute(2, 0, 1).contiguous()
+        return tensor, torch.from_numpy(np.ascontiguousarray(boxes[keep], np.float32)).reshape(-1, 4)
+
+    def _jitter(self, canvas: np.ndarray) -> np.ndarray:
+        rng = self.rng
+        alpha = rng.uniform(*self.contrast)
+        beta = rng.uniform(-self.brightness, self.brightness)
+        canvas = cv2.convertScaleAbs(canvas, alpha=alpha, beta=beta)
+        sat = rng.uniform(*self.saturation)
+        gray = cv2.cvtColor(cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+        return cv2.addWeighted(canvas, sat, gray, 1.0 - sat, 0.0)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(size={self.size}, zoom_range={self.zoom_range})"

@@ -123,6 +123,7 @@ class ACFDLoss:
                     gt,
                     self.match_cfg.iou_threshold,
                     self.match_cfg.regressed_iou_threshold,
+                    self.match_cfg.low_quality_matches,
                 )
                 labels_all.append(res.labels)
                 if gt.numel():
@@ -134,23 +135,42 @@ class ACFDLoss:
         reg_targets = torch.stack(reg_targets_all)  # (B, A, 4)
         psi1 = labels == MATCHED
         psi2 = labels == COMPENSATED
-        n1 = psi1.sum().clamp(min=1).to(cls_logits.dtype)
-        n2 = psi2.sum().clamp(min=1).to(cls_logits.dtype)
+        count1, count2 = psi1.sum(), psi2.sum()
+        n1 = count1.clamp(min=1).to(cls_logits.dtype)
+        if cfg.compensated_norm == "n2":
+            n2 = count2.clamp(min=1).to(cls_logits.dtype)
+        elif cfg.compensated_norm == "n1":
+            n2 = n1
+        elif cfg.compensated_norm == "n1+n2":
+            n1 = n2 = (count1 + count2).clamp(min=1).to(cls_logits.dtype)
+        else:
+            raise ValueError(f"compensated_norm must be 'n2', 'n1' or 'n1+n2', got {cfg.compensated_norm!r}")
 
         cls_target = (labels > 0).to(cls_logits.dtype)
         focal = margin_focal_loss(
             cls_logits.float(), cls_target, cfg.margin, cfg.focal_alpha, cfg.focal_gamma
         )
-        loss_cls = focal[~psi2].sum() / n1 + cfg.lambda_cls * focal[psi2].sum() / n2
+        cls_matched = focal[psi1].sum() / n1
+        cls_negative = focal[labels == 0].sum() / n1
+        cls_compensated = cfg.lambda_cls * focal[psi2].sum() / n2
+        loss_cls = cls_matched + cls_negative + cls_compensated
 
         reg = F.smooth_l1_loss(
             box_deltas.float(), reg_targets, beta=cfg.smooth_l1_beta, reduction="none"
         ).sum(-1)
-        loss_reg = reg[psi1].sum() / n1 + cfg.lambda_reg * reg[psi2].sum() / n2
+        reg_matched = reg[psi1].sum() / n1
+        reg_compensated = cfg.lambda_reg * reg[psi2].sum() / n2
+        loss_reg = reg_matched + reg_compensated
         return {
             "loss": loss_cls + cfg.reg_weight * loss_reg,
             "loss_cls": loss_cls.detach(),
             "loss_reg": loss_reg.detach(),
-            "num_matched": psi1.sum().detach(),
-            "num_compensated": psi2.sum().detach(),
+            # the parts, so that logs show which term moves (matched vs compensated anchors)
+            "loss_cls_matched": cls_matched.detach(),
+            "loss_cls_negative": cls_negative.detach(),
+            "loss_cls_compensated": cls_compensated.detach(),
+            "loss_reg_matched": reg_matched.detach(),
+            "loss_reg_compensated": reg_compensated.detach(),
+            "num_matched": count1.detach(),
+            "num_compensated": count2.detach(),
         }

@@ -26,8 +26,13 @@ def dynamic_anchor_match(
     gt_boxes: torch.Tensor,
     iou_threshold: float = 0.35,
     regressed_iou_threshold: float = 0.7,
+    low_quality_matches: bool = False,
 ) -> MatchResult:
     """Algorithm 1: label 1 if ``max IoU(anchor, G) >= T1``; else 2 if ``max IoU(regressed, G) > T2``.
+
+    With ``low_quality_matches`` each face's best anchor(s) (ties included) are also labelled 1 and
+    assigned to that face, as torchvision's ``Matcher(allow_low_quality_matches=True)``: a face
+    smaller or more elongated than every anchor at IoU T1 still gets a positive anchor.
 
     Args:
         anchors: ``(A, 4)`` predefined anchors (x1, y1, x2, y2).
@@ -36,6 +41,7 @@ def dynamic_anchor_match(
         gt_boxes: ``(G, 4)`` faces of the image; ``G == 0`` is valid (all anchors negative).
         iou_threshold: T1.
         regressed_iou_threshold: T2.
+        low_quality_matches: see above.
 
     Returns:
         A :class:`MatchResult`.
@@ -47,8 +53,15 @@ def dynamic_anchor_match(
     if gt_boxes.numel() == 0:
         return MatchResult(labels, matched)
     gt_boxes = gt_boxes.to(anchors.dtype)
-    anchor_max, anchor_idx = box_iou(anchors, gt_boxes).max(dim=1)  # (A,), (A,)
+    iou = box_iou(anchors, gt_boxes)  # (A, G)
+    anchor_max, anchor_idx = iou.max(dim=1)  # (A,), (A,)
     first = anchor_max >= iou_threshold
+    if low_quality_matches:
+        best_per_gt = iou.max(dim=0, keepdim=True).values  # (1, G)
+        is_best = (iou == best_per_gt) & (best_per_gt > 0)  # (A, G)
+        anchor_ids, gt_ids = is_best.nonzero(as_tuple=True)
+        first[anchor_ids] = True
+        anchor_idx[anchor_ids] = gt_ids
     labels[first] = MATCHED
     matched[first] = anchor_idx[first]
     if regressed_boxes is not None:

@@ -1,5 +1,10 @@
 """Training (paper 4.1 "Optimization"): SGD, warm-up, step decay, AMP, DDP, resumable checkpoints.
 
+The paper's recipe (SGD, 640 crops, its augmentation) is the default and stays available unchanged
+as ``configs/acfd-l-paper.yaml``. The CPU recipe (``configs/acfd-n-cpu.yaml``) switches, by settings
+only: AdamW, cosine decay, an EMA of the weights, bf16 autocast + channels_last on the CPU, images
+decoded once into a memory cache and :class:`~acfd.data.transforms.FastTrainTransform`.
+
 Run on one device with ``acfd train --config configs/acfd-s.yaml``, or on several GPUs / nodes with
 ``torchrun --nproc_per_node N -m acfd.engine.train --config ...`` (DistributedDataParallel, rank-0
 logging and checkpoints).
@@ -37,9 +42,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from acfd.config import config_to_dict
 from acfd.data.dataset import DetectionDataset, detection_collate
 from acfd.data.formats import read_icartoon_csv, read_split
-from acfd.data.transforms import EvalTransform, TrainTransform
+from acfd.data.transforms import EvalTransform, FastTrainTransform, TrainTransform
 from acfd.models.detector import ACFD
-from acfd.models.registry import create_model, save_weights
+from acfd.models.registry import create_model, load_weights_into, save_weights
 from acfd.utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -52,15 +57,30 @@ class TrainConfig:
     # model
     model: str = "acfd-s"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    # Start from these weights (safetensors or checkpoint of the same architecture) instead of
+    # random ones: how one CPU recipe spans sessions, each leg a full schedule from the last leg's
+    # shipped weights (recorded in docs/MODEL_CARD.md). Unlike --resume, the schedule starts anew.
+    init_weights: str | None = None
     # data
     images: str = "../shared/data/icartoonface-det/images"
     annotations: str = "../shared/data/icartoonface-det/annotations/train.csv"
     train_split: str | None = "../shared/data/icartoonface-det/splits/train.txt"
     val_split: str | None = "../shared/data/icartoonface-det/splits/dev.txt"
     input_size: int = 640
-    augment: bool = True  # False: resize only (debugging, overfitting checks)
+    # "paper" (TrainTransform, section 4.1), "fast" (FastTrainTransform: the CPU recipe) or "none"
+    # (resize only: debugging, overfitting checks); true / false mean "paper" / "none".
+    augment: bool | str = True
+    expand_max_ratio: float = 4.0  # paper: expansion in [1, 4]
+    crop_min_scale: float = 0.3  # smallest square crop, fraction of the short side
+    zoom_range: list[float] = field(default_factory=lambda: [0.5, 1.5])  # "fast": see FastTrainTransform
+    # Keep the images decoded in memory, longer side <= this many pixels (None: decode every time).
+    # With "fast" augmentation this is also the pixel scale the zoom is relative to: set it to the
+    # evaluation scale.
+    cache_max_side: int | None = None
     workers: int = 4
     # optimisation: SGD momentum 0.9, weight decay 5e-4, lr 0.04 for a batch of 64
+    optimizer: str = "sgd"  # "sgd" (paper) or "adamw" (the CPU recipe: learns in a CPU budget)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adamw
     epochs: int = 300
     batch_size: int = 16  # per process
     base_lr: float = 0.04
@@ -71,11 +91,17 @@ class TrainConfig:
     warmup_start_lr: float = 1e-6
     milestones: list[int] = field(default_factory=lambda: [200, 250, 280])
     lr_gamma: float = 0.1
+    lr_schedule: str = "step"  # "step" (paper: milestones) or "cosine" (to min_lr_ratio at the end)
+    min_lr_ratio: float = 0.01
     grad_clip_norm: float | None = 35.0
+    ema_decay: float | None = None  # an EMA of the weights (timm ModelEmaV3), evaluated and saved
     # hardware
     device: str = "auto"  # auto: cuda when available
-    amp: str = "bf16"  # bf16 | fp16 | none (only used on CUDA)
-    channels_last: bool = True  # CUDA only
+    threads: int | None = None  # torch intra-op threads (None: torch's default, one per core)
+    # autocast: "auto" = bf16 on CUDA, none on the CPU; "bf16" also on the CPU (fast on CPUs with
+    # AVX512-BF16 / AMX); "fp16" (CUDA, with a GradScaler); "none"
+    amp: str = "auto"
+    channels_last: bool | str = "auto"  # auto: on CUDA only; true: on the CPU too
     # bookkeeping
     output: str = "runs/acfd-s"
     seed: int = 0
@@ -119,10 +145,39 @@ def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[s
     if unknown:
         raise ValueError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
     cfg = TrainConfig(**data)
+    _check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
+    _check_choice("lr_schedule", cfg.lr_schedule, ("step", "cosine"))
+    _check_choice("amp", cfg.amp, ("auto", "bf16", "fp16", "none"))
+    _check_choice("augment", augment_mode(cfg), ("paper", "fast", "none"))
     if cfg.batch_size < 2:
         # BatchNorm cannot normalise the 1x1 maps of the stride-128 level from a single image
         raise ValueError(f"batch_size must be at least 2 per process, got {cfg.batch_size}")
     return cfg
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def augment_mode(cfg: TrainConfig) -> str:
+    """``cfg.augment`` as one of "paper", "fast", "none"."""
+    if cfg.augment is True:
+        return "paper"
+    if cfg.augment is False:
+        return "none"
+    return str(cfg.augment)
+
+
+def build_transform(cfg: TrainConfig, mean: Sequence[float]) -> Any:
+    """The training transform that ``cfg.augment`` names."""
+    mode = augment_mode(cfg)
+    if mode == "paper":
+        return TrainTransform(size=cfg.input_size, mean=mean, expand_max_ratio=cfg.expand_max_ratio,
+                              crop_min_scale=cfg.crop_min_scale)
+    if mode == "fast":
+        return FastTrainTransform(size=cfg.input_size, zoom_range=cfg.zoom_range, mean=mean)
+    return EvalTransform(size=cfg.input_size)
 
 
 # --- distributed helpers ---------------------------------------------------------------------
@@ -182,29 +237,34 @@ class EpochSeededDataset(Dataset):
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig, peak_lr: float) -> float:
-    """Multiplier of ``peak_lr`` at ``iteration``: linear warm-up from ``warmup_start_lr``, step decay."""
+    """Multiplier of ``peak_lr`` at ``iteration``: linear warm-up from ``warmup_start_lr``, then step
+    decay at the ``milestones`` epochs or a cosine from 1 to ``min_lr_ratio`` over the whole run."""
     if iteration < cfg.warmup_iters:
         start = cfg.warmup_start_lr / peak_lr
         return start + (1.0 - start) * iteration / cfg.warmup_iters
+    if cfg.lr_schedule == "cosine":
+        total = max(1, cfg.epochs * iters_per_epoch - cfg.warmup_iters)
+        progress = min(1.0, (iteration - cfg.warmup_iters) / total)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     epoch = iteration // max(1, iters_per_epoch)
     return cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.SGD:
-    """SGD with weight decay on conv / linear weights only (not on BN, biases or fusion weights)."""
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD (paper) or AdamW, weight decay on conv / linear weights only (not on norms, biases or
+    fusion weights)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (decay if p.ndim > 1 else no_decay).append(p)
-    return torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-        momentum=cfg.momentum,
-    )
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 
 # --- checkpoints -----------------------------------------------------------------------------
@@ -261,11 +321,17 @@ class Trainer:
         if self.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
 
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         random.seed(cfg.seed)
         self.model: ACFD = create_model(cfg.model, **cfg.model_overrides).to(self.device)
-        if self.device.type == "cuda" and cfg.channels_last:
+        if cfg.init_weights:
+            load_weights_into(self.model, cfg.init_weights)
+            logger.info("initialised from %s", cfg.init_weights)
+        self.channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and self.device.type == "cuda")
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model
         if self.distributed:
@@ -277,12 +343,11 @@ class Trainer:
         for p in problems[:20]:
             logger.warning("%s", p)
         names = read_split(cfg.train_split) if cfg.train_split else sorted(self.records)
-        transform = (
-            TrainTransform(size=cfg.input_size, mean=self.model.cfg.pixel_mean)
-            if cfg.augment
-            else EvalTransform(size=cfg.input_size)
+        transform = build_transform(cfg, self.model.cfg.pixel_mean)
+        self.dataset = DetectionDataset(
+            cfg.images, self.records, names=names, transform=transform, cache_max_side=cfg.cache_max_side
         )
-        self.dataset = DetectionDataset(cfg.images, self.records, names=names, transform=transform)
+        self.dataset.preload(progress=self.is_main and cfg.progress)
         self.seeded = EpochSeededDataset(self.dataset, cfg.seed)
         self.sampler = ResumableSampler(len(self.dataset), cfg.seed, self.rank, self.world_size)
         self.iters_per_epoch = max(1, len(self.sampler) // cfg.batch_size)
@@ -292,9 +357,15 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(it, self.iters_per_epoch, cfg, self.peak_lr)
         )
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-        if self.device.type != "cuda":
-            self.amp_dtype = None
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "none")
+        if amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp=fp16 needs a CUDA device; use amp=bf16 on the CPU")
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.ema = None
+        if cfg.ema_decay:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
         )
@@ -314,6 +385,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -331,6 +403,8 @@ class Trainer:
             raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(ckpt["model"])
+        if self.ema is not None and ckpt.get("ema") is not None:
+            self.ema.module.load_state_dict(ckpt["ema"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -374,7 +448,7 @@ class Trainer:
         """One optimiser step on a batch of uint8 images ``(B, 3, S, S)``."""
         self.net.train()
         images = images.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and self.cfg.channels_last:
+        if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         boxes = [t["boxes"].to(self.device, non_blocking=True) for t in targets]
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
@@ -391,7 +465,14 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         self.iteration += 1
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.iteration)
         return {k: float(v.detach()) for k, v in losses.items()}
+
+    @property
+    def eval_model(self) -> ACFD:
+        """The weights to evaluate and ship: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def evaluate(self) -> float | None:
         """Dev-split AP50 (official protocol) of the current weights, on rank 0."""
@@ -401,7 +482,7 @@ class Trainer:
         from acfd.engine.evaluate import evaluate_model
 
         names = read_split(cfg.val_split)
-        model = copy.deepcopy(self.model).float().eval().to(memory_format=torch.contiguous_format)
+        model = copy.deepcopy(self.eval_model).float().eval().to(memory_format=torch.contiguous_format)
         ev = evaluate_model(
             model, cfg.images, self.records, names, scales=cfg.eval_scales, device=self.device,
             batch_size=8,
@@ -458,7 +539,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{losses['loss']:.3f}", cls=f"{losses['loss_cls']:.3f}",
-                    reg=f"{losses['loss_reg']:.3f}", img_s=f"{ips:.0f}",
+                    reg=f"{losses['loss_reg']:.3f}", img_s=f"{ips:.1f}",
                 )
                 if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"loss became {losses['loss']} at iteration {self.iteration}")
@@ -486,7 +567,7 @@ class Trainer:
                         self.best_ap = ap
                         self.save("best.pt")
                         if self.is_main:
-                            save_weights(self.model, self.output / "best.safetensors", half=True,
+                            save_weights(self.eval_model, self.output / "best.safetensors", half=True,
                                          extra={"dev_ap50": f"{ap:.4f}", "epoch": str(self.epoch)})
             self._log(record)
             if self.epoch % cfg.save_every == 0 or self.epoch == cfg.epochs or stop:
@@ -494,7 +575,7 @@ class Trainer:
             if stop:
                 break
         if self.is_main:
-            save_weights(self.model, self.output / "last.safetensors", half=False)
+            save_weights(self.eval_model, self.output / "last.safetensors", half=False)
             atomic_write_text(self.output / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         if self.distributed:
             dist.barrier()

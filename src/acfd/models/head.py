@@ -2,8 +2,11 @@
 
 As in RetinaNet, each subnet is ``num_convs`` 3x3 conv + ReLU layers then a 3x3 predictor; with one
 anchor per location (paper 4.1) the classifier predicts 1 logit and the regressor 4 deltas per
-location. The subnets carry no normalisation, so the same weights serve every level (a BatchNorm
-shared across levels would mix their statistics) and nothing needs fusing at deploy time.
+location. By default the subnets carry no normalisation, so the same weights serve every level (a
+BatchNorm shared across levels would mix their statistics) and nothing needs fusing at deploy time.
+``HeadConfig.norm = "gn"`` adds GroupNorm after each subnet conv (per image, so it can be shared
+across levels, as in FCOS / ATSS): it makes a from-scratch head train much faster with AdamW, at the
+cost of one GroupNormalization per conv at inference (it cannot be folded into the conv).
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ from acfd.models.layers import ACBlock
 
 
 def _subnet(in_chs: int, cfg: HeadConfig) -> nn.Sequential:
+    if cfg.norm not in ("none", "gn"):
+        raise ValueError(f"head norm must be 'none' or 'gn', got {cfg.norm!r}")
+    if cfg.norm == "gn" and cfg.channels % cfg.norm_groups:
+        raise ValueError(f"head channels {cfg.channels} are not divisible by norm_groups {cfg.norm_groups}")
     layers: list[nn.Module] = []
     chs = in_chs
     for _ in range(cfg.num_convs):
         if cfg.asymmetric:
             layers.append(ACBlock(chs, cfg.channels, 3))
+        elif cfg.norm == "gn":
+            layers += [
+                nn.Conv2d(chs, cfg.channels, 3, padding=1, bias=False),
+                nn.GroupNorm(cfg.norm_groups, cfg.channels),
+                nn.ReLU(inplace=True),
+            ]
         else:
             layers += [nn.Conv2d(chs, cfg.channels, 3, padding=1), nn.ReLU(inplace=True)]
         chs = cfg.channels

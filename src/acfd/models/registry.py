@@ -277,6 +277,13 @@ def load_model(
     return model.to(device).eval()
 
 
+def load_weights_into(model: ACFD, path: str | Path) -> None:
+    """Load a weights file (safetensors or checkpoint) into an existing ``model``, one-line errors."""
+    path = Path(path)
+    state, cfg_dict = _read_state_dict(path)
+    _load_state(model, state, path, cfg_dict)
+
+
 def _load_state(model: ACFD, state: dict[str, torch.Tensor], path: Path, cfg_dict: dict[str, Any] | None) -> None:
     """``model.load_state_dict(state)`` with one-line errors naming the file and its variant.
 
