@@ -123,11 +123,13 @@ def test_browser_answers_with_clicks_and_keys(project_dir: Path, browser, live_s
     browser.find_element(By.ID, "btn-yes").click()  # a click
     _wait(browser, lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-face-id") != first)
     second = browser.find_element(By.TAG_NAME, "body").get_attribute("data-face-id")
+    idle = lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-busy") == ""  # noqa: E731
+    _wait(browser, idle)
     browser.find_element(By.TAG_NAME, "body").send_keys("n")  # a key
-    _wait(browser, lambda b: len(_answers(project_dir)) == 2)
+    _wait(browser, lambda b: len(_answers(project_dir)) == 2 and idle(b))
     browser.find_element(By.TAG_NAME, "body").send_keys("f")
     _wait(browser, lambda b: len(_answers(project_dir)) == 3)
-    browser.find_element(By.TAG_NAME, "body").send_keys("u")  # undo the last one
+    browser.find_element(By.TAG_NAME, "body").send_keys("u")  # undo the last one (waits for the answer in flight)
     _wait(browser, lambda b: _answers(project_dir)[-1][-1] == 1)
     rows = _answers(project_dir)
     assert rows[0][:2] == (int(first), "yes") and rows[1][:2] == (int(second), "no")

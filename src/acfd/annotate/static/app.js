@@ -4,11 +4,17 @@
 const $ = (sel) => document.querySelector(sel);
 let current = null;      // the question on screen
 let busy = false;        // an answer is being sent
+let inflight = null;     // the promise of the last answer / undo
 let view = "questions";
 
 function annotator() {
   const v = $("#annotator").value.trim();
   return /^[\w .@-]{1,40}$/.test(v) ? v : "annotator";
+}
+
+function setBusy(value) {
+  busy = value;
+  document.body.dataset.busy = value ? "1" : "";  // for people's CSS and the browser tests
 }
 
 function status(text, isError) {
@@ -61,34 +67,42 @@ async function loadQuestion() {
 }
 
 async function answer(kind) {
+  // A key pressed while the previous answer is on its way is dropped: its question is not on screen yet.
   if (!current || busy) return;
-  busy = true;
-  try {
-    await api("/api/answer", {
-      annotator: annotator(), face_ids: [current.face_id], answer: kind,
-      identity_id: current.identity_id, kind: "question",
-    });
-    status(`Face ${current.face_id}: ${kind.replace("_", " ")}.`);
-    await loadQuestion();
-  } catch (err) {
-    status(`Answer not saved: ${err.message}`, true);
-  } finally {
-    busy = false;
-  }
+  setBusy(true);
+  inflight = (async () => {
+    try {
+      await api("/api/answer", {
+        annotator: annotator(), face_ids: [current.face_id], answer: kind,
+        identity_id: current.identity_id, kind: "question",
+      });
+      status(`Face ${current.face_id}: ${kind.replace("_", " ")}.`);
+      await loadQuestion();
+    } catch (err) {
+      status(`Answer not saved: ${err.message}`, true);
+    } finally {
+      setBusy(false);
+    }
+  })();
+  await inflight;
 }
 
 async function undo() {
-  if (busy) return;
-  busy = true;
-  try {
-    const r = await api("/api/undo", {annotator: annotator()});
-    status(r.undone ? `Undone: your last answer (${r.undone.face_ids.length} face(s)).` : "Nothing to undo.");
-    await refresh();
-  } catch (err) {
-    status(`Undo failed: ${err.message}`, true);
-  } finally {
-    busy = false;
-  }
+  // Undo is never dropped: it waits for the answer being sent, then undoes it.
+  if (inflight) await inflight;
+  setBusy(true);
+  inflight = (async () => {
+    try {
+      const r = await api("/api/undo", {annotator: annotator()});
+      status(r.undone ? `Undone: your last answer (${r.undone.face_ids.length} face(s)).` : "Nothing to undo.");
+      await refresh();
+    } catch (err) {
+      status(`Undo failed: ${err.message}`, true);
+    } finally {
+      setBusy(false);
+    }
+  })();
+  await inflight;
 }
 
 // ---- groups ------------------------------------------------------------------------------------
@@ -223,4 +237,5 @@ $("#go-groups").addEventListener("click", (ev) => { ev.preventDefault(); show("g
 const saved = localStorage.getItem("acfd-annotator");
 if (saved) $("#annotator").value = saved;
 $("#annotator").addEventListener("change", () => localStorage.setItem("acfd-annotator", annotator()));
+setBusy(false);
 show("questions");
