@@ -48,6 +48,7 @@ def main(
     local = run_detection(Detector(**kwargs, batch_size=batch_size), items, batch_size=batch_size, progress=False)
     out["local_s"] = round(time.perf_counter() - t0, 1)
     out["local_images_per_s"] = round(len(local.results) / out["local_s"], 2)
+    print(json.dumps(out), flush=True)  # kept even if Ray fails to start
 
     t0 = time.perf_counter()
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
