@@ -171,3 +171,22 @@ def test_gallery_save_is_atomic(tmp_path, monkeypatch) -> None:
     with pytest.raises(OSError, match="disk full"):
         g.save()
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["g.gallery"]
+
+
+# --- the shipped default model -----------------------------------------------------------------
+
+
+def test_shipped_recognition_model_loads_with_no_arguments() -> None:
+    from safetensors import safe_open
+
+    from acfd.recognition.embedder import default_recognition_weights
+
+    path = default_recognition_weights()
+    assert path.is_file(), f"{path} is missing"
+    assert path.stat().st_size <= 20 * 2**20
+    with safe_open(str(path), framework="pt") as f:
+        assert all(f.get_tensor(k).dtype in (torch.float16, torch.int64) for k in f.keys())  # fp16 weights
+    rec = Recognizer()
+    assert rec.model_id.startswith("recognition-cartoon-s@") and 0.0 < rec.unknown_threshold < 1.0
+    emb = rec.embed([np.full((rec.input_size, rec.input_size, 3), 90, np.uint8)])
+    assert emb.shape == (1, rec.embedding_dim) and np.isfinite(emb).all()

@@ -183,3 +183,20 @@ def test_training_config_errors() -> None:
         load_recognition_config(None, ["dev_identities=[ame]"])
     with pytest.raises(ValueError, match="fusion must be one of"):
         load_recognition_config(None, ["fusion=blend"])
+
+
+def test_recognize_crops_cuts_enlarged_faces_from_csv_boxes(tmp_path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    scene = np.zeros((80, 80, 3), np.uint8)
+    scene[30:50, 30:50] = 255
+    Image.fromarray(scene).save(images / "a.png")
+    Image.fromarray(scene).save(images / "b.png")
+    (tmp_path / "boxes.csv").write_text("a.png,30,30,50,50\na.png,0,0,5,5\nb.png,30,30,50,50\n")
+    (tmp_path / "split.txt").write_text("a.png\n")
+    res = runner.invoke(app, ["recognize", "crops", str(images), str(tmp_path / "boxes.csv"), str(tmp_path / "out"),
+                              "--split", str(tmp_path / "split.txt"), "--size", "40", "--min-face", "10"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_0.png"]  # tiny face and b.png left out
+    crop = np.array(Image.open(tmp_path / "out" / "a_0.png"))
+    assert crop.shape == (40, 40, 3) and (crop[10:30, 10:30] == 255).all() and crop[:10].max() == 0

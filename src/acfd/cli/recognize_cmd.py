@@ -104,6 +104,7 @@ def crops_command(
     enlarge_rate: float = typer.Option(1.0, "--enlarge-rate", "-r", help="The papers' r: crop = (1 + r) x the face."),
     size: int = typer.Option(None, "--size", help="Crop side (default: the recognition input size)."),
     min_face: int = typer.Option(24, "--min-face", help="Skip faces smaller than this (pixels)."),
+    split: Path = typer.Option(None, "--split", help="Only the images listed in this file (one name a line)."),
 ) -> None:
     """Cut face crops (enlarged rate, padded, resized) from ground-truth or detected boxes."""
     import cv2
@@ -115,6 +116,11 @@ def crops_command(
 
     check_output_dir(out, "out")
     records, _ = read_icartoon_csv(boxes_csv)
+    if split is not None:
+        from acfd.data.formats import read_split
+
+        wanted = set(read_split(split))
+        records = {name: rec for name, rec in records.items() if name in wanted}
     written, failed = 0, 0
     for name, rec in sorted(records.items()):
         try:
