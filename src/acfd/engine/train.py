@@ -18,6 +18,7 @@ mid-epoch, hence the small hand-written :class:`ResumableSampler`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -114,11 +115,10 @@ class TrainConfig:
     progress: bool = True
 
 
-def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """A :class:`TrainConfig` from a YAML file and ``key=value`` overrides (values parsed as YAML).
-
-    Relative data paths in the file are resolved against the file's folder's parent when they exist
-    there, else left relative to the working directory.
+def read_settings(cls: type, path: str | os.PathLike[str] | None, overrides: Sequence[str] = (), what: str = "training") -> Any:
+    """An instance of the settings dataclass ``cls`` from a YAML file and ``key=value`` overrides
+    (values parsed as YAML; ``field.key=value`` sets one key of a dict field such as
+    ``model_overrides``). Unknown settings raise ``ValueError``. Shared by every trainer.
     """
     import yaml
 
@@ -126,25 +126,46 @@ def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[s
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"{p}: training config not found")
+            raise FileNotFoundError(f"{p}: {what} config not found")
         loaded = yaml.safe_load(p.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"{p}: expected a mapping of settings, got {type(loaded).__name__}")
         data.update(loaded)
+    names = {f.name for f in dataclasses.fields(cls)}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} is not of the form key=value")
         key, value = item.split("=", 1)
         parsed = yaml.safe_load(value)
-        if key.startswith("model_overrides."):
-            data.setdefault("model_overrides", {})[key.split(".", 1)[1]] = parsed
+        head, _, rest = key.partition(".")
+        if rest and head in names:
+            data.setdefault(head, {})[rest] = parsed
         else:
             data[key] = parsed
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    cfg = TrainConfig(**data)
+        raise ValueError(f"unknown {what} settings: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return cls(**data)
+
+
+@contextlib.contextmanager
+def stop_on_signals(callback: Any) -> Iterator[None]:
+    """Route SIGTERM / SIGINT to ``callback`` inside the block (main thread only): trainers finish
+    the current step, checkpoint and stop (pre-emptible jobs)."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, callback)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """A :class:`TrainConfig` from a YAML file and ``key=value`` overrides (see :func:`read_settings`)."""
+    cfg = read_settings(TrainConfig, path, overrides)
     _check_choice("optimizer", cfg.optimizer, ("sgd", "adamw"))
     _check_choice("lr_schedule", cfg.lr_schedule, ("step", "cosine"))
     _check_choice("amp", cfg.amp, ("auto", "bf16", "fp16", "none"))
@@ -270,14 +291,14 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torc
 # --- checkpoints -----------------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -393,7 +414,7 @@ class Trainer:
             "iteration": self.iteration,
             "step_in_epoch": self.step_in_epoch,
             "best_ap": self.best_ap,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "model_config": config_to_dict(self.model.cfg),
             "train_config": dataclasses.asdict(self.cfg),
         }
@@ -410,7 +431,7 @@ class Trainer:
         self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.iteration = ckpt["epoch"], ckpt["iteration"]
         self.step_in_epoch, self.best_ap = ckpt["step_in_epoch"], ckpt["best_ap"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
 
     def save(self, name: str) -> Path | None:
@@ -507,15 +528,8 @@ class Trainer:
     def fit(self) -> Path | None:
         """Train until ``epochs`` (or ``max_iters`` / ``time_limit`` / SIGTERM); returns the last checkpoint."""
         self._stop_requested = False
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                previous[sig] = signal.signal(sig, self._request_stop)
-        try:
+        with stop_on_signals(self._request_stop):
             return self._fit()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def _fit(self) -> Path | None:
         cfg = self.cfg
@@ -539,7 +553,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(
                     loss=f"{losses['loss']:.3f}", cls=f"{losses['loss_cls']:.3f}",
-                    reg=f"{losses['loss_reg']:.3f}", img_s=f"{ips:.1f}",
+                    reg=f"{losses['loss_reg']:.3f}", img_s=f"{ips:.3g}",
                 )
                 if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"loss became {losses['loss']} at iteration {self.iteration}")

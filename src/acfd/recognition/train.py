@@ -24,17 +24,14 @@ atomic checkpoints, RNG state, warm-up + step/cosine learning rate, optimiser pa
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,11 +43,13 @@ from torch import nn
 
 from acfd.engine.train import (
     ResumableSampler,
-    _rng_state,
-    _set_rng_state,
     build_optimizer,
     lr_factor,
+    read_settings,
+    rng_state,
     save_checkpoint,
+    set_rng_state,
+    stop_on_signals,
 )
 from acfd.recognition.data import list_images, load_crops, scan_identity_folder
 from acfd.recognition.embedder import PixelEmbedder, Recognizer
@@ -119,27 +118,7 @@ class RecognitionTrainConfig:
 
 def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> RecognitionTrainConfig:
     """A config from a YAML file and ``key=value`` overrides (values parsed as YAML)."""
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: recognition training config not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{p}: expected a mapping of settings, got {type(loaded).__name__}")
-        data.update(loaded)
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        data[key] = yaml.safe_load(value)
-    names = {f.name for f in dataclasses.fields(RecognitionTrainConfig)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown recognition training settings: {', '.join(unknown)}")
-    cfg = RecognitionTrainConfig(**data)
+    cfg = read_settings(RecognitionTrainConfig, path, overrides, what="recognition training")
     if cfg.fusion not in FUSION_MODES:
         raise ValueError(f"fusion must be one of {', '.join(FUSION_MODES)}, got {cfg.fusion!r}")
     if len(cfg.dev_identities) == 1:
@@ -147,21 +126,6 @@ def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequ
     if cfg.batch_size < 4:
         raise ValueError(f"batch_size must be at least 4, got {cfg.batch_size}")
     return cfg
-
-
-@contextlib.contextmanager
-def stop_on_signals(callback: Any) -> Iterator[None]:
-    """Route SIGTERM / SIGINT to ``callback`` for the block (main thread only), as the detection
-    trainer does: finish the step, checkpoint, stop."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, callback)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
@@ -279,7 +243,7 @@ class RecognitionTrainer:
         return {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
-            "step_in_epoch": self.step_in_epoch, "best_rank1": self.best_rank1, "rng": _rng_state(),
+            "step_in_epoch": self.step_in_epoch, "best_rank1": self.best_rank1, "rng": rng_state(),
             "train_config": dataclasses.asdict(self.cfg),
         }
 
@@ -292,7 +256,7 @@ class RecognitionTrainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.iteration, self.step_in_epoch = ckpt["epoch"], ckpt["iteration"], ckpt["step_in_epoch"]
         self.best_rank1 = ckpt["best_rank1"]
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
 
     def _log(self, record: dict[str, Any]) -> None:
