@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from acfd.cli.errors import EXIT_USAGE, fail
+from acfd.engine.defaults import DEFAULT_SCORE_THRESH
 
 
 def serve(
@@ -18,7 +19,7 @@ def serve(
     weights: Path | None = typer.Option(None, "--weights", help="Weights for a model given by name."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     scale: int = typer.Option(640, "--scale", help="Default test scale (longer side, pixels)."),
-    score_thr: float = typer.Option(0.5, "--score-thr", min=0.0, max=1.0, help="Default score threshold."),
+    score_thr: float = typer.Option(DEFAULT_SCORE_THRESH, "--score-thr", min=0.0, max=1.0, help="Default score threshold."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload (MB)."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.001, help="Largest decoded image."),
     timeout: float = typer.Option(30.0, "--timeout", min=0.01, help="Seconds before a request gets 503."),

@@ -46,21 +46,13 @@ from tqdm.auto import tqdm
 from acfd.config import ModelConfig, model_config_from_dict
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
+from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCORE_THRESH, PAPER_SCALES
 from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.data.formats import ImageRecord
 
 logger = logging.getLogger(__name__)
-
-#: The paper's multi-scale test (4.1 "Inference"): exact ``height x width`` resizes.
-PAPER_SCALES: tuple[str, ...] = ("480x645", "640x860", "800x1075")
-#: Interactive default: one scale, aspect ratio kept, longer side 640 (fast on a CPU).
-DEFAULT_SCALES: tuple[str, ...] = ("640",)
-#: Score threshold for interactive use (few, confident boxes).
-DEFAULT_SCORE_THRESH = 0.5
-#: The paper's score threshold for evaluation / submissions (AP needs the low-score tail).
-EVAL_SCORE_THRESH = 0.08
 
 #: Anything :meth:`Detector.__call__` accepts as one image.
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]

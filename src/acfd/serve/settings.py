@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from acfd.engine.defaults import DEFAULT_SCORE_THRESH
+
 ENV_VAR = "ACFD_SERVE_SETTINGS"
 
 
@@ -49,7 +51,7 @@ class ServeSettings:
     scale: int = 640
     min_scale: int = 128
     max_scale: int = 1600
-    score_thr: float = 0.5
+    score_thr: float = DEFAULT_SCORE_THRESH
     min_score_thr: float = 0.05
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
