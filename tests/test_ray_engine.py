@@ -116,3 +116,74 @@ def test_cli_engine_ray_writes_the_local_submission(tiny_weights, inputs, tmp_pa
     assert bad.exit_code == 2 and "local or ray" in bad.output
     no_save = CliRunner().invoke(app, [*args, "--engine", "ray", "--save-images", str(tmp_path / "out")])
     assert no_save.exit_code == 2 and "--save-images is not supported" in no_save.output
+
+
+def test_assemble_detect_stage_on_ray_stores_the_local_faces(local_ray, tiny_weights, samples_dir, tmp_path, one_thread):
+    """``acfd assemble --engine ray``: the detect stage on Ray actors stores the same faces (boxes,
+    scores, statuses) as the local stage, and a frame that became unreadable gets its error."""
+    from acfd.assemble import stages
+    from acfd.assemble.config import AssembleConfig
+    from acfd.assemble.project import Project
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for jpg in sorted(samples_dir.glob("*.jpg"))[:3]:
+        shutil.copy(jpg, src / jpg.name)
+    victim = sorted(src.glob("*.jpg"))[-1]
+    victim_bytes = victim.read_bytes()
+    faces = {}
+    for engine in ("local", "ray"):
+        project = Project(tmp_path / engine, create=True)
+        cfg = project.settle_config(AssembleConfig(), {})
+        stages.ingest(project, [str(src)], cfg, progress=False)
+        victim.write_bytes(b"\xff\xd8\xff gone bad after ingest")
+        if engine == "local":
+            report = stages.detect(project, stages.detector_finder(Detector(**_kwargs(tiny_weights))), cfg,
+                                   batch_size=1, progress=False)
+        else:
+            report = stages.detect_on_ray(project, stages.RayDetection(_kwargs(tiny_weights)), cfg,
+                                          batch_size=1, progress=False)
+        victim.write_bytes(victim_bytes)
+        assert report.n_in == 3 and report.kept == 2 and report.dropped == {"unreadable": 1}
+        faces[engine] = project.db.query(
+            "SELECT fr.key, f.x1, f.y1, f.x2, f.y2, f.score, f.status FROM faces f"
+            " JOIN frames fr ON fr.id = f.frame_id ORDER BY fr.key, f.id")
+        errors = project.db.query("SELECT key, error FROM frames WHERE error IS NOT NULL")
+        assert [r["key"] for r in errors] == [victim.name] and errors[0]["error"]
+        assert project.db.scalar("SELECT COUNT(*) FROM frames WHERE detected = 0 AND error IS NULL") == 0
+        project.close()
+    assert len(faces["local"]) > 0
+    assert [tuple(r) for r in faces["ray"]] == [tuple(r) for r in faces["local"]]
+
+
+def test_assemble_cli_engine_ray_is_wired(tiny_weights, samples_dir, tmp_path, monkeypatch):
+    """``acfd assemble --engine ray --address A``: the detect stage gets a RayDetection with the
+    detector settings and the address (the Ray run itself is tested above); bad combinations are one line."""
+    from typer.testing import CliRunner
+
+    from acfd.assemble import stages
+    from acfd.assemble.config import AssembleConfig
+    from acfd.cli import app
+
+    seen = {}
+
+    def fake_detect_on_ray(project, ray_detection, cfg, batch_size=4, progress=True):
+        seen["ray_detection"] = ray_detection
+        return stages.detect(project, stages.detector_finder(Detector(**ray_detection.detector_kwargs)), cfg,
+                             batch_size=batch_size, progress=False)
+
+    monkeypatch.setattr(stages, "detect_on_ray", fake_detect_on_ray)
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(sorted(samples_dir.glob("*.jpg"))[0], src)
+    args = ["assemble", str(src), "--model", "acfd-tiny", "--weights", str(tiny_weights), "--scales", "256",
+            "--features", "pixels", "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "p"), "--engine", "ray", "--address", "auto"])
+    assert result.exit_code == 0, result.output
+    assert seen["ray_detection"].address == "auto"
+    assert seen["ray_detection"].detector_kwargs["model"] == "acfd-tiny"
+    assert seen["ray_detection"].detector_kwargs["score_thresh"] == AssembleConfig().score_thr
+    bad = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "q"), "--engine", "spark"])
+    assert bad.exit_code == 2 and "'local' or 'ray'" in bad.output
+    both = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "r"), "--engine", "ray", "--boxes", str(tmp_path / "b.csv")])
+    assert both.exit_code == 2 and "nothing to detect" in both.output

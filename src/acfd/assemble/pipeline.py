@@ -17,7 +17,7 @@ def run_pipeline(
     project: Project,
     sources: Sequence[str],
     cfg: AssembleConfig,
-    finder: stages.FaceFinder,
+    finder: stages.FaceFinder | stages.RayDetection,
     embedder: stages.Embedder,
     references: str | Path | None = None,
     gallery: str | Path | None = None,
@@ -30,7 +30,8 @@ def run_pipeline(
         project: the project (its stored settings must be ``cfg``; see ``Project.settle_config``).
         sources: image files, folders, globs and videos (new ones are added on a re-run).
         cfg: the settings.
-        finder: the face detector (``stages.detector_finder(Detector(...))``) or boxes from a CSV.
+        finder: the face detector (``stages.detector_finder(Detector(...))``), boxes from a CSV, or
+            ``stages.RayDetection(detector_kwargs)`` to detect on Ray Data actors.
         embedder: the face embedder (``acfd.recognition.Recognizer``).
         references: a folder with one subfolder of typical images per character.
         gallery: a recognition gallery file to use as the reference set.
@@ -42,7 +43,9 @@ def run_pipeline(
     """
     reports = [
         stages.ingest(project, sources, cfg, progress=progress),
-        stages.detect(project, finder, cfg, batch_size=batch_size, progress=progress),
+        stages.detect_on_ray(project, finder, cfg, batch_size=batch_size, progress=progress)
+        if isinstance(finder, stages.RayDetection)
+        else stages.detect(project, finder, cfg, batch_size=batch_size, progress=progress),
         stages.crop(project, cfg, progress=progress),
         stages.embed(project, embedder, progress=progress),
         stages.dedup(project, cfg, progress=progress),

@@ -270,24 +270,95 @@ def detect(
                 except ImageReadError as exc:
                     bad.append((row, exc.reason))
             found = finder(images, [row["key"] for row in good]) if good else []
-            with db.transaction() as c:
-                for row, reason in bad:
-                    c.execute("UPDATE frames SET error = ? WHERE id = ?", (reason, row["id"]))
-                for row, image, (boxes, scores) in zip(good, images, found):
-                    h, w = image.shape[:2]
-                    for box, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores).reshape(-1)):
-                        x1, y1 = max(0.0, box[0]), max(0.0, box[1])
-                        x2, y2 = min(float(w), box[2]), min(float(h), box[3])
-                        status = "new" if float(score) > cfg.score_thr else "low_score"
-                        if x2 <= x1 or y2 <= y1:
-                            status = "empty_box"
-                        c.execute(
-                            "INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (row["id"], x1, y1, max(x2, x1), max(y2, y1), float(score), status),
-                        )
-                    c.execute("UPDATE frames SET detected = 1 WHERE id = ?", (row["id"],))
+            _store_detections(
+                project, cfg, [(row["id"], reason) for row, reason in bad],
+                [(row["id"], image.shape[:2], boxes, scores) for row, image, (boxes, scores) in zip(good, images, found)],
+            )
             done_now += len(chunk)
             bar.update(len(chunk))
+    return _detect_report(project, cfg, done_now, t0, started)
+
+
+def _store_detections(
+    project: Project,
+    cfg: AssembleConfig,
+    failed: Sequence[tuple[int, str]],
+    found: Sequence[tuple[int, tuple[int, int], np.ndarray, np.ndarray]],
+) -> None:
+    """One transaction: mark ``failed`` frames (id, reason) and store the faces of ``found`` frames
+    (id, (height, width), boxes, scores), clipped to the frame; each frame is then done."""
+    with project.db.transaction() as c:
+        for frame_id, reason in failed:
+            c.execute("UPDATE frames SET error = ? WHERE id = ?", (reason, frame_id))
+        for frame_id, (h, w), boxes, scores in found:
+            for box, score in zip(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores).reshape(-1)):
+                x1, y1 = max(0.0, box[0]), max(0.0, box[1])
+                x2, y2 = min(float(w), box[2]), min(float(h), box[3])
+                status = "new" if float(score) > cfg.score_thr else "low_score"
+                if x2 <= x1 or y2 <= y1:
+                    status = "empty_box"
+                c.execute(
+                    "INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (frame_id, x1, y1, max(x2, x1), max(y2, y1), float(score), status),
+                )
+            c.execute("UPDATE frames SET detected = 1 WHERE id = ?", (frame_id,))
+
+
+@dataclass(frozen=True)
+class RayDetection:
+    """Run the detect stage on Ray Data (:func:`detect_on_ray`) instead of in this process.
+
+    Args:
+        detector_kwargs: :class:`acfd.engine.infer.Detector` arguments for every actor.
+        address: an existing Ray cluster (``auto``, ``ray://host:10001``); ``None``: a local Ray.
+        frames_per_run: frames per Ray job; each job's faces are committed before the next starts,
+            so a killed run loses at most one job's work.
+    """
+
+    detector_kwargs: dict[str, Any]
+    address: str | None = None
+    frames_per_run: int = 512
+
+
+def detect_on_ray(
+    project: Project, ray_detection: RayDetection, cfg: AssembleConfig, batch_size: int = 4, progress: bool = True
+) -> StageReport:
+    """The detect stage on Ray Data actors (``acfd.engine.ray_engine``, as ``acfd detect --engine
+    ray``): the same faces, statuses and errors as :func:`detect`, frames read by the actors."""
+    import ray
+
+    from acfd.cli.detect_cmd import InputItem
+    from acfd.engine.ray_engine import run_detection_ray
+
+    t0, started = time.perf_counter(), now_iso()
+    todo = project.db.query("SELECT id, file FROM frames WHERE detected = 0 AND error IS NULL ORDER BY id")
+    started_ray = False
+    if todo and not ray.is_initialized():
+        ray.init(address=ray_detection.address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+        started_ray = True
+    done_now = 0
+    try:
+        with _bar(len(todo), "detect (ray)", "frame", progress) as bar:
+            for start in range(0, len(todo), ray_detection.frames_per_run):
+                chunk = todo[start : start + ray_detection.frames_per_run]
+                items = [InputItem(project.resolve(row["file"]), str(row["id"]), "image") for row in chunk]
+                run = run_detection_ray(items, ray_detection.detector_kwargs, batch_size=batch_size, progress=False)
+                by_id = {int(key): dets for key, dets in run.results}
+                reasons = dict(run.failures)
+                failed = [(row["id"], reasons.get(str(item.path), "no result from Ray"))
+                          for row, item in zip(chunk, items) if row["id"] not in by_id]
+                found = [(i, d.image_size, d.boxes, d.scores) for i, d in by_id.items()]
+                _store_detections(project, cfg, failed, found)
+                done_now += len(chunk)
+                bar.update(len(chunk))
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return _detect_report(project, cfg, done_now, t0, started)
+
+
+def _detect_report(project: Project, cfg: AssembleConfig, done_now: int, t0: float, started: str) -> StageReport:
+    db = project.db
     n_frames = int(db.scalar("SELECT COUNT(*) FROM frames") or 0)
     errors = int(db.scalar("SELECT COUNT(*) FROM frames WHERE error IS NOT NULL") or 0)
     faces = _counts(project, "SELECT status, COUNT(*) FROM faces GROUP BY status")

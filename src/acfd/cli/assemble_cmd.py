@@ -70,6 +70,8 @@ def assemble(
     recognizer_weights: Path | None = typer.Option(None, "--recognizer-weights", help="Recognition weights.", show_default="the shipped model"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Frames per detector call."),
+    engine: str = typer.Option("local", "--engine", help="Detect stage: local (this process) or ray (Ray Data actors; pip install 'acfd[ray]')."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join with --engine ray (auto, ray://host:10001).", show_default="a local Ray"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
 ) -> None:
     """Turn episodes and image folders into a cartoon-face dataset to review (iCartoonFace's pipeline).
@@ -85,12 +87,21 @@ def assemble(
     from acfd.assemble.config import AssembleConfig
     from acfd.assemble.pipeline import run_pipeline
     from acfd.assemble.project import Project
-    from acfd.assemble.stages import boxes_finder, detector_finder
+    from acfd.assemble.stages import RayDetection, boxes_finder, detector_finder
 
     if output is None:
         fail("give the project folder with -o PROJECT_DIR", 2)
     if every_seconds is not None and every_frames is not None:
         fail("give --every-seconds or --every-frames, not both", 2)
+    if engine not in ("local", "ray"):
+        fail(f"--engine must be 'local' or 'ray', got {engine!r}", 2)
+    if engine == "ray" and boxes is not None:
+        fail("--engine ray runs the detector; with --boxes there is nothing to detect", 2)
+    if engine == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            fail("--engine ray needs Ray: pip install 'acfd[ray]'", 2)
     check_output_dir(output, "-o")
     explicit = {
         "every_seconds": every_seconds, "every_frames": every_frames, "score_thr": score_thr,
@@ -104,6 +115,10 @@ def assemble(
         cfg = project.settle_config(AssembleConfig().merged(explicit), explicit)
         if boxes is not None:
             finder = boxes_finder(boxes)
+        elif engine == "ray":  # each actor loads the detector itself
+            finder = RayDetection(
+                dict(model=model, weights=weights, device=device, scales=scales, score_thresh=cfg.score_thr), address
+            )
         else:
             from acfd.engine.infer import Detector
 
