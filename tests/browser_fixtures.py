@@ -67,10 +67,21 @@ def browser() -> Iterator[Any]:
     reason = _missing_browser_reason()
     if reason is not None:
         pytest.skip(reason)
+    profile = tempfile.mkdtemp(prefix="acfd-chromium-")
+    driver = start_chromium(profile)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def start_chromium(profile: str) -> Any:
+    """A headless Chromium WebDriver with the project's flags and its own profile folder (also used
+    by ``tools/screenshot_serve_demo.py``)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    profile = tempfile.mkdtemp(prefix="acfd-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
@@ -79,11 +90,7 @@ def browser() -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
     driver.set_script_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+    return driver
 
 
 @contextlib.contextmanager
@@ -142,4 +149,4 @@ def live_server() -> Iterator[Callable[..., str]]:
         yield start
 
 
-__all__ = ["CHROMIUM", "CHROMEDRIVER", "CHROMIUM_FLAGS", "browser", "live_server", "serve_asgi"]
+__all__ = ["CHROMIUM", "CHROMEDRIVER", "CHROMIUM_FLAGS", "browser", "live_server", "serve_asgi", "start_chromium"]
