@@ -277,6 +277,9 @@ def test_registered_in_the_root_app() -> None:
 
     res = CliRunner().invoke(root, ["detect", "--help"])
     assert res.exit_code == 0 and "--save-images" in res.output and "--video-every" in res.output
+    from acfd.engine.defaults import DEFAULT_SCORE_THRESH
+
+    assert f"{DEFAULT_SCORE_THRESH};" in res.output  # the help shows the detector's real default
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from acfd.cli.errors import (
     fail,
     one_line_errors,
 )
+from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCORE_THRESH
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.engine.infer import Detections, Detector
@@ -445,14 +446,14 @@ def detect(
         min=0.0,
         max=1.0,
         help="Keep boxes scoring above this.",
-        show_default="0.5; 0.08 with --eval",
+        show_default=f"{DEFAULT_SCORE_THRESH}; {EVAL_SCORE_THRESH} with --eval",
     ),
     scales: str | None = typer.Option(
         None,
         "--scales",
         help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
         "multi-scale, or 'paper' (480x645,640x860,800x1075).",
-        show_default="640; paper with --eval",
+        show_default=f"{','.join(DEFAULT_SCALES)}; paper with --eval",
     ),
     eval_mode: bool = typer.Option(
         False, "--eval", help="The paper's test protocol: --scales paper and --score-thresh 0.08 (for AP)."
