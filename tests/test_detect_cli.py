@@ -275,7 +275,7 @@ def test_collect_inputs_globs_and_keys(tmp_path: Path, monkeypatch: pytest.Monke
 def test_registered_in_the_root_app() -> None:
     from acfd.cli import app as root
 
-    res = CliRunner().invoke(root, ["detect", "--help"])
+    res = CliRunner().invoke(root, ["detect", "--help"], env={"COLUMNS": "200"})  # no wrapping in the check
     assert res.exit_code == 0 and "--save-images" in res.output and "--video-every" in res.output
     from acfd.engine.defaults import DEFAULT_SCORE_THRESH
 
