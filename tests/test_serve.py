@@ -92,7 +92,7 @@ def test_threshold_and_scale_settings():
             bad = client.post(f"/v1/detect?{query}", content=png_bytes(), headers={"content-type": "image/png"})
             assert bad.status_code == 422 and needle in json.dumps(bad.json()), (query, bad.text)
     assert [f["score"] for f in both.json()["faces"]] == [0.9, 0.3]
-    assert [f["score"] for f in default.json()["faces"]] == [0.9]  # the detector's default threshold (0.48)
+    assert [f["score"] for f in default.json()["faces"]] == [0.9]  # the detector's default threshold (0.5)
     assert ServeSettings().score_thr == DEFAULT_SCORE_THRESH
     assert default.json()["faces"][0]["box"] == [4.0, 3.0, 12.0, 12.0]  # pixels of the 40x30 upload
     assert scaled.json()["scale"] == 512 and default.json()["scale"] == 320
