@@ -2,32 +2,24 @@
 
     python tools/screenshot_serve_demo.py [IMAGE] [-o docs/images/serve_demo.png]
 
-Starts ``acfd serve`` on a free loopback port, opens the page in headless Chromium (Selenium, the
-same browser set-up as the tests: Debian's ``chromium`` + ``chromium-driver``), uploads IMAGE (a
-sample by default), waits for the faces and saves the window.
+Serves the app as ``acfd serve`` does with no options (the shipped model, default settings) on a
+free loopback port, opens the page in headless Chromium (Selenium), uploads IMAGE (a sample by
+default), waits for the faces and saves the window. Server and browser come from the tests' own
+set-up (``tests/browser_fixtures.py``: ``serve_asgi``, ``start_chromium``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from browser_fixtures import start_chromium  # noqa: E402  (one browser set-up for tests and tools)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from browser_fixtures import serve_asgi, start_chromium  # noqa: E402  (one set-up for tests and tools)
 
 
 def main() -> None:
@@ -38,19 +30,9 @@ def main() -> None:
 
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = _free_port()
-    acfd = Path(sys.executable).with_name("acfd")
-    server = subprocess.Popen([str(acfd), "serve", "--port", str(port), "--log-level", "warning"])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):  # the model loads (and its ONNX file is exported once) before it listens
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("acfd serve did not start")
+    from acfd.serve import create_app
+
+    with serve_asgi(create_app()) as base:  # returns once the model is loaded and the port listens
         driver = start_chromium(tempfile.mkdtemp(prefix="acfd-shot-"))
         try:
             driver.get(base + "/")
@@ -63,9 +45,6 @@ def main() -> None:
             print(f"{args.output}: {driver.find_element('id', 'face-count').text} faces shown")
         finally:
             driver.quit()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
