@@ -325,20 +325,14 @@ def detect_on_ray(
 ) -> StageReport:
     """The detect stage on Ray Data actors (``acfd.engine.ray_engine``, as ``acfd detect --engine
     ray``): the same faces, statuses and errors as :func:`detect`, frames read by the actors."""
-    import ray
-
     from acfd.cli.detect_cmd import InputItem
-    from acfd.engine.ray_engine import run_detection_ray
+    from acfd.engine.ray_engine import ray_session, run_detection_ray
 
     t0, started = time.perf_counter(), now_iso()
     todo = project.db.query("SELECT id, file FROM frames WHERE detected = 0 AND error IS NULL ORDER BY id")
-    started_ray = False
-    if todo and not ray.is_initialized():
-        ray.init(address=ray_detection.address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        started_ray = True
     done_now = 0
-    try:
-        with _bar(len(todo), "detect (ray)", "frame", progress) as bar:
+    if todo:  # one Ray for all the jobs (run_detection_ray would start and stop one per job)
+        with ray_session(ray_detection.address), _bar(len(todo), "detect (ray)", "frame", progress) as bar:
             for start in range(0, len(todo), ray_detection.frames_per_run):
                 chunk = todo[start : start + ray_detection.frames_per_run]
                 items = [InputItem(project.resolve(row["file"]), str(row["id"]), "image") for row in chunk]
@@ -351,9 +345,6 @@ def detect_on_ray(
                 _store_detections(project, cfg, failed, found)
                 done_now += len(chunk)
                 bar.update(len(chunk))
-    finally:
-        if started_ray:
-            ray.shutdown()
     return _detect_report(project, cfg, done_now, t0, started)
 
 

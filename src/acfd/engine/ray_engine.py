@@ -20,6 +20,7 @@ the shard folder must be on storage every node sees (``$ACFD_RAY_SHARDS``: a sha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -174,6 +175,25 @@ def _actor_resources(device: str, cpus_per_actor: int) -> dict[str, float]:
     return {"num_gpus": 1} if device.startswith("cuda") else {"num_cpus": cpus_per_actor}
 
 
+@contextlib.contextmanager
+def ray_session(address: str | None = None) -> Iterator[None]:
+    """Use the Ray already initialised in this process, or start one for the block (``address``: an
+    existing cluster such as ``auto`` or ``ray://host:10001``; ``None``: a local Ray) and shut it
+    down afterwards. Shared by ``acfd detect --engine ray`` and ``acfd assemble --engine ray``."""
+    import ray
+
+    if ray.is_initialized():
+        if address is not None:
+            logger.warning("Ray is already initialised in this process; ignoring --address %s", address)
+        yield
+        return
+    ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
 def run_detection_ray(
     items: Sequence[InputItem],
     detector_kwargs: dict[str, Any],
@@ -211,53 +231,46 @@ def run_detection_ray(
         from acfd.cli.detect_cmd import RunResult
 
         return RunResult()
-    started = False
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
-        started = True
-    elif address is not None:
-        logger.warning("Ray is already initialised in this process; ignoring --address %s", address)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    shards = shards or os.environ.get(SHARDS_ENV)
-    temp_dir = None if shards else tempfile.mkdtemp(prefix="acfd-ray-shards-")
-    target = f"{shards.rstrip('/')}/{uuid.uuid4().hex}" if shards else temp_dir  # never mix with older shards
-    try:
-        device = str(detector_kwargs.get("device", "cpu"))
-        resources = _actor_resources(device, cpus_per_actor)
-        cluster = ray.cluster_resources()
-        capacity = cluster.get("GPU", 0) if "num_gpus" in resources else cluster.get("CPU", 1) // cpus_per_actor
-        n_tasks = math.ceil(len(items) / rows_per_task)
-        pool = max(1, min(int(num_actors or capacity or 1), n_tasks))
-        ds = ray.data.from_items(
-            [{"index": i, "path": str(it.path), "key": it.key, "kind": it.kind} for i, it in enumerate(items)],
-            override_num_blocks=n_tasks,
-        )
-        ds = ds.map_batches(
-            DetectActor,
-            fn_constructor_kwargs={
-                "detector_kwargs": detector_kwargs,
-                "batch_size": batch_size,
-                "video_every": video_every,
-                "torch_threads": None if "num_gpus" in resources else cpus_per_actor,
-                "fault_marker": _fault_marker,
-            },
-            batch_size=rows_per_task,
-            compute=ray.data.ActorPoolStrategy(size=pool),
-            batch_format="numpy",
-            **resources,
-        )
-        ds.write_parquet(target)
-        import pyarrow.parquet as pq  # the driver reads the shards itself (a Ray read job costs seconds)
+    with ray_session(address):
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = progress
+        shards = shards or os.environ.get(SHARDS_ENV)
+        temp_dir = None if shards else tempfile.mkdtemp(prefix="acfd-ray-shards-")
+        target = f"{shards.rstrip('/')}/{uuid.uuid4().hex}" if shards else temp_dir  # never mix with older shards
+        try:
+            device = str(detector_kwargs.get("device", "cpu"))
+            resources = _actor_resources(device, cpus_per_actor)
+            cluster = ray.cluster_resources()
+            capacity = cluster.get("GPU", 0) if "num_gpus" in resources else cluster.get("CPU", 1) // cpus_per_actor
+            n_tasks = math.ceil(len(items) / rows_per_task)
+            pool = max(1, min(int(num_actors or capacity or 1), n_tasks))
+            ds = ray.data.from_items(
+                [{"index": i, "path": str(it.path), "key": it.key, "kind": it.kind} for i, it in enumerate(items)],
+                override_num_blocks=n_tasks,
+            )
+            ds = ds.map_batches(
+                DetectActor,
+                fn_constructor_kwargs={
+                    "detector_kwargs": detector_kwargs,
+                    "batch_size": batch_size,
+                    "video_every": video_every,
+                    "torch_threads": None if "num_gpus" in resources else cpus_per_actor,
+                    "fault_marker": _fault_marker,
+                },
+                batch_size=rows_per_task,
+                compute=ray.data.ActorPoolStrategy(size=pool),
+                batch_format="numpy",
+                **resources,
+            )
+            ds.write_parquet(target)
+            import pyarrow.parquet as pq  # the driver reads the shards itself (a Ray read job costs seconds)
 
-        rows = pq.read_table(target).to_pylist()
-        logger.info("ray: %d inputs, %d actors, %d result rows from %s", len(items), pool, len(rows), target)
-        return merge_rows(items, rows)
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-        if started:
-            ray.shutdown()
+            rows = pq.read_table(target).to_pylist()
+            logger.info("ray: %d inputs, %d actors, %d result rows from %s", len(items), pool, len(rows), target)
+            return merge_rows(items, rows)
+        finally:
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-__all__ = ["DetectActor", "SHARDS_ENV", "merge_rows", "run_detection_ray"]
+__all__ = ["DetectActor", "SHARDS_ENV", "merge_rows", "ray_session", "run_detection_ray"]
