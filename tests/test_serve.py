@@ -62,6 +62,11 @@ def client_for(detector, **settings) -> TestClient:
 
 @pytest.fixture(scope="module")
 def tiny_detector() -> Detector:
+    """Seeded: unseeded random weights sometimes give near-tied scores whose order differs by float
+    noise between the batched server path and a direct call (a flaky box-order comparison)."""
+    import torch
+
+    torch.manual_seed(0)
     return Detector("acfd-tiny", scales=("256",), score_thresh=0.05)
 
 
