@@ -244,7 +244,7 @@ def test_bad_options_are_usage_errors(app: typer.Typer, weights: Path, tmp_path:
     assert res.exit_code == 2 and "cannot load the model" in res.stderr
 
 
-def test_eval_flag_uses_the_paper_protocol(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from acfd.engine import infer
 
     seen: dict[str, object] = {}
@@ -259,7 +259,10 @@ def test_eval_flag_uses_the_paper_protocol(app: typer.Typer, weights: Path, tmp_
     Image.fromarray(rand_rgb(30, 40)).save(tmp_path / "a.png")
     res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08}
+    assert seen == {"scales": infer.parse_scales(["480", "640"]), "score": 0.08}  # EVAL_SCALES (MODEL_CARD)
+    res = invoke(app, [tmp_path / "a.png", "--eval", "--scales", "paper", "--weights", weights, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08}  # the paper's protocol on request
 
 
 def test_collect_inputs_globs_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -280,6 +283,7 @@ def test_registered_in_the_root_app() -> None:
     from acfd.engine.defaults import DEFAULT_SCORE_THRESH
 
     assert f"{DEFAULT_SCORE_THRESH};" in res.output  # the help shows the detector's real default
+    assert "480,640 with --eval" in res.output
 
 
 # --------------------------------------------------------------------------------------------

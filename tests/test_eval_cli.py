@@ -138,7 +138,7 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
             calls.update(model=model, weights=weights, device=device, scales=scales, score_thresh=score_thresh)
 
         @classmethod
-        def for_evaluation(cls, model, weights=None, *, scales=infer.PAPER_SCALES,
+        def for_evaluation(cls, model, weights=None, *, scales=infer.EVAL_SCALES,
                            score_thresh=infer.EVAL_SCORE_THRESH, **kwargs):
             return cls(model, weights, scales=scales, score_thresh=score_thresh, **kwargs)
 
@@ -167,7 +167,7 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     assert "AP50 66.67" in _lines(again.stdout)
 
 
-def test_scoring_a_model_defaults_to_the_paper_scales(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scoring_a_model_defaults_to_the_evaluation_scales(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     infer = pytest.importorskip("acfd.engine.infer")
     gt = _write(tmp_path / "gt.csv", GT_ROWS)
     images = tmp_path / "images"
@@ -181,7 +181,7 @@ def test_scoring_a_model_defaults_to_the_paper_scales(app: typer.Typer, tmp_path
     monkeypatch.setattr(infer.Detector, "for_evaluation", staticmethod(fake_for_evaluation))
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
-    assert "scales" not in seen  # for_evaluation's default: the paper's three scales
+    assert "scales" not in seen  # for_evaluation's default: EVAL_SCALES
 
 
 # --- hardening (issue 10) ---------------------------------------------------------------------

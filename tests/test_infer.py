@@ -17,6 +17,7 @@ from acfd.detection.box_coder import BoxCoder
 from acfd.engine.infer import (
     DEFAULT_SCALES,
     DEFAULT_SCORE_THRESH,
+    EVAL_SCALES,
     EVAL_SCORE_THRESH,
     PAPER_SCALES,
     Detections,
@@ -149,7 +150,8 @@ def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> Non
     assert (det.nms_thresh, det.max_det, det.topk) == (0.55, 100, 1000)
     ev = Detector.for_evaluation(tiny_model)
     assert ev.score_thresh == EVAL_SCORE_THRESH == 0.08
-    assert ev.scales == parse_scales("paper")
+    assert ev.scales == parse_scales(["480", "640"]) == parse_scales(EVAL_SCALES)  # the shipped model's best (MODEL_CARD)
+    assert Detector.for_evaluation(tiny_model, scales="paper").scales == parse_scales(PAPER_SCALES)
     assert Detector.for_evaluation(tiny_model, scales="128").scales == (Scale(long_side=128),)
 
 

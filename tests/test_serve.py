@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from acfd.engine.infer import DEFAULT_SCORE_THRESH, Detections, Detector
+from acfd.engine.infer import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, Detections, Detector
 from acfd.serve import ServeSettings, create_app
 
 SAMPLE = "personai_icartoonface_dettrain_00330.jpg"
@@ -99,6 +99,7 @@ def test_threshold_and_scale_settings():
     assert [f["score"] for f in both.json()["faces"]] == [0.9, 0.3]
     assert [f["score"] for f in default.json()["faces"]] == [0.9]  # the detector's default threshold (0.5)
     assert ServeSettings().score_thr == DEFAULT_SCORE_THRESH
+    assert (ServeSettings().scale,) == tuple(int(s) for s in DEFAULT_SCALES)  # the detector's default scale
     assert default.json()["faces"][0]["box"] == [4.0, 3.0, 12.0, 12.0]  # pixels of the 40x30 upload
     assert scaled.json()["scale"] == 512 and default.json()["scale"] == 320
 

@@ -35,7 +35,7 @@ from acfd.cli.errors import (
     fail,
     one_line_errors,
 )
-from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCORE_THRESH
+from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCALES, EVAL_SCORE_THRESH
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.engine.infer import Detections, Detector
@@ -453,10 +453,13 @@ def detect(
         "--scales",
         help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
         "multi-scale, or 'paper' (480x645,640x860,800x1075).",
-        show_default=f"{','.join(DEFAULT_SCALES)}; paper with --eval",
+        show_default=f"{','.join(DEFAULT_SCALES)}; {','.join(EVAL_SCALES)} with --eval",
     ),
     eval_mode: bool = typer.Option(
-        False, "--eval", help="The paper's test protocol: --scales paper and --score-thresh 0.08 (for AP)."
+        False,
+        "--eval",
+        help=f"Settings for AP and submissions: --score-thresh {EVAL_SCORE_THRESH} (the paper's protocol) "
+        f"and --scales {','.join(EVAL_SCALES)} (the shipped model's best; add --scales paper for the paper's three).",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
@@ -515,13 +518,13 @@ def _detect(
     engine: str = "local",
     address: str | None = None,
 ) -> None:
-    from acfd.engine.infer import EVAL_SCORE_THRESH, PAPER_SCALES, Detector, parse_scales
+    from acfd.engine.infer import Detector, parse_scales
 
     out_fmt = _guess_format(output, fmt) if output is not None else fmt
     if out_fmt is not None and output is None:
         raise typer.BadParameter("--format needs an output file (-o)", param_hint="'--format'")
     try:
-        scale_list = parse_scales(scales if scales is not None else (PAPER_SCALES if eval_mode else None))
+        scale_list = parse_scales(scales if scales is not None else (EVAL_SCALES if eval_mode else None))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scales'") from exc
     if score_thresh is None and eval_mode:

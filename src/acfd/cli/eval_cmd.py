@@ -13,6 +13,7 @@ import typer
 
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.data import formats
+from acfd.engine.defaults import EVAL_SCALES
 from acfd.data.formats import ImageRecord, Problem
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
@@ -119,7 +120,7 @@ def _run_detector(
         typer.echo(msg, err=True)
     try:
         # the paper's protocol: score > 0.08, top 1,000 per scale, NMS 0.55, top 100 (not the
-        # interactive 0.5 threshold, which would cut the precision-recall curve short)
+        # interactive 0.5 threshold, which would cut the precision-recall curve short), at EVAL_SCALES
         kwargs = {} if scales is None else {"scales": scales}
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
@@ -168,7 +169,8 @@ def eval_command(
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
     scales: str | None = typer.Option(
-        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper' (the default)."
+        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper'.",
+        show_default=",".join(EVAL_SCALES),
     ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."

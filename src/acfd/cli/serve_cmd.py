@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from acfd.cli.errors import EXIT_USAGE, fail
-from acfd.engine.defaults import DEFAULT_SCORE_THRESH
+from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_SCORE_THRESH
 
 
 def serve(
@@ -18,7 +18,7 @@ def serve(
     model: str | None = typer.Option(None, "--model", help="Model name or weights file.", show_default="the shipped model"),
     weights: Path | None = typer.Option(None, "--weights", help="Weights for a model given by name."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
-    scale: int = typer.Option(640, "--scale", help="Default test scale (longer side, pixels)."),
+    scale: int = typer.Option(DEFAULT_LONG_SIDE, "--scale", help="Default test scale (longer side, pixels)."),
     score_thr: float = typer.Option(DEFAULT_SCORE_THRESH, "--score-thr", min=0.0, max=1.0, help="Default score threshold."),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001, help="Largest upload (MB)."),
     max_megapixels: float = typer.Option(40.0, "--max-megapixels", min=0.001, help="Largest decoded image."),

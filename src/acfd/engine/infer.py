@@ -3,8 +3,9 @@
 Inference follows the paper (4.1 "Inference"): each image is resized to every test scale, each
 scale keeps its top ``topk`` (1000) boxes with a score above the threshold, the boxes are mapped back
 to the original pixels, and all scales are merged by NMS at IoU 0.55, keeping the top ``max_det``
-(100). ``Detector.for_evaluation()`` uses the paper's three scales and score threshold 0.08;
-interactive use defaults to one scale (longer side 960) and threshold 0.5.
+(100). ``Detector.for_evaluation()`` uses score threshold 0.08 and :data:`EVAL_SCALES` (the shipped
+model's best scales; ``scales="paper"`` for the paper's three); interactive use defaults to one
+scale (longer side 640) and threshold 0.5.
 
 The work is split into separately timed steps (:meth:`Detector.preprocess`,
 :meth:`Detector.forward`, :meth:`Detector.postprocess`; totals in :attr:`Detector.timings`) so a
@@ -46,7 +47,7 @@ from tqdm.auto import tqdm
 from acfd.config import ModelConfig, model_config_from_dict
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
-from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCORE_THRESH, PAPER_SCALES
+from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCALES, EVAL_SCORE_THRESH, PAPER_SCALES
 from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -692,16 +693,18 @@ class Detector:
         model: str | os.PathLike[str] | torch.nn.Module | None = None,
         weights: str | os.PathLike[str] | None = None,
         *,
-        scales: str | Iterable[str | int | Sequence[int] | Scale] | None = PAPER_SCALES,
+        scales: str | Iterable[str | int | Sequence[int] | Scale] | None = EVAL_SCALES,
         score_thresh: float = EVAL_SCORE_THRESH,
         **kwargs: Any,
     ) -> Detector:
-        """A detector with the paper's test protocol: scales 480x645, 640x860, 800x1075, score > 0.08.
+        """A detector for AP evaluation and submissions: score > 0.08 (the paper's protocol, 4.1),
+        top 1,000 per scale, NMS 0.55, top 100 per image.
 
         Args:
             model: as for :class:`Detector`.
             weights: as for :class:`Detector`.
-            scales: test scales (default :data:`PAPER_SCALES`).
+            scales: test scales (default :data:`EVAL_SCALES`, the shipped model's best on dev;
+                ``"paper"`` for the paper's 480x645, 640x860, 800x1075).
             score_thresh: default :data:`EVAL_SCORE_THRESH` (0.08).
             **kwargs: any other :class:`Detector` argument.
         """
@@ -1034,6 +1037,7 @@ class Detector:
 __all__ = [
     "DEFAULT_SCALES",
     "DEFAULT_SCORE_THRESH",
+    "EVAL_SCALES",
     "EVAL_SCORE_THRESH",
     "PAPER_SCALES",
     "Detections",

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from acfd.engine.defaults import DEFAULT_SCORE_THRESH
+from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_SCORE_THRESH
 
 ENV_VAR = "ACFD_SERVE_SETTINGS"
 
@@ -48,7 +48,7 @@ class ServeSettings:
     model: str | None = None
     weights: str | None = None
     device: str = "cpu"
-    scale: int = 640
+    scale: int = DEFAULT_LONG_SIDE
     min_scale: int = 128
     max_scale: int = 1600
     score_thr: float = DEFAULT_SCORE_THRESH
