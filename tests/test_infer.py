@@ -15,8 +15,11 @@ from acfd.config import ModelConfig
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.box_coder import BoxCoder
 from acfd.engine.infer import (
+    DEFAULT_NMS_THRESH,
     DEFAULT_SCALES,
     DEFAULT_SCORE_THRESH,
+    EVAL_FLIP,
+    EVAL_NMS_THRESH,
     EVAL_SCALES,
     EVAL_SCORE_THRESH,
     PAPER_SCALES,
@@ -152,6 +155,8 @@ def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> Non
     assert ev.score_thresh == EVAL_SCORE_THRESH == 0.08
     assert ev.scales == parse_scales(["480", "640"]) == parse_scales(EVAL_SCALES)  # the shipped model's best (MODEL_CARD)
     assert Detector.for_evaluation(tiny_model, scales="paper").scales == parse_scales(PAPER_SCALES)
+    assert (ev.flip, ev.nms_thresh) == (EVAL_FLIP, EVAL_NMS_THRESH) == (True, 0.45)  # chosen on dev (MODEL_CARD)
+    assert (det.flip, det.nms_thresh) == (False, DEFAULT_NMS_THRESH) == (False, 0.55)  # interactive: the paper's NMS
     assert Detector.for_evaluation(tiny_model, scales="128").scales == (Scale(long_side=128),)
 
 
@@ -216,6 +221,29 @@ def test_multiscale_merge() -> None:
     # max_det applies after the merge
     det1 = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08, max_det=1)
     np.testing.assert_allclose(det1(image).scores, [sigmoid(3.0)], rtol=1e-6)
+
+
+def test_flip_runs_the_mirrored_image_and_mirrors_its_boxes_back() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+    image = np.zeros((400, 900, 3), np.uint8)
+    image[:, :300] = 200  # left third bright: the mirrored view has it on the right
+    det = Detector(model=fake, scales="200x300", score_thresh=0.5, flip=True)
+    assert det.views == 2 and Detector(model=fake, scales=["128", "256"], flip=True).views == 4
+    out = det(image)
+    first, mirrored = (x[0, :, :200, :300] for x in fake.inputs)
+    torch.testing.assert_close(mirrored, torch.flip(first, dims=[-1]))
+    # the same anchor on both views: once at its place, once mirrored back (x -> 900 - x)
+    np.testing.assert_allclose(sorted(out.boxes.tolist()), [[30, 40, 150, 120], [750, 40, 870, 120]], atol=1e-3)
+
+
+def test_flip_merges_a_face_found_in_both_views() -> None:
+    # a box centred in the image lands on itself when mirrored: one face, not two
+    fake = FakeModel([[100, 20, 200, 60]], [5.0])
+    out = Detector(model=fake, scales="300x300", score_thresh=0.5, flip=True)(np.zeros((300, 300, 3), np.uint8))
+    assert len(out) == 1
+    np.testing.assert_allclose(out.boxes, [[100, 20, 200, 60]], atol=1e-3)
+    no_flip = Detector(model=fake, scales="300x300", score_thresh=0.5)
+    assert no_flip.views == 1 and len(no_flip(np.zeros((300, 300, 3), np.uint8))) == 1
 
 
 def test_multiscale_has_no_per_scale_nms() -> None:

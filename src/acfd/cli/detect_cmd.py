@@ -35,7 +35,7 @@ from acfd.cli.errors import (
     fail,
     one_line_errors,
 )
-from acfd.engine.defaults import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, EVAL_SCALES, EVAL_SCORE_THRESH
+from acfd.engine import defaults
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.engine.infer import Detections, Detector
@@ -446,20 +446,35 @@ def detect(
         min=0.0,
         max=1.0,
         help="Keep boxes scoring above this.",
-        show_default=f"{DEFAULT_SCORE_THRESH}; {EVAL_SCORE_THRESH} with --eval",
+        show_default=f"{defaults.DEFAULT_SCORE_THRESH}; {defaults.EVAL_SCORE_THRESH} with --eval",
     ),
     scales: str | None = typer.Option(
         None,
         "--scales",
         help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
         "multi-scale, or 'paper' (480x645,640x860,800x1075).",
-        show_default=f"{','.join(DEFAULT_SCALES)}; {','.join(EVAL_SCALES)} with --eval",
+        show_default=f"{','.join(defaults.DEFAULT_SCALES)}; {','.join(defaults.EVAL_SCALES)} with --eval",
     ),
     eval_mode: bool = typer.Option(
         False,
         "--eval",
-        help=f"Settings for AP and submissions: --score-thresh {EVAL_SCORE_THRESH} (the paper's protocol) "
-        f"and --scales {','.join(EVAL_SCALES)} (the shipped model's best; add --scales paper for the paper's three).",
+        help=f"Settings for AP and submissions: --score-thresh {defaults.EVAL_SCORE_THRESH} (the paper's protocol), "
+        f"--scales {','.join(defaults.EVAL_SCALES)}{' --flip' if defaults.EVAL_FLIP else ''} --nms-thresh {defaults.EVAL_NMS_THRESH} "
+        "(the shipped model's best on dev; --scales paper --no-flip --nms-thresh 0.55 is the paper's protocol).",
+    ),
+    flip: bool | None = typer.Option(
+        None,
+        "--flip/--no-flip",
+        help="Test-time flip: also run each scale on the mirrored image and merge (twice the time).",
+        show_default=f"off; {'on' if defaults.EVAL_FLIP else 'off'} with --eval",
+    ),
+    nms_thresh: float | None = typer.Option(
+        None,
+        "--nms-thresh",
+        min=0.01,
+        max=1.0,
+        help="NMS IoU threshold (across scales and views).",
+        show_default=f"{defaults.DEFAULT_NMS_THRESH}; {defaults.EVAL_NMS_THRESH} with --eval",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
@@ -492,7 +507,8 @@ def detect(
     """
     try:
         _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
-                batch_size, model, weights, video_every, coco_gt, progress, engine, address)
+                batch_size, model, weights, video_every, coco_gt, progress, engine, address,
+                flip=flip, nms_thresh=nms_thresh)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -517,6 +533,8 @@ def _detect(
     progress: bool,
     engine: str = "local",
     address: str | None = None,
+    flip: bool | None = None,
+    nms_thresh: float | None = None,
 ) -> None:
     from acfd.engine.infer import Detector, parse_scales
 
@@ -524,11 +542,15 @@ def _detect(
     if out_fmt is not None and output is None:
         raise typer.BadParameter("--format needs an output file (-o)", param_hint="'--format'")
     try:
-        scale_list = parse_scales(scales if scales is not None else (EVAL_SCALES if eval_mode else None))
+        scale_list = parse_scales(scales if scales is not None else (defaults.EVAL_SCALES if eval_mode else None))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scales'") from exc
     if score_thresh is None and eval_mode:
-        score_thresh = EVAL_SCORE_THRESH
+        score_thresh = defaults.EVAL_SCORE_THRESH
+    if flip is None:
+        flip = defaults.EVAL_FLIP if eval_mode else False
+    if nms_thresh is None:
+        nms_thresh = defaults.EVAL_NMS_THRESH if eval_mode else defaults.DEFAULT_NMS_THRESH
     check_device(device)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"unknown engine {engine!r}: local or ray", param_hint="'--engine'")
@@ -564,7 +586,8 @@ def _detect(
         from acfd.engine.ray_engine import run_detection_ray
 
         detector_kwargs = dict(model=model, weights=weights, device=device, scales=scale_list,
-                               score_thresh=score_thresh, half=half, batch_size=batch_size)
+                               score_thresh=score_thresh, half=half, batch_size=batch_size,
+                               flip=flip, nms_thresh=nms_thresh)
         with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
             run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
                                     address=address, progress=progress)
@@ -581,6 +604,8 @@ def _detect(
                 score_thresh=score_thresh,
                 half=half,
                 batch_size=batch_size,
+                flip=flip,
+                nms_thresh=nms_thresh,
             )
         logger.debug("%r", detector)
 

@@ -13,7 +13,7 @@ import typer
 
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.data import formats
-from acfd.engine.defaults import EVAL_SCALES
+from acfd.engine.defaults import EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
 from acfd.data.formats import ImageRecord, Problem
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
@@ -100,6 +100,8 @@ def _run_detector(
     device: str,
     scales: list[str] | None,
     batch_size: int,
+    flip: bool | None = None,
+    nms_thresh: float | None = None,
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
     try:
@@ -121,7 +123,8 @@ def _run_detector(
     try:
         # the paper's protocol: score > 0.08, top 1,000 per scale, NMS 0.55, top 100 (not the
         # interactive 0.5 threshold, which would cut the precision-recall curve short), at EVAL_SCALES
-        kwargs = {} if scales is None else {"scales": scales}
+        given = {"scales": scales, "flip": flip, "nms_thresh": nms_thresh}
+        kwargs = {k: v for k, v in given.items() if v is not None}
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
@@ -172,6 +175,13 @@ def eval_command(
         None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper'.",
         show_default=",".join(EVAL_SCALES),
     ),
+    flip: bool | None = typer.Option(
+        None, "--flip/--no-flip", help="Test-time flip when running a model.", show_default="on" if EVAL_FLIP else "off"
+    ),
+    nms_thresh: float | None = typer.Option(
+        None, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold when running a model.",
+        show_default=str(EVAL_NMS_THRESH),
+    ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
@@ -187,7 +197,7 @@ def eval_command(
     """
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
-        save_csv,
+        save_csv, flip=flip, nms_thresh=nms_thresh,
     )
 
 
@@ -206,6 +216,8 @@ def _eval(
     scales: str | None,
     batch_size: int,
     save_csv: Path | None,
+    flip: bool | None = None,
+    nms_thresh: float | None = None,
 ) -> None:
     check_device(device)
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
@@ -246,7 +258,8 @@ def _eval(
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
-            model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size
+            model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size,
+            flip=flip, nms_thresh=nms_thresh,
         )
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")

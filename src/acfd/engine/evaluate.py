@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,10 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     progress: bool = False,
+    **detector_kwargs: Any,
 ) -> ModelEvaluation:
-    """Run the detector with the paper's evaluation settings (score > 0.08, top 1000, NMS 0.55, top 100).
+    """Run ``Detector.for_evaluation`` (score > 0.08, top 1000 per view, top 100; its flip and NMS
+    settings unless ``detector_kwargs`` say otherwise) and score it with the official protocol.
 
     Args:
         model: an ``ACFD`` module (evaluated as is), a variant name or a weights file.
@@ -51,11 +54,12 @@ def evaluate_model(
         device: torch device.
         batch_size: images per network call.
         progress: show a progress bar.
+        **detector_kwargs: other :meth:`Detector.for_evaluation` settings (``flip``, ``nms_thresh``).
     """
     from acfd.engine.infer import Detector
 
     names = list(names) if names is not None else sorted(gt)
-    detector = Detector.for_evaluation(model, scales=scales, device=device, batch_size=batch_size)
+    detector = Detector.for_evaluation(model, scales=scales, device=device, batch_size=batch_size, **detector_kwargs)
     root = Path(images_dir)
     preds: dict[str, ImageRecord] = {}
     failed: dict[str, str] = {}
