@@ -1,13 +1,17 @@
-"""Dev-split figures of a detector for docs/MODEL_CARD.md: AP50 per test-scale setting (official
+"""Dev-split figures of a detector for docs/MODEL_CARD.md: AP50 per test setting (official
 protocol: score > 0.08, top 100 after NMS), and at each setting the score threshold that maximises F1
 (the candidate interactive threshold) with its precision and recall, and seconds per image.
 
-    python tools/measure_model.py WEIGHTS [--scales 480 640 800 960 640x860 paper] [--json OUT]
+    python tools/measure_model.py WEIGHTS [--scales 480 640 480,640+flip paper] [--nms-thresh 0.55 0.45] [--json OUT]
+
+A setting is a scale list as ``acfd detect --scales`` takes it ("640", "640x860", "480,640" merged,
+"paper"); ``+flip`` adds the test-time flip. Every setting is measured at every ``--nms-thresh``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import time
@@ -16,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from acfd.data.formats import read_icartoon_csv, read_split
+from acfd.engine.defaults import DEFAULT_NMS_THRESH
 from acfd.engine.evaluate import evaluate_model
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
@@ -25,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights")
     parser.add_argument("--scales", nargs="+", default=["480", "640", "800", "960", "640x860", "paper"])
+    parser.add_argument("--nms-thresh", nargs="+", type=float, default=[DEFAULT_NMS_THRESH])
     parser.add_argument("--split", default=str(DATA / "splits" / "dev.txt"))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -32,17 +38,17 @@ def main() -> None:
     gt, _ = read_icartoon_csv(DATA / "annotations" / "train.csv")
     names = read_split(args.split)
     rows = []
-    print(f"{'scales':>10} {'AP50':>6} {'best-F1 thr':>11} {'F1':>5} {'P':>5} {'R':>5} {'s/img':>6}")
-    for spec in args.scales:
-        scales = spec  # one setting: "640", "640x860", "480,640" (multi-scale) or "paper"
+    print(f"{'setting':>16} {'NMS':>5} {'AP50':>6} {'best-F1 thr':>11} {'F1':>5} {'P':>5} {'R':>5} {'s/img':>6}")
+    for spec, nms in itertools.product(args.scales, args.nms_thresh):
+        scales, flip = spec.removesuffix("+flip"), spec.endswith("+flip")
         t0 = time.perf_counter()
-        ev = evaluate_model(args.weights, DATA / "images", gt, names, scales=scales, batch_size=4)
+        ev = evaluate_model(args.weights, DATA / "images", gt, names, scales=scales, batch_size=4, flip=flip, nms_thresh=nms)
         seconds = (time.perf_counter() - t0) / len(names)
         r = ev.result
         f1 = 2 * r.precision * r.recall / np.maximum(r.precision + r.recall, 1e-9)
         best = int(np.argmax(f1)) if len(f1) else 0
         row = {
-            "scales": spec, "ap50": round(100 * ev.ap50, 2), "num_gt": r.num_gt, "num_det": r.num_det,
+            "scales": scales, "flip": flip, "nms_thresh": nms, "ap50": round(100 * ev.ap50, 2), "num_gt": r.num_gt, "num_det": r.num_det,
             "best_f1": round(float(f1[best]) if len(f1) else 0.0, 4),
             "best_f1_threshold": round(float(r.scores[best]) if len(f1) else 1.0, 3),
             "precision_at_best": round(float(r.precision[best]) if len(f1) else 0.0, 4),
@@ -54,7 +60,7 @@ def main() -> None:
             k = int(idx[-1]) if len(idx) else None
             row[f"p_r_at_{thr}"] = [round(float(r.precision[k]), 4), round(float(r.recall[k]), 4)] if k is not None else [None, 0.0]
         rows.append(row)
-        print(f"{spec:>10} {row['ap50']:6.2f} {row['best_f1_threshold']:11.3f} {row['best_f1']:5.3f} "
+        print(f"{spec:>16} {nms:5.2f} {row['ap50']:6.2f} {row['best_f1_threshold']:11.3f} {row['best_f1']:5.3f} "
               f"{row['precision_at_best']:5.3f} {row['recall_at_best']:5.3f} {seconds:6.3f}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"weights": args.weights, "split": args.split, "rows": rows}, indent=2))
