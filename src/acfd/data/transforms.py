@@ -678,7 +678,9 @@ class FastTrainTransform:
         boxes = np.clip(boxes[inside], 0, out)
         if rng.random() < self.flip_p:
             canvas = np.ascontiguousarray(canvas[:, ::-1])
-            boxes = np.stack([out - boxes[:, 2], boxes[:, 1], out - boxes[:, 0], boxes[:, 3]], axis=1)
+            boxes = F.horizontal_flip_bounding_boxes(
+                torch.from_numpy(boxes), format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=(out, out)
+            ).numpy()
         if rng.random() < self.photometric_p:
             canvas = self._jitter(canvas)
         keep = ((boxes[:, 2] - boxes[:, 0]) >= self.min_size) & ((boxes[:, 3] - boxes[:, 1]) >= self.min_size)

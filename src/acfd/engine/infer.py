@@ -43,6 +43,8 @@ import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from acfd.config import ModelConfig, model_config_from_dict
@@ -82,10 +84,9 @@ _SCALE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt")
 
 
-def _mirror_boxes(result: dict[str, torch.Tensor], width: int) -> dict[str, torch.Tensor]:
-    """Boxes found on a horizontally mirrored image, in the original image's pixels."""
-    boxes = result["boxes"].clone()
-    boxes[:, 0], boxes[:, 2] = width - result["boxes"][:, 2], width - result["boxes"][:, 0]
+def _mirror_boxes(result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Boxes found on a horizontally mirrored ``(height, width)`` image, in the original's pixels."""
+    boxes = F.horizontal_flip_bounding_boxes(result["boxes"], format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=image_size)
     return {**result, "boxes": boxes}
 
 
@@ -917,7 +918,7 @@ class Detector:
                     results = self.postprocess(self.forward(batch.tensor), batch)
                     self.timings.batches += 1
                     for i, res in zip(chunk, results):
-                        per_image[i].append(_mirror_boxes(res, images[i].shape[1]) if mirrored else res)
+                        per_image[i].append(_mirror_boxes(res, images[i].shape[:2]) if mirrored else res)
         out = []
         for im, src, results in zip(images, sources, per_image):
             merged = self._merge(results)
