@@ -13,8 +13,8 @@ import typer
 
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.data import formats
-from acfd.engine.defaults import EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
 from acfd.data.formats import ImageRecord, Problem
+from acfd.engine.defaults import EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
 from acfd.utils import atomic_write_text
@@ -121,8 +121,9 @@ def _run_detector(
     for msg in problems:
         typer.echo(msg, err=True)
     try:
-        # the paper's protocol: score > 0.08, top 1,000 per scale, NMS 0.55, top 100 (not the
-        # interactive 0.5 threshold, which would cut the precision-recall curve short), at EVAL_SCALES
+        # for_evaluation: score > 0.08 (the paper's; not the interactive 0.5 threshold, which would
+        # cut the precision-recall curve short), top 100, and EVAL_SCALES / EVAL_FLIP /
+        # EVAL_NMS_THRESH unless the options above say otherwise
         given = {"scales": scales, "flip": flip, "nms_thresh": nms_thresh}
         kwargs = {k: v for k, v in given.items() if v is not None}
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
