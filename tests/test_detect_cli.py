@@ -253,21 +253,27 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
     def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         original(self, *args, **kwargs)
         seen["scales"], seen["score"], seen["flip"], seen["nms"] = self.scales, self.score_thresh, self.flip, self.nms_thresh
+        seen["agree"] = self.agreement_iou
         self.scales = infer.parse_scales("128")  # keep the test fast
 
     monkeypatch.setattr(infer.Detector, "__init__", spy)
     Image.fromarray(rand_rgb(30, 40)).save(tmp_path / "a.png")
     res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
-    # EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH (chosen on dev, MODEL_CARD)
-    assert seen == {"scales": infer.parse_scales(["480", "640"]), "score": 0.08, "flip": True, "nms": 0.45}
+    # EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU (chosen on dev, MODEL_CARD)
+    assert seen == {"scales": infer.parse_scales(["480", "640"]), "score": 0.08, "flip": True, "nms": 0.45, "agree": 0.75}
     res = invoke(app, [tmp_path / "a.png", "--eval", "--scales", "paper", "--no-flip", "--nms-thresh", "0.55",
-                       "--weights", weights, "--no-progress"])
+                       "--agreement-iou", "0", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08, "flip": False, "nms": 0.55}  # the paper's protocol
-    res = invoke(app, [tmp_path / "a.png", "--flip", "--weights", weights, "--no-progress"])
+    # the paper's protocol
+    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08, "flip": False, "nms": 0.55, "agree": None}
+    res = invoke(app, [tmp_path / "a.png", "--flip", "--agreement-iou", "0.6", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert seen == {"scales": infer.parse_scales("640"), "score": 0.5, "flip": True, "nms": 0.55}  # interactive + flip
+    # interactive + flip + rescoring
+    assert seen == {"scales": infer.parse_scales("640"), "score": 0.5, "flip": True, "nms": 0.55, "agree": 0.6}
+    res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen["agree"] is None  # interactive: plain NMS
 
 
 def test_collect_inputs_globs_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

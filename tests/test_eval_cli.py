@@ -181,12 +181,13 @@ def test_scoring_a_model_defaults_to_the_evaluation_scales(app: typer.Typer, tmp
     monkeypatch.setattr(infer.Detector, "for_evaluation", staticmethod(fake_for_evaluation))
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
-    assert seen == {"device": "cpu"}  # for_evaluation's defaults: EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH
+    assert seen == {"device": "cpu"}  # for_evaluation's defaults: EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU
     seen.clear()
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco",
-                                      "--no-flip", "--nms-thresh", "0.55", "--scales", "paper"])
+                                      "--no-flip", "--nms-thresh", "0.55", "--scales", "paper", "--agreement-iou", "0"])
     assert result.exit_code == 1 and "stop here" in result.output
     assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ["480x645", "640x860", "800x1075"])
+    assert seen["agreement_iou"] is None  # 0 turns the rescoring off
 
 
 # --- hardening (issue 10) ---------------------------------------------------------------------

@@ -14,10 +14,12 @@ from PIL import Image
 from acfd.config import ModelConfig
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.box_coder import BoxCoder
+from acfd.detection.postprocess import view_agreement_scores
 from acfd.engine.infer import (
     DEFAULT_NMS_THRESH,
     DEFAULT_SCALES,
     DEFAULT_SCORE_THRESH,
+    EVAL_AGREEMENT_IOU,
     EVAL_FLIP,
     EVAL_NMS_THRESH,
     EVAL_SCALES,
@@ -157,6 +159,10 @@ def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> Non
     assert Detector.for_evaluation(tiny_model, scales="paper").scales == parse_scales(PAPER_SCALES)
     assert (ev.flip, ev.nms_thresh) == (EVAL_FLIP, EVAL_NMS_THRESH) == (True, 0.45)  # chosen on dev (MODEL_CARD)
     assert (det.flip, det.nms_thresh) == (False, DEFAULT_NMS_THRESH) == (False, 0.55)  # interactive: the paper's NMS
+    assert (ev.agreement_iou, det.agreement_iou) == (EVAL_AGREEMENT_IOU, None) == (0.75, None)  # chosen on dev (MODEL_CARD)
+    assert Detector.for_evaluation(tiny_model, agreement_iou=None).agreement_iou is None
+    with pytest.raises(ValueError, match="agreement_iou"):
+        Detector(model=tiny_model, agreement_iou=1.5)
     assert Detector.for_evaluation(tiny_model, scales="128").scales == (Scale(long_side=128),)
 
 
@@ -221,6 +227,43 @@ def test_multiscale_merge() -> None:
     # max_det applies after the merge
     det1 = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08, max_det=1)
     np.testing.assert_allclose(det1(image).scores, [sigmoid(3.0)], rtol=1e-6)
+
+
+def test_view_agreement_rescores_the_merged_boxes() -> None:
+    # anchor 0 is found by both scales (0.95, 0.73), anchor 1 only by the large one (0.99):
+    # with plain NMS anchor 1 ranks first; rescored by agreement, the face both views saw does.
+    fake = FakeModel(
+        [[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.7, 0.7]],
+        {384: [3.0, -10.0], 768: [1.0, 5.0]},
+        relative=True,
+    )
+    image = np.zeros((512, 768, 3), np.uint8)
+    plain = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08)(image)
+    np.testing.assert_allclose(plain.scores, [sigmoid(5.0), sigmoid(3.0)], rtol=1e-6)
+    agreed = Detector(model=fake, scales=["256x384", "512x768"], score_thresh=0.08, agreement_iou=0.7)(image)
+    both = 0.5 * sigmoid(3.0) + 0.5 * (sigmoid(3.0) + sigmoid(1.0)) / 2
+    one = 0.5 * sigmoid(5.0) + 0.5 * sigmoid(5.0) / 2
+    np.testing.assert_allclose(agreed.scores, [both, one], rtol=1e-5)
+    np.testing.assert_allclose(agreed.boxes, plain.boxes[::-1], atol=1e-3)  # same boxes, new order
+    # one view: nothing to agree on, the scores are the network's
+    single = Detector(model=fake, scales="512x768", score_thresh=0.08, agreement_iou=0.7)(image)
+    np.testing.assert_allclose(single.scores, [sigmoid(5.0), sigmoid(1.0)], rtol=1e-6)
+
+
+def test_view_agreement_scores_counts_only_overlapping_boxes() -> None:
+    merged = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    views = [
+        {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "scores": torch.tensor([0.8])},
+        {"boxes": torch.tensor([[0.0, 0.0, 10.0, 12.0], [0.0, 0.0, 10.0, 10.5]]), "scores": torch.tensor([0.9, 0.6])},
+        {"boxes": torch.tensor([[5.0, 0.0, 15.0, 10.0]]), "scores": torch.tensor([0.99])},  # IoU 1/3: not counted
+        {"boxes": torch.zeros((0, 4)), "scores": torch.zeros(0)},  # a view that found nothing
+    ]
+    out = view_agreement_scores(merged, torch.tensor([0.8]), views, iou_thresh=0.9, weight=0.5)
+    # view 2's best box at IoU >= 0.9 is the 0.6 one (IoU(10x12) = 0.83 is below the threshold)
+    torch.testing.assert_close(out, torch.tensor([0.5 * 0.8 + 0.5 * (0.8 + 0.6) / 4]))
+    torch.testing.assert_close(view_agreement_scores(merged, torch.tensor([0.8]), views, 0.9, weight=0.0), torch.tensor([0.8]))
+    with pytest.raises(ValueError, match="IoU"):
+        view_agreement_scores(merged, torch.tensor([0.8]), views, iou_thresh=0.0)
 
 
 def test_flip_runs_the_mirrored_image_and_mirrors_its_boxes_back() -> None:

@@ -460,7 +460,8 @@ def detect(
         "--eval",
         help=f"Settings for AP and submissions: --score-thresh {defaults.EVAL_SCORE_THRESH} (the paper's protocol), "
         f"--scales {','.join(defaults.EVAL_SCALES)}{' --flip' if defaults.EVAL_FLIP else ''} --nms-thresh {defaults.EVAL_NMS_THRESH} "
-        "(the shipped model's best on dev; --scales paper --no-flip --nms-thresh 0.55 is the paper's protocol).",
+        f"--agreement-iou {defaults.EVAL_AGREEMENT_IOU or 0} (the shipped model's best on dev; "
+        "--scales paper --no-flip --nms-thresh 0.55 --agreement-iou 0 is the paper's protocol).",
     ),
     flip: bool | None = typer.Option(
         None,
@@ -475,6 +476,15 @@ def detect(
         max=1.0,
         help="NMS IoU threshold (across scales and views).",
         show_default=f"{defaults.DEFAULT_NMS_THRESH}; {defaults.EVAL_NMS_THRESH} with --eval",
+    ),
+    agreement_iou: float | None = typer.Option(
+        None,
+        "--agreement-iou",
+        min=0.0,
+        max=1.0,
+        help="With several scales or --flip: rescore each face by how many views found it at this IoU "
+        "(0 turns it off).",
+        show_default=f"off; {defaults.EVAL_AGREEMENT_IOU or 'off'} with --eval",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
@@ -508,7 +518,7 @@ def detect(
     try:
         _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
                 batch_size, model, weights, video_every, coco_gt, progress, engine, address,
-                flip=flip, nms_thresh=nms_thresh)
+                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -535,6 +545,7 @@ def _detect(
     address: str | None = None,
     flip: bool | None = None,
     nms_thresh: float | None = None,
+    agreement_iou: float | None = None,
 ) -> None:
     from acfd.engine.infer import Detector, parse_scales
 
@@ -551,6 +562,9 @@ def _detect(
         flip = defaults.EVAL_FLIP if eval_mode else False
     if nms_thresh is None:
         nms_thresh = defaults.EVAL_NMS_THRESH if eval_mode else defaults.DEFAULT_NMS_THRESH
+    if agreement_iou is None:
+        agreement_iou = defaults.EVAL_AGREEMENT_IOU if eval_mode else None
+    agreement_iou = agreement_iou or None  # 0 turns it off
     check_device(device)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"unknown engine {engine!r}: local or ray", param_hint="'--engine'")
@@ -587,7 +601,7 @@ def _detect(
 
         detector_kwargs = dict(model=model, weights=weights, device=device, scales=scale_list,
                                score_thresh=score_thresh, half=half, batch_size=batch_size,
-                               flip=flip, nms_thresh=nms_thresh)
+                               flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou)
         with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
             run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
                                     address=address, progress=progress)
@@ -606,6 +620,7 @@ def _detect(
                 batch_size=batch_size,
                 flip=flip,
                 nms_thresh=nms_thresh,
+                agreement_iou=agreement_iou,
             )
         logger.debug("%r", detector)
 

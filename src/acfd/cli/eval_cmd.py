@@ -14,7 +14,7 @@ import typer
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.data import formats
 from acfd.data.formats import ImageRecord, Problem
-from acfd.engine.defaults import EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
+from acfd.engine.defaults import EVAL_AGREEMENT_IOU, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
 from acfd.utils import atomic_write_text
@@ -102,6 +102,7 @@ def _run_detector(
     batch_size: int,
     flip: bool | None = None,
     nms_thresh: float | None = None,
+    agreement_iou: float | None = None,
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
     try:
@@ -123,9 +124,12 @@ def _run_detector(
     try:
         # for_evaluation: score > 0.08 (the paper's; not the interactive 0.5 threshold, which would
         # cut the precision-recall curve short), top 100, and EVAL_SCALES / EVAL_FLIP /
-        # EVAL_NMS_THRESH unless the options above say otherwise
-        given = {"scales": scales, "flip": flip, "nms_thresh": nms_thresh}
+        # EVAL_NMS_THRESH / EVAL_AGREEMENT_IOU unless the options above say otherwise (0 turns the
+        # agreement rescoring off)
+        given = {"scales": scales, "flip": flip, "nms_thresh": nms_thresh, "agreement_iou": agreement_iou}
         kwargs = {k: v for k, v in given.items() if v is not None}
+        if "agreement_iou" in kwargs:
+            kwargs["agreement_iou"] = kwargs["agreement_iou"] or None
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
@@ -183,6 +187,11 @@ def eval_command(
         None, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold when running a model.",
         show_default=str(EVAL_NMS_THRESH),
     ),
+    agreement_iou: float | None = typer.Option(
+        None, "--agreement-iou", min=0.0, max=1.0,
+        help="When running a model: rescore each face by how many views found it at this IoU (0: off).",
+        show_default=str(EVAL_AGREEMENT_IOU or 0),
+    ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
@@ -198,7 +207,7 @@ def eval_command(
     """
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
-        save_csv, flip=flip, nms_thresh=nms_thresh,
+        save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
     )
 
 
@@ -219,6 +228,7 @@ def _eval(
     save_csv: Path | None,
     flip: bool | None = None,
     nms_thresh: float | None = None,
+    agreement_iou: float | None = None,
 ) -> None:
     check_device(device)
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
@@ -260,7 +270,7 @@ def _eval(
             raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
             model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size,
-            flip=flip, nms_thresh=nms_thresh,
+            flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
         )
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchvision.ops import batched_nms, clip_boxes_to_image, nms
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
 
 from acfd.detection.box_coder import BoxCoder
 
@@ -65,14 +65,58 @@ def postprocess_detections(
     return results
 
 
+def view_agreement_scores(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    per_view: Sequence[dict[str, torch.Tensor]],
+    iou_thresh: float,
+    weight: float = 0.5,
+) -> torch.Tensor:
+    """Rescore merged boxes by how consistently the test views found them.
+
+    ``new = (1 - weight) * score + weight * mean over views of (that view's best score among its
+    boxes at IoU >= iou_thresh with the merged box; 0 when it has none)``. This is the confidence
+    rule of weighted boxes fusion (Solovyev et al., "Weighted boxes fusion", 2021: a box found by
+    few of the views scores lower), kept apart from WBF's coordinate averaging, which lowered the
+    shipped model's dev AP50 (docs/MODEL_CARD.md). No library offers the rule alone, hence by hand.
+
+    Args:
+        boxes: ``(K, 4)`` merged boxes (e.g. NMS survivors of all views).
+        scores: ``(K,)`` their scores.
+        per_view: each view's ``{"boxes", "scores"}`` (the merge's input).
+        iou_thresh: a view's box counts for a merged box at IoU >= this.
+        weight: share of the agreement term in the new score.
+
+    Returns:
+        ``(K,)`` new scores in [0, 1].
+    """
+    if not 0.0 < iou_thresh <= 1.0:
+        raise ValueError(f"agreement IoU threshold must be in (0, 1], got {iou_thresh}")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"agreement weight must be in [0, 1], got {weight}")
+    if boxes.numel() == 0 or not per_view:
+        return scores
+    agreement = torch.zeros_like(scores)
+    for view in per_view:
+        view_boxes, view_scores = view["boxes"].reshape(-1, 4).float(), view["scores"].reshape(-1).float()
+        if view_scores.numel() == 0:
+            continue
+        overlapping = box_iou(boxes, view_boxes) >= iou_thresh
+        agreement += torch.where(overlapping, view_scores[None], torch.zeros(())).amax(1)
+    return (1.0 - weight) * scores + weight * agreement / len(per_view)
+
+
 def merge_multiscale(
     per_scale: Sequence[dict[str, torch.Tensor]],
     nms_thresh: float = 0.55,
     max_det: int = 100,
+    agreement_iou: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Merge one image's detections from several test scales (already in original pixels).
+    """Merge one image's detections from several test scales / views (already in original pixels).
 
-    All boxes are pooled, suppressed by NMS at ``nms_thresh`` and the top ``max_det`` kept.
+    All boxes are pooled, suppressed by NMS at ``nms_thresh``; with ``agreement_iou`` the survivors
+    are rescored by :func:`view_agreement_scores` (not part of the paper); the top ``max_det`` are
+    kept, scores descending.
     """
     if not per_scale:
         raise ValueError("merge_multiscale needs at least one scale's detections")
@@ -80,5 +124,9 @@ def merge_multiscale(
     scores = torch.cat([d["scores"].reshape(-1).float() for d in per_scale])
     # one class: batched_nms with a single group equals nms; kept for the multi-class future.
     keep = batched_nms(boxes, scores, torch.zeros_like(scores, dtype=torch.long), nms_thresh)
-    keep = keep[:max_det]
-    return {"boxes": boxes[keep], "scores": scores[keep]}
+    boxes, scores = boxes[keep], scores[keep]
+    if agreement_iou is not None:
+        scores = view_agreement_scores(boxes, scores, per_scale, agreement_iou)
+        order = scores.argsort(descending=True, stable=True)
+        boxes, scores = boxes[order], scores[order]
+    return {"boxes": boxes[:max_det], "scores": scores[:max_det]}

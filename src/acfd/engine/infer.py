@@ -55,6 +55,7 @@ from acfd.engine.defaults import (
     DEFAULT_NMS_THRESH,
     DEFAULT_SCALES,
     DEFAULT_SCORE_THRESH,
+    EVAL_AGREEMENT_IOU,
     EVAL_FLIP,
     EVAL_NMS_THRESH,
     EVAL_SCALES,
@@ -597,11 +598,14 @@ class Detector:
         batch_size: largest batch sent to the network by :meth:`__call__`.
         flip: test-time augmentation: run every scale on the mirrored image too and merge its
             boxes (mirrored back) with the others by the same NMS; twice the network time.
+        agreement_iou: with several scales or views, rescore each merged box by how many views
+            found it at IoU >= this (:func:`acfd.detection.postprocess.view_agreement_scores`);
+            ``None`` keeps the NMS scores (the paper).
 
     Raises:
         FileNotFoundError: ``Detector()`` when no default weights are shipped, or a missing file.
         ValueError: a setting out of range (``score_thresh`` outside [0, 1], ``nms_thresh``
-            outside (0, 1], ``max_det``/``topk``/``batch_size`` < 1), an unknown or unavailable
+            or ``agreement_iou`` outside (0, 1], ``max_det``/``topk``/``batch_size`` < 1), an unknown or unavailable
             device, weights of another variant.
     """
 
@@ -619,10 +623,13 @@ class Detector:
         backend: Backend | str | None = "auto",
         batch_size: int = 16,
         flip: bool = False,
+        agreement_iou: float | None = None,
     ) -> None:
         from acfd.utils import resolve_device
 
         _check_settings(score_thresh, nms_thresh, max_det, topk, batch_size)
+        if agreement_iou is not None and not 0.0 < float(agreement_iou) <= 1.0:
+            raise ValueError(f"agreement_iou must be in (0, 1] or None, got {agreement_iou}")
         self.device = resolve_device(device)
         choice = "torch" if backend is None else backend
         if isinstance(choice, str) and choice not in BACKENDS:
@@ -650,6 +657,7 @@ class Detector:
         self.topk = int(topk)
         self.batch_size = int(batch_size)
         self.flip = bool(flip)
+        self.agreement_iou = None if agreement_iou is None else float(agreement_iou)
         if half and self.device.type != "cuda":
             logger.warning("half precision needs a CUDA device; running in float32 on %s", self.device)
             half = False
@@ -720,6 +728,7 @@ class Detector:
         score_thresh: float = EVAL_SCORE_THRESH,
         flip: bool = EVAL_FLIP,
         nms_thresh: float = EVAL_NMS_THRESH,
+        agreement_iou: float | None = EVAL_AGREEMENT_IOU,
         **kwargs: Any,
     ) -> Detector:
         """A detector for AP evaluation and submissions: score > 0.08 (the paper's protocol, 4.1),
@@ -734,15 +743,17 @@ class Detector:
             score_thresh: default :data:`EVAL_SCORE_THRESH` (0.08).
             flip: default :data:`EVAL_FLIP`.
             nms_thresh: default :data:`EVAL_NMS_THRESH`.
+            agreement_iou: default :data:`EVAL_AGREEMENT_IOU`.
             **kwargs: any other :class:`Detector` argument.
         """
-        return cls(model, weights, scales=scales, score_thresh=score_thresh, flip=flip, nms_thresh=nms_thresh, **kwargs)
+        return cls(model, weights, scales=scales, score_thresh=score_thresh, flip=flip, nms_thresh=nms_thresh,
+                   agreement_iou=agreement_iou, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"Detector(model={self.cfg.name!r}, device={str(self.device)!r}, "
             f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
-            f"nms_thresh={self.nms_thresh}, max_det={self.max_det}, flip={self.flip}"
+            f"nms_thresh={self.nms_thresh}, max_det={self.max_det}, flip={self.flip}, agreement_iou={self.agreement_iou}"
             f", backend={self.backend_name!r})"
         )
 
@@ -881,7 +892,8 @@ class Detector:
         if len(per_scale) == 1:
             return per_scale[0]
         with self._timed("postprocess"):
-            return merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det)
+            return merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det,
+                                    agreement_iou=self.agreement_iou)
 
     # -- whole pipeline -------------------------------------------------------------------
 
@@ -1073,6 +1085,7 @@ __all__ = [
     "DEFAULT_NMS_THRESH",
     "DEFAULT_SCALES",
     "DEFAULT_SCORE_THRESH",
+    "EVAL_AGREEMENT_IOU",
     "EVAL_FLIP",
     "EVAL_NMS_THRESH",
     "EVAL_SCALES",
