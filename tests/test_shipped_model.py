@@ -28,7 +28,7 @@ def test_shipped_weights_are_a_trained_model_not_a_placeholder():
         meta = f.metadata()
     assert "warning" not in meta
     assert meta["trained"].startswith("configs/acfd-n-cpu.yaml")
-    assert float(meta["dev_ap50_640"]) >= 0.55
+    assert float(meta["dev_ap50_640"]) >= 0.6
     assert float(meta["dev_ap50_eval"]) >= float(meta["dev_ap50_640"])  # the --eval setting is the best one
 
 
@@ -47,7 +47,8 @@ def test_detector_with_no_arguments_runs_on_a_sample(samples_dir):
 
 def test_shipped_model_finds_the_sample_faces(samples_dir):
     """The five samples are dev-split images (never trained on), hard ones (small, dark, masked
-    faces): with the defaults the shipped model boxed 8, 5 of them on 5 of the 13 faces (measured).
+    faces): with the defaults the shipped model boxed 6, 4 of them on 4 of the 13 faces (measured;
+    a fifth box misses its face at IoU 0.49).
     A placeholder or broken model boxes nothing or boxes noise."""
     from acfd.data.formats import read_icartoon_csv
     from acfd.evaluation.icartoonface import bbox_overlaps
