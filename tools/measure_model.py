@@ -24,6 +24,7 @@ import numpy as np
 from acfd.data.formats import read_icartoon_csv, read_split
 from acfd.engine.defaults import DEFAULT_NMS_THRESH
 from acfd.engine.evaluate import evaluate_model
+from acfd.engine.infer import parse_scales
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
 
@@ -44,7 +45,7 @@ def main() -> None:
     print(f"{'setting':>16} {'NMS':>5} {'agree':>5} {'AP50':>6} {'best-F1 thr':>11} {'F1':>5} {'P':>5} {'R':>5} {'s/img':>6}")
     for spec, nms, agree in itertools.product(args.scales, args.nms_thresh, args.agreement_iou):
         scales, flip = spec.removesuffix("+flip"), spec.endswith("+flip")
-        if agree and "," not in scales and scales != "paper" and not flip:
+        if agree and len(parse_scales(scales)) == 1 and not flip:
             continue  # one view: nothing to agree on
         t0 = time.perf_counter()
         ev = evaluate_model(args.weights, DATA / "images", gt, names, scales=scales, batch_size=4, flip=flip,

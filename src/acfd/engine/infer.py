@@ -485,13 +485,16 @@ def _weights_file(model: object, weights: str | os.PathLike[str] | None) -> Path
 
 
 def _check_settings(
-    score_thresh: float | None, nms_thresh: float, max_det: int, topk: int, batch_size: int
+    score_thresh: float | None, nms_thresh: float, max_det: int, topk: int, batch_size: int,
+    agreement_iou: float | None = None,
 ) -> None:
     """One-line ``ValueError`` for settings outside their range (checked before the model loads)."""
     if score_thresh is not None and not 0.0 <= float(score_thresh) <= 1.0:
         raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
     if not 0.0 < float(nms_thresh) <= 1.0:
         raise ValueError(f"nms_thresh must be in (0, 1], got {nms_thresh}")
+    if agreement_iou is not None and not 0.0 < float(agreement_iou) <= 1.0:
+        raise ValueError(f"agreement_iou must be in (0, 1] or None, got {agreement_iou}")
     for name, value in (("max_det", max_det), ("topk", topk), ("batch_size", batch_size)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
@@ -627,9 +630,7 @@ class Detector:
     ) -> None:
         from acfd.utils import resolve_device
 
-        _check_settings(score_thresh, nms_thresh, max_det, topk, batch_size)
-        if agreement_iou is not None and not 0.0 < float(agreement_iou) <= 1.0:
-            raise ValueError(f"agreement_iou must be in (0, 1] or None, got {agreement_iou}")
+        _check_settings(score_thresh, nms_thresh, max_det, topk, batch_size, agreement_iou)
         self.device = resolve_device(device)
         choice = "torch" if backend is None else backend
         if isinstance(choice, str) and choice not in BACKENDS:
