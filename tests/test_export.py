@@ -233,3 +233,10 @@ def test_tensorrt_export_needs_cuda(
     with pytest.raises(RuntimeError, match="TensorRT export needs a CUDA GPU"):
         export_tensorrt(tiny_model, tmp_path / "model.ep")
     assert not (tmp_path / "model.ep").exists()
+
+
+def test_runner_threads_do_not_spin_after_a_run(runner: OnnxRunner) -> None:
+    """ORT's spinning workers would take the cores from the PyTorch post-processing that follows."""
+    options = runner.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 1
