@@ -270,7 +270,7 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
     res = invoke(app, [tmp_path / "a.png", "--flip", "--agreement-iou", "0.6", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     # interactive + flip + rescoring
-    assert seen == {"scales": infer.parse_scales("640"), "score": 0.5, "flip": True, "nms": 0.55, "agree": 0.6}
+    assert seen == {"scales": infer.parse_scales("640"), "score": 0.45, "flip": True, "nms": 0.45, "agree": 0.6}
     res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     assert seen["agree"] is None  # interactive: plain NMS

@@ -2,11 +2,11 @@
 
 Inference follows the paper (4.1 "Inference"): each image is resized to every test scale, each
 scale keeps its top ``topk`` (1000) boxes with a score above the threshold, the boxes are mapped back
-to the original pixels, and all scales are merged by NMS at IoU 0.55, keeping the top ``max_det``
+to the original pixels, and all scales are merged by NMS (the paper: IoU 0.55; here :data:`DEFAULT_NMS_THRESH`), keeping the top ``max_det``
 (100). ``Detector.for_evaluation()`` uses score threshold 0.08 and the shipped model's best settings
 on dev (:data:`EVAL_SCALES`, test-time flip, NMS 0.45, view-agreement rescoring; ``scales="paper",
 flip=False, nms_thresh=0.55, agreement_iou=None`` is the paper's protocol); interactive use
-defaults to one scale (longer side 640), threshold 0.5, no flip.
+defaults to one scale (longer side 640), score threshold 0.45, NMS 0.45, no flip.
 
 The work is split into separately timed steps (:meth:`Detector.preprocess`,
 :meth:`Detector.forward`, :meth:`Detector.postprocess`; totals in :attr:`Detector.timings`) so a

@@ -44,7 +44,7 @@ from acfd.config import config_to_dict
 from acfd.data.dataset import DetectionDataset, detection_collate
 from acfd.data.formats import read_icartoon_csv, read_split
 from acfd.data.transforms import EvalTransform, FastTrainTransform, TrainTransform
-from acfd.engine.defaults import DEFAULT_NMS_THRESH
+from acfd.engine.defaults import PAPER_NMS_THRESH
 from acfd.models.detector import ACFD
 from acfd.models.registry import create_model, load_weights_into, save_weights
 from acfd.utils import atomic_path, atomic_write_text
@@ -508,7 +508,7 @@ class Trainer:
         # one view per scale and the paper's NMS: cheap, and comparable across runs and code versions
         ev = evaluate_model(
             model, cfg.images, self.records, names, scales=cfg.eval_scales, device=self.device,
-            batch_size=8, flip=False, nms_thresh=DEFAULT_NMS_THRESH,
+            batch_size=8, flip=False, nms_thresh=PAPER_NMS_THRESH,
         )
         return ev.ap50
 
