@@ -31,7 +31,7 @@ EVAL_SCALES: tuple[str, ...] = ("480", "640")
 #: Evaluation / submissions also run every scale on the mirrored image (test-time flip) ...
 EVAL_FLIP = True
 #: ... and merge all views by NMS at IoU 0.45 (the paper: 0.55, which leaves more duplicate and
-#: oversized boxes of this model's faces). Flip adds 0.5-0.8 AP50, NMS 0.45 0.3-0.7 (docs/MODEL_CARD.md).
+#: oversized boxes of this model's faces). Flip adds 0.5-1.0 AP50, NMS 0.45 0.3-0.7 (docs/MODEL_CARD.md).
 EVAL_NMS_THRESH = 0.45
 #: ... then rescore each merged box by how many of the views found it at IoU >= 0.75
 #: (``Detector(agreement_iou=...)``; WBF's confidence rule, not in the paper): leg-3 model on dev
