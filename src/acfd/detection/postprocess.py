@@ -12,6 +12,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
 
 from acfd.detection.box_coder import BoxCoder
+from acfd.engine.defaults import PAPER_NMS_THRESH
 
 
 def postprocess_detections(
@@ -22,7 +23,7 @@ def postprocess_detections(
     image_sizes: Sequence[tuple[int, int]],
     score_thresh: float = 0.08,
     topk: int = 1000,
-    nms_thresh: float | None = 0.55,
+    nms_thresh: float | None = PAPER_NMS_THRESH,
     max_det: int = 100,
 ) -> list[dict[str, torch.Tensor]]:
     """Detections per image in network-input pixels.
@@ -108,7 +109,7 @@ def view_agreement_scores(
 
 def merge_multiscale(
     per_scale: Sequence[dict[str, torch.Tensor]],
-    nms_thresh: float = 0.55,
+    nms_thresh: float = PAPER_NMS_THRESH,
     max_det: int = 100,
     agreement_iou: float | None = None,
 ) -> dict[str, torch.Tensor]:
