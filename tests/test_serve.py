@@ -224,6 +224,16 @@ def test_health_docs_and_demo_page():
         assert no_gallery.status_code == 501 and "--gallery" in no_gallery.json()["detail"]
 
 
+def test_demo_page_starts_at_the_servers_threshold():
+    from acfd.engine.defaults import DEFAULT_SCORE_THRESH
+
+    with client_for(FixedDetector()) as client:
+        assert f'value="{DEFAULT_SCORE_THRESH:.2f}"' in client.get("/").text
+    with client_for(FixedDetector(), score_thr=0.3, min_score_thr=0.1) as client:
+        page = client.get("/").text
+        assert 'value="0.30"' in page and 'min="0.1"' in page and "{{" not in page
+
+
 def test_identify_names_faces_from_the_gallery(tmp_path):
     from acfd.recognition import Gallery, PixelEmbedder, crop_face
     from acfd.serve.identify import Identifier

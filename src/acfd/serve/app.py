@@ -26,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
@@ -381,9 +381,18 @@ def create_app(
             },
         }
 
+    # The page is rendered with this server's threshold settings so that the slider starts at the
+    # server's default (DEFAULT_SCORE_THRESH unless configured) rather than at a copy in the HTML.
+    demo_html = (
+        (STATIC_DIR / "index.html")
+        .read_text(encoding="utf-8")
+        .replace("{{score_thr}}", f"{settings.score_thr:.2f}")
+        .replace("{{min_score_thr}}", f"{settings.min_score_thr:g}")
+    )
+
     @app.get("/", include_in_schema=False)
-    async def demo_page() -> FileResponse:
-        return FileResponse(str(STATIC_DIR / "index.html"), media_type="text/html")
+    async def demo_page() -> HTMLResponse:
+        return HTMLResponse(demo_html)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
