@@ -47,8 +47,8 @@ def test_detector_with_no_arguments_runs_on_a_sample(samples_dir):
 
 def test_shipped_model_finds_the_sample_faces(samples_dir):
     """The five samples are dev-split images (never trained on), hard ones (small, dark, masked
-    faces): with the defaults the shipped model (legs 4 + 6 soup) boxed 7, 5 of them on 5 of the 13
-    faces (measured; leg 4 had 6 boxes on 4 faces).
+    faces): with the defaults the shipped model (legs 4 + 6 + 7 soup, as the legs 4 + 6 soup before it)
+    boxed 7, 5 of them on 5 of the 13 faces (measured; leg 4 had 6 boxes on 4 faces).
     A placeholder or broken model boxes nothing or boxes noise."""
     from acfd.data.formats import read_icartoon_csv
     from acfd.evaluation.icartoonface import bbox_overlaps

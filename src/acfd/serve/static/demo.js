@@ -101,9 +101,7 @@
   });
 
   fetch("/healthz").then((r) => r.json()).then((h) => {
-    state.floor = h.min_score_thr;
-    slider.min = String(h.min_score_thr);
-    slider.value = String(h.score_thr);
+    state.floor = h.min_score_thr;  // the slider's min and start value come rendered in the page
     $("model-name").textContent = `model ${h.model}`;
     draw();
   }).catch(() => showError("cannot reach the service (/healthz)"));
