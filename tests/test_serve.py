@@ -220,6 +220,7 @@ def test_health_docs_and_demo_page():
         assert "http://" not in page.text and "https://" not in page.text  # no CDN
         for asset in ("demo.js", "demo.css"):
             assert client.get(f"/static/{asset}").status_code == 200
+        assert client.get("/static/index.html").status_code == 404  # only the rendered page, at /
         no_gallery = client.post("/v1/identify", content=png_bytes(), headers={"content-type": "image/png"})
         assert no_gallery.status_code == 501 and "--gallery" in no_gallery.json()["detail"]
 

@@ -41,6 +41,9 @@ from acfd.serve.settings import ServeSettings
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = resources.files("acfd.serve") / "static"
+# The demo page is a template (rendered per server below), kept out of STATIC_DIR so that the
+# unrendered copy cannot be fetched through the /static mount.
+DEMO_TEMPLATE = resources.files("acfd.serve") / "templates" / "index.html"
 API_PREFIX = "/v1/"
 
 #: ``detector_factory(settings) -> detector`` with ``detect_arrays(images, batch_size=)`` and a
@@ -384,8 +387,7 @@ def create_app(
     # The page is rendered with this server's threshold settings so that the slider starts at the
     # server's default (DEFAULT_SCORE_THRESH unless configured) rather than at a copy in the HTML.
     demo_html = (
-        (STATIC_DIR / "index.html")
-        .read_text(encoding="utf-8")
+        DEMO_TEMPLATE.read_text(encoding="utf-8")
         .replace("{{score_thr}}", f"{settings.score_thr:.2f}")
         .replace("{{min_score_thr}}", f"{settings.min_score_thr:g}")
     )
