@@ -15,7 +15,7 @@ from acfd.models.registry import (
 )
 
 SMALL = ["acfd-tiny", "acfd-n"]
-BASELINES = [n for n in list_models() if n not in ("acfd-l", "acfd-m", "acfd-s", "acfd-n", "acfd-tiny")]
+BASELINES = [n for n in list_models() if n not in ("acfd-l", "acfd-m", "acfd-s", "acfd-n", "acfd-nw", "acfd-tiny")]
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> None:

@@ -113,7 +113,7 @@ _ACFD_N = ModelConfig(
     neck=NeckConfig(name="abifpn", channels=32, repeats=2),
     head=HeadConfig(channels=32, num_convs=1),
 )
-#: acfd-n's backbone with a 1.5x wider neck and a 2x wider head (1.8x acfd-n's FLOPs, 0.35x acfd-s's):
+#: acfd-n's backbone with a 1.5x wider neck and a 2x wider head (1.8x acfd-n's FLOPs, 0.44x acfd-s's):
 #: the capacity step between the two, grown from a trained acfd-n by ``acfd.models.widen``.
 _ACFD_NW = dataclasses.replace(
     _ACFD_N,
