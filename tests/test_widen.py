@@ -83,3 +83,11 @@ def test_widen_cli_refuses_another_backbone(tmp_path):
     result = CliRunner().invoke(app, ["widen", str(src), "--to", "acfd-s", "-o", str(out)])
     assert result.exit_code == 1
     assert "another backbone" in result.output and not out.exists()
+
+
+def test_widen_cli_refuses_a_neck_of_another_structure(tmp_path):
+    src = save_weights(create_model("acfd-n", **{"neck.repeats": 1}), tmp_path / "n.safetensors")
+    out = tmp_path / "nw.safetensors"
+    result = CliRunner().invoke(app, ["widen", str(src), "--to", "acfd-nw", "-o", str(out)])
+    assert result.exit_code == 1
+    assert "more than their widths" in result.output and not out.exists()

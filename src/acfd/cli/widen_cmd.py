@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the channel mapping and of the weight shares."),
     ) -> None:
         """Widen a trained detector's neck and head to another variant's, keeping its outputs."""
+        import dataclasses
+
         import torch
 
         from acfd.models.registry import get_model_config, load_model, save_weights
@@ -36,6 +38,12 @@ def register(app: typer.Typer) -> None:
         small = load_model(weights)
         if target.backbone != small.cfg.backbone:
             fail(f"{weights}: {small.cfg.name} has another backbone than {to}; only the neck and head can widen")
+        # Beyond the widths, the neck and head must have the same structure (the trained settings
+        # such as the head's normalisation are kept from the weights, as model_overrides set them).
+        same = {"channels": 0, "norm": "", "norm_groups": 0}
+        if (dataclasses.replace(target.neck, channels=0) != dataclasses.replace(small.cfg.neck, channels=0)
+                or dataclasses.replace(target.head, **same) != dataclasses.replace(small.cfg.head, **same)):
+            fail(f"{weights}: {small.cfg.name}'s neck / head differ from {to}'s in more than their widths")
         try:
             wide = widen_model(small, target.neck.channels, target.head.channels, name=to).eval()
         except ValueError as exc:
