@@ -119,4 +119,3 @@ def widen_model(model: ACFD, neck_channels: int, head_channels: int, name: str |
     state = widen_state_dict(model.state_dict(), wide.state_dict(), seed=seed)
     wide.load_state_dict(state)
     return wide.train(model.training)
-
