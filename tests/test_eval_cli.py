@@ -107,6 +107,9 @@ def test_json_and_plot_outputs(app: typer.Typer, tmp_path: Path) -> None:
     assert data["official"]["num_gt"] == 3 and data["official"]["num_det"] == 1
     assert set(data["coco"]) >= {"AP", "AP50", "AR100"}
     assert set(data["breakdown"]) == {"all", "small", "extreme_aspect", "other"}
+    # where the AP50 is lost: 2 of the 3 faces have no detection at all
+    assert data["errors"]["missed"]["count"] == 2 and data["errors"]["missed"]["fixed_ap"] == pytest.approx(1.0)
+    assert any(ln.split()[:3] == ["missed", "(faces)", "2"] for ln in _lines(result.stdout))
     assert out_png.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -15,6 +15,7 @@ from acfd.cli.errors import CliError, check_device, check_not_inputs, check_outp
 from acfd.data import formats
 from acfd.data.formats import ImageRecord, Problem
 from acfd.engine.defaults import EVAL_AGREEMENT_IOU, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
+from acfd.evaluation.errors import evaluate_errors
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
 from acfd.utils import atomic_write_text
@@ -199,7 +200,8 @@ def eval_command(
         None, "--save-csv", help="Write the model's detections as a submission CSV."
     ),
 ) -> None:
-    """Score detections with the official iCartoonFace protocol (AP50), COCO metrics and a breakdown.
+    """Score detections with the official iCartoonFace protocol (AP50), COCO metrics, a breakdown
+    by face subset and where the AP50 is lost (localisation / duplicate / background / missed).
 
     PRED is a submission CSV, the JSON of ``acfd detect -o x.json``, or a model to run. Detections
     on images without ground truth are ignored; CSV problems are reported and the evaluation goes
@@ -302,7 +304,8 @@ def _eval(
         from acfd.evaluation.coco import coco_metrics
 
         coco_res = coco_metrics(gt_records, pred_records)
-    for line in format_report(official, breakdown, coco_res):
+    errors = evaluate_errors(gt_records, pred_records)
+    for line in format_report(official, breakdown, coco_res, errors):
         typer.echo(line)
 
     if plot is not None:
@@ -319,7 +322,7 @@ def _eval(
             "num_images": len(gt_records),
             "problems": {"gt": gt_problems, "pred": pred_problems},
         }
-        data = report_dict(official, breakdown, coco_res, **meta)
+        data = report_dict(official, breakdown, coco_res, errors, **meta)
         atomic_write_text(json_out, json.dumps(data, indent=2) + "\n")
         typer.echo(f"wrote {json_out}")
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from acfd.evaluation.coco import COCO_METRIC_KEYS
+from acfd.evaluation.errors import ERROR_KINDS, ErrorAnalysis
 from acfd.evaluation.icartoonface import OfficialResult
 
 #: Row labels of the breakdown table.
@@ -29,6 +30,7 @@ def format_report(
     official: OfficialResult,
     breakdown: Mapping[str, OfficialResult] | None = None,
     coco: Mapping[str, float] | None = None,
+    errors: ErrorAnalysis | None = None,
 ) -> list[str]:
     """Lines of the text report.
 
@@ -36,6 +38,7 @@ def format_report(
         official: result of ``evaluate_official``.
         breakdown: result of ``evaluate_breakdown`` (table rows), or None.
         coco: result of ``coco_metrics``, or None.
+        errors: result of ``evaluate_errors`` (where the AP50 is lost), or None.
 
     Returns:
         Lines; the headline is exactly ``"AP50 <percent, 2 decimals>"`` (e.g. ``"AP50 87.31"``).
@@ -54,6 +57,15 @@ def format_report(
             lines.append(
                 f"{label:<22} {res.num_gt:>7d} {res.num_det:>7d} {pct(res.ap):>7} {pct(res.max_recall):>7}"
             )
+    if errors is not None:
+        lines.append(f"{'error (fixed alone)':<22} {'count':>7} {'AP50':>7} {'gain':>7}")
+        for kind in ERROR_KINDS:
+            gain = errors.gain(kind)
+            gain_txt = "n/a" if math.isnan(gain) else f"{100.0 * gain:+.2f}"
+            unit = "faces" if kind == "missed" else "dets"
+            lines.append(
+                f"{kind + ' (' + unit + ')':<22} {errors.counts[kind]:>7d} {pct(errors.fixed_ap[kind]):>7} {gain_txt:>7}"
+            )
     return lines
 
 
@@ -67,6 +79,7 @@ def report_dict(
     official: OfficialResult,
     breakdown: Mapping[str, OfficialResult] | None = None,
     coco: Mapping[str, float] | None = None,
+    errors: ErrorAnalysis | None = None,
     **meta: Any,
 ) -> dict[str, Any]:
     """JSON-friendly report: fractions in [0, 1], undefined values as ``None``.
@@ -75,15 +88,17 @@ def report_dict(
         official: result of ``evaluate_official``.
         breakdown: result of ``evaluate_breakdown``, or None.
         coco: result of ``coco_metrics``, or None.
+        errors: result of ``evaluate_errors``, or None.
         **meta: extra top-level fields (input paths, problems...).
 
     Returns:
-        ``{"ap50", "official", "breakdown", "coco", **meta}``.
+        ``{"ap50", "official", "breakdown", "coco", "errors", **meta}``.
     """
     return {
         "ap50": _clean(float(official.ap)),
         "official": official.summary(),
         "breakdown": None if breakdown is None else {k: v.summary() for k, v in breakdown.items()},
         "coco": None if coco is None else {k: _clean(float(v)) for k, v in coco.items()},
+        "errors": None if errors is None else errors.summary(),
         **meta,
     }
