@@ -261,7 +261,7 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
     res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     # EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU (chosen on dev, MODEL_CARD)
-    assert seen == {"scales": infer.parse_scales(["480", "640"]), "score": 0.08, "flip": True, "nms": 0.45, "agree": 0.75}
+    assert seen == {"scales": infer.parse_scales(["480", "640", "960:max128:noflip"]), "score": 0.08, "flip": True, "nms": 0.45, "agree": 0.75}
     res = invoke(app, [tmp_path / "a.png", "--eval", "--scales", "paper", "--no-flip", "--nms-thresh", "0.55",
                        "--agreement-iou", "0", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -294,7 +294,7 @@ def test_registered_in_the_root_app() -> None:
     from acfd.engine.defaults import DEFAULT_SCORE_THRESH
 
     assert f"{DEFAULT_SCORE_THRESH};" in res.output  # the help shows the detector's real default
-    assert "480,640 with --eval" in res.output
+    assert "480,640,960:max128:noflip with --eval" in res.output
 
 
 # --------------------------------------------------------------------------------------------

@@ -141,6 +141,40 @@ def test_scale_parsing() -> None:
         parse_scales([])
 
 
+def test_scale_options_parse_and_print() -> None:
+    scale = Scale.parse("960:max128:noflip")
+    assert scale == Scale(long_side=960, max_box=128, flip=False) == Scale.parse(" 960 : noflip : MAX128 ")
+    assert str(scale) == "960:max128:noflip" and Scale.parse(str(scale)) == scale
+    assert Scale.parse("640x860:max96") == Scale(640, 860, max_box=96) and str(Scale(640, 860, max_box=96)) == "640x860:max96"
+    assert parse_scales("480,640,960:max128:noflip")[2] == scale
+    for bad in ("960:max", "960:maxx", "960:flip", "960:max0", "960:noflip:noflip", "960:max9:max8", ":max9"):
+        with pytest.raises(ValueError):
+            Scale.parse(bad)
+
+
+def test_scale_max_box_keeps_only_the_small_boxes_of_that_view() -> None:
+    # anchors of side 40 and 120 (input pixels); at "200x300:max64" only the small one is kept,
+    # the other scale has no limit
+    fake = FakeModel([[10, 10, 50, 50], [100, 20, 220, 140]], [5.0, 5.0])
+    image = np.zeros((200, 300, 3), np.uint8)
+    limited = Detector(model=fake, scales="200x300:max64", score_thresh=0.5)(image)
+    np.testing.assert_allclose(limited.boxes, [[10, 10, 50, 50]], atol=1e-3)
+    assert len(Detector(model=fake, scales="200x300:max121", score_thresh=0.5)(image)) == 2
+    # the limit is in the view's input pixels: at 400x600 (factor 2 back) the side-40 box is 20 px
+    # in the original, still kept; both views merge into the same two boxes
+    both = Detector(model=fake, scales=["400x600:max64", "200x300"], score_thresh=0.5)(image)
+    assert len(both) == 3  # 200x300 gives both anchors, 400x600 its small one at half the size
+    np.testing.assert_allclose(sorted(both.boxes.tolist())[0], [5, 5, 25, 25], atol=1e-3)
+
+
+def test_noflip_scale_is_not_mirrored() -> None:
+    fake = FakeModel([[10, 20, 50, 60]], [5.0])
+    det = Detector(model=fake, scales=["200x300", "400x600:noflip"], score_thresh=0.5, flip=True)
+    assert det.views == 3 and Detector(model=fake, scales="200x300:noflip", flip=True).views == 1
+    det(np.zeros((200, 300, 3), np.uint8))
+    assert [tuple(x.shape[-2:]) for x in fake.inputs] == [(256, 384), (256, 384), (512, 640)]
+
+
 def test_scale_target_size() -> None:
     assert Scale(640, 860).target_size(1000, 200) == (640, 860)  # exact: aspect not kept
     assert Scale(long_side=960).target_size(480, 640) == (720, 960)
@@ -155,7 +189,8 @@ def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> Non
     assert (det.nms_thresh, det.max_det, det.topk) == (0.45, 100, 1000)
     ev = Detector.for_evaluation(tiny_model)
     assert ev.score_thresh == EVAL_SCORE_THRESH == 0.08
-    assert ev.scales == parse_scales(["480", "640"]) == parse_scales(EVAL_SCALES)  # the shipped model's best (MODEL_CARD)
+    # the shipped model's best (MODEL_CARD): 480 and 640, and 960 for boxes under 128 px, not mirrored
+    assert ev.scales == parse_scales(["480", "640", "960:max128:noflip"]) == parse_scales(EVAL_SCALES)
     assert Detector.for_evaluation(tiny_model, scales="paper").scales == parse_scales(PAPER_SCALES)
     assert (ev.flip, ev.nms_thresh) == (EVAL_FLIP, EVAL_NMS_THRESH) == (True, 0.45)  # chosen on dev (MODEL_CARD)
     assert (det.flip, det.nms_thresh) == (False, DEFAULT_NMS_THRESH) == (False, 0.45)  # interactive: chosen on dev (MODEL_CARD)

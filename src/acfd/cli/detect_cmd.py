@@ -452,7 +452,8 @@ def detect(
         None,
         "--scales",
         help="Test scales: HxW resizes exactly, N sets the longer side; comma-separated for "
-        "multi-scale, or 'paper' (480x645,640x860,800x1075).",
+        "multi-scale, or 'paper' (480x645,640x860,800x1075). A scale may add :max<N> (keep only its "
+        "boxes under N px in its input) and :noflip (never mirrored), e.g. 960:max128:noflip.",
         show_default=f"{','.join(defaults.DEFAULT_SCALES)}; {','.join(defaults.EVAL_SCALES)} with --eval",
     ),
     eval_mode: bool = typer.Option(
@@ -466,7 +467,7 @@ def detect(
     flip: bool | None = typer.Option(
         None,
         "--flip/--no-flip",
-        help="Test-time flip: also run each scale on the mirrored image and merge (twice the time).",
+        help="Test-time flip: also run each scale (but :noflip ones) on the mirrored image and merge (about twice the time).",
         show_default=f"off; {'on' if defaults.EVAL_FLIP else 'off'} with --eval",
     ),
     nms_thresh: float | None = typer.Option(

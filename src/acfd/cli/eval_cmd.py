@@ -178,7 +178,8 @@ def eval_command(
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
     scales: str | None = typer.Option(
-        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960), or 'paper'.",
+        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960; options :max<N> and :noflip, "
+        "as for acfd detect), or 'paper'.",
         show_default=",".join(EVAL_SCALES),
     ),
     flip: bool | None = typer.Option(

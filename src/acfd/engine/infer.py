@@ -104,16 +104,25 @@ class Scale:
         height: exact output height (with ``width``).
         width: exact output width (with ``height``).
         long_side: resize so that ``max(h, w) == long_side`` (instead of ``height``/``width``).
+        max_box: keep only the boxes this view finds whose side ``sqrt(w * h)``, in this view's
+            input pixels, is below ``max_box`` (``None``: all). A *valid range* per scale, as SNIP
+            does at test time (Singh & Davis, CVPR 2018): an enlarged view adds the small faces
+            without its false alarms on faces larger than the network was trained on.
+        flip: ``False`` never mirrors this scale, even when the detector's ``flip`` is on.
     """
 
     height: int | None = None
     width: int | None = None
     long_side: int | None = None
+    max_box: int | None = None
+    flip: bool = True
 
     def __post_init__(self) -> None:
         exact = self.height is not None and self.width is not None
         if exact == (self.long_side is not None) or (self.height is None) != (self.width is None):
             raise ValueError("a Scale is either height and width, or long_side")
+        if self.max_box is not None and self.max_box < 1:
+            raise ValueError(f"a scale's max box size must be at least 1 pixel, got {self.max_box}")
         for v in (self.height, self.width, self.long_side):
             if v is not None and v < 16:
                 raise ValueError(f"scale sizes must be at least 16 pixels, got {v}")
@@ -126,6 +135,9 @@ class Scale:
     @classmethod
     def parse(cls, spec: str | int | Sequence[int] | Scale) -> Scale:
         """Parse ``"640x860"`` (height x width), ``"960"`` / ``960`` (longer side) or ``(640, 860)``.
+
+        A string may add options after colons: ``max<N>`` (:attr:`max_box`) and ``noflip``
+        (:attr:`flip` off), e.g. ``"960:max128:noflip"``.
 
         Args:
             spec: the scale.
@@ -140,15 +152,25 @@ class Scale:
         if isinstance(spec, (int, np.integer)):
             return cls(long_side=int(spec))
         if isinstance(spec, str):
-            text = spec.strip()
+            text, *options = [part.strip() for part in spec.strip().split(":")]
+            extra: dict[str, Any] = {}
+            for opt in options:
+                if opt.lower() == "noflip" and "flip" not in extra:
+                    extra["flip"] = False
+                elif opt.lower().startswith("max") and opt[3:].isdigit() and "max_box" not in extra:
+                    extra["max_box"] = int(opt[3:])
+                else:
+                    raise ValueError(
+                        f"invalid scale {spec!r}: option {opt!r} is not max<N> (e.g. max128) or noflip"
+                    )
             m = _SCALE_RE.match(text)
             if m:
-                return cls(height=int(m.group(1)), width=int(m.group(2)))
+                return cls(height=int(m.group(1)), width=int(m.group(2)), **extra)
             if text.isdigit():
-                return cls(long_side=int(text))
+                return cls(long_side=int(text), **extra)
             raise ValueError(
                 f"invalid scale {spec!r}: expected HEIGHTxWIDTH (e.g. 640x860) or a longer side "
-                "(e.g. 960)"
+                "(e.g. 960), optionally with :max<N> and :noflip (e.g. 960:max128:noflip)"
             )
         if isinstance(spec, Sequence) and len(spec) == 2:
             return cls(height=int(spec[0]), width=int(spec[1]))
@@ -167,7 +189,10 @@ class Scale:
         return max(1, round(height * factor)), max(1, round(width * factor))
 
     def __str__(self) -> str:
-        return str(self.long_side) if self.long_side is not None else f"{self.height}x{self.width}"
+        text = str(self.long_side) if self.long_side is not None else f"{self.height}x{self.width}"
+        if self.max_box is not None:
+            text += f":max{self.max_box}"
+        return text if self.flip else text + ":noflip"
 
 
 def parse_scales(spec: str | Iterable[str | int | Sequence[int] | Scale] | None) -> tuple[Scale, ...]:
@@ -349,11 +374,14 @@ class PreparedBatch:
         tensor: ``(B, 3, Hp, Wp)`` normalised float input, padded bottom/right to the size divisor.
         input_sizes: ``(h, w)`` of each resized image inside ``tensor`` (before padding).
         original_sizes: ``(h, w)`` of each original image.
+        scale: the test scale it was resized to (its :attr:`Scale.max_box` applies in
+            :meth:`Detector.postprocess`).
     """
 
     tensor: torch.Tensor
     input_sizes: list[tuple[int, int]]
     original_sizes: list[tuple[int, int]]
+    scale: Scale | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -807,7 +835,7 @@ class Detector:
                     batch[i, :, :h, :w] = (chw - self._mean) / self._std
             if self.half:
                 batch = batch.half()
-        return PreparedBatch(batch, sizes, [tuple(im.shape[:2]) for im in images])
+        return PreparedBatch(batch, sizes, [tuple(im.shape[:2]) for im in images], scale)
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Run the network (or the backend) on a normalised ``(B, 3, H, W)`` batch.
@@ -843,7 +871,8 @@ class Detector:
         """Scores, top-k, decoding and NMS, then map the boxes back to the original pixels.
 
         With several scales NMS is left to the merge (the paper: top-k per scale, one NMS over
-        all scales), so each scale keeps up to ``topk`` boxes here.
+        all scales), so each scale keeps up to ``topk`` boxes here. A scale with a ``max_box``
+        then drops its boxes of that side or more (input pixels).
 
         Args:
             outputs: :meth:`forward`'s ``(cls_logits, box_deltas)``.
@@ -878,6 +907,9 @@ class Detector:
             )
             out = []
             for res, (h, w), (oh, ow) in zip(results, batch.input_sizes, batch.original_sizes):
+                if batch.scale is not None and batch.scale.max_box is not None:
+                    side = ((res["boxes"][:, 2] - res["boxes"][:, 0]) * (res["boxes"][:, 3] - res["boxes"][:, 1])).clamp(min=0).sqrt()
+                    res = {k: v[side < batch.scale.max_box] for k, v in res.items()}
                 boxes = res["boxes"].float().clone()
                 boxes[:, 0::2] = (boxes[:, 0::2] * (ow / w)).clamp_(0, ow)
                 boxes[:, 1::2] = (boxes[:, 1::2] * (oh / h)).clamp_(0, oh)
@@ -886,8 +918,8 @@ class Detector:
 
     @property
     def views(self) -> int:
-        """Network passes per image: one per scale, twice that with :attr:`flip`."""
-        return len(self.scales) * (2 if self.flip else 1)
+        """Network passes per image: one per scale, two for a scale that is mirrored too (:attr:`flip`)."""
+        return sum(2 if self.flip and s.flip else 1 for s in self.scales)
 
     def _merge(self, per_scale: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if len(per_scale) == 1:
@@ -921,6 +953,8 @@ class Detector:
             sources = [None] * len(images)
         per_image: list[list[dict[str, torch.Tensor]]] = [[] for _ in images]
         for scale, mirrored in itertools.product(self.scales, (False, True) if self.flip else (False,)):
+            if mirrored and not scale.flip:
+                continue
             groups: dict[tuple[int, int], list[int]] = {}
             for i, im in enumerate(images):
                 groups.setdefault(self.padded_size(*scale.target_size(*im.shape[:2])), []).append(i)
