@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acfd.evaluation.icartoonface import _FP, _TP, _as_boxes, _as_scores, _assign, _label, _result, bbox_overlaps
+from acfd.evaluation.icartoonface import _FP, _TP, _as_boxes, _as_scores, _label, _result, bbox_overlaps
 
 if TYPE_CHECKING:
     from acfd.data.formats import ImageRecord
@@ -77,11 +77,12 @@ class ErrorAnalysis:
 def _kinds(gt_boxes: np.ndarray, det: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per detection: official label refined into error kinds, and the index of its best face;
     per face: whether some detection overlaps it at >= BACKGROUND_IOU."""
-    best, hit = _assign(gt_boxes, det, iou_threshold)
+    iou = bbox_overlaps(det, gt_boxes)  # (D, G), the protocol's +1-pixel IoU
+    best = iou.argmax(axis=1)  # as the protocol's matcher: each detection's most-overlapping face
+    best_iou = iou[np.arange(det.shape[0]), best]
+    hit = best_iou >= iou_threshold
     labels = _label(best, hit, None, None)  # official TP / FP in file order
-    best_iou = bbox_overlaps(det, gt_boxes)
-    touched = (best_iou >= BACKGROUND_IOU).any(axis=0)
-    best_iou = best_iou[np.arange(det.shape[0]), best]
+    touched = (iou >= BACKGROUND_IOU).any(axis=0)
     kinds = labels.astype(np.int8)
     fp = labels == _FP
     kinds[fp & hit] = _DUP
