@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from torchvision.ops import box_area
 
 from acfd.data.formats import ImageRecord, read_icartoon_csv, read_split
 from acfd.detection.postprocess import merge_multiscale
@@ -47,10 +48,6 @@ def save(args: argparse.Namespace) -> None:
     print(f"saved {len(names)} images x {len(views[0])} views to {args.out}")
 
 
-def _side(boxes: torch.Tensor) -> torch.Tensor:
-    return ((boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)).sqrt()
-
-
 def merge(args: argparse.Namespace) -> None:
     base = torch.load(args.base)
     extra = torch.load(args.extra) if args.extra else None
@@ -66,7 +63,7 @@ def merge(args: argparse.Namespace) -> None:
             views = list(base["views"][i])
             if limit > 0:
                 for v in extra["views"][i][: args.extra_views]:
-                    keep = _side(v["boxes"]) * (args.extra_side / longer[i]) < limit
+                    keep = box_area(v["boxes"]).sqrt() * (args.extra_side / longer[i]) < limit
                     views.append({"boxes": v["boxes"][keep], "scores": v["scores"][keep]})
             m = merge_multiscale(views, nms_thresh=args.nms_thresh, max_det=100, agreement_iou=args.agreement_iou or None)
             pred[name] = ImageRecord(name, m["boxes"].numpy(), m["scores"].numpy())

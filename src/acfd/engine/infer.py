@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torchvision import tv_tensors
+from torchvision.ops import box_area
 from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
@@ -908,7 +908,7 @@ class Detector:
             out = []
             for res, (h, w), (oh, ow) in zip(results, batch.input_sizes, batch.original_sizes):
                 if batch.scale is not None and batch.scale.max_box is not None:
-                    side = ((res["boxes"][:, 2] - res["boxes"][:, 0]) * (res["boxes"][:, 3] - res["boxes"][:, 1])).clamp(min=0).sqrt()
+                    side = box_area(res["boxes"]).sqrt()  # decoded boxes: x2 >= x1, y2 >= y1
                     res = {k: v[side < batch.scale.max_box] for k, v in res.items()}
                 boxes = res["boxes"].float().clone()
                 boxes[:, 0::2] = (boxes[:, 0::2] * (ow / w)).clamp_(0, ow)
@@ -919,7 +919,13 @@ class Detector:
     @property
     def views(self) -> int:
         """Network passes per image: one per scale, two for a scale that is mirrored too (:attr:`flip`)."""
-        return sum(2 if self.flip and s.flip else 1 for s in self.scales)
+        return len(self._view_plan())
+
+    def _view_plan(self) -> list[tuple[Scale, bool]]:
+        """The ``(scale, mirrored)`` passes, in run order: each scale, then its mirror when
+        :attr:`flip` is on and the scale allows it (:attr:`Scale.flip`)."""
+        return [(scale, mirrored) for scale in self.scales
+                for mirrored in ((False, True) if self.flip and scale.flip else (False,))]
 
     def _merge(self, per_scale: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if len(per_scale) == 1:
@@ -952,9 +958,7 @@ class Detector:
         if sources is None:
             sources = [None] * len(images)
         per_image: list[list[dict[str, torch.Tensor]]] = [[] for _ in images]
-        for scale, mirrored in itertools.product(self.scales, (False, True) if self.flip else (False,)):
-            if mirrored and not scale.flip:
-                continue
+        for scale, mirrored in self._view_plan():
             groups: dict[tuple[int, int], list[int]] = {}
             for i, im in enumerate(images):
                 groups.setdefault(self.padded_size(*scale.target_size(*im.shape[:2])), []).append(i)

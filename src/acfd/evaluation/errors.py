@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acfd.evaluation.icartoonface import _FP, _TP, _as_boxes, _as_scores, _label, _result, bbox_overlaps
+from acfd.evaluation.icartoonface import _FP, _TP, _as_boxes, _as_scores, _assign, _label, _result
 
 if TYPE_CHECKING:
     from acfd.data.formats import ImageRecord
@@ -77,10 +77,8 @@ class ErrorAnalysis:
 def _kinds(gt_boxes: np.ndarray, det: np.ndarray, iou_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per detection: official label refined into error kinds, and the index of its best face;
     per face: whether some detection overlaps it at >= BACKGROUND_IOU."""
-    iou = bbox_overlaps(det, gt_boxes)  # (D, G), the protocol's +1-pixel IoU
-    best = iou.argmax(axis=1)  # as the protocol's matcher: each detection's most-overlapping face
+    best, hit, iou = _assign(gt_boxes, det, iou_threshold)  # the protocol's matcher
     best_iou = iou[np.arange(det.shape[0]), best]
-    hit = best_iou >= iou_threshold
     labels = _label(best, hit, None, None)  # official TP / FP in file order
     touched = (iou >= BACKGROUND_IOU).any(axis=0)
     kinds = labels.astype(np.int8)
@@ -125,7 +123,7 @@ def evaluate_errors(
     Raises:
         ValueError: malformed boxes or scores (the message names the image).
     """
-    variants = ("official", *ERROR_KINDS)
+    variants = ("official", "localisation", "duplicate", "background")  # "missed" keeps the official labels
     scores: list[np.ndarray] = []
     labels: dict[str, list[np.ndarray]] = {v: [] for v in variants}
     counts = dict.fromkeys(ERROR_KINDS, 0)
@@ -146,21 +144,20 @@ def evaluate_errors(
         labels["localisation"].append(_fix_localisation(kinds, best, s))
         labels["duplicate"].append(np.where(kinds == _DUP, -1, official).astype(np.int8))
         labels["background"].append(np.where(kinds == _BKG, -1, official).astype(np.int8))
-        labels["missed"].append(official)
         counts["localisation"] += int((kinds == _LOC).sum())
         counts["duplicate"] += int((kinds == _DUP).sum())
         counts["background"] += int((kinds == _BKG).sum())
     counts["missed"] = num_gt - touched_faces
 
     def _ap(variant: str) -> float:
-        keep = [lab != -1 for lab in labels[variant]]
-        n = num_gt - counts["missed"] if variant == "missed" else num_gt
         if num_gt == 0:
             return float("nan")
+        fixed = labels["official" if variant == "missed" else variant]
+        keep = [lab != -1 for lab in fixed]
         return _result(
             [s[k] for s, k in zip(scores, keep, strict=True)],
-            [lab[k] for lab, k in zip(labels[variant], keep, strict=True)],
-            n,
+            [lab[k] for lab, k in zip(fixed, keep, strict=True)],
+            num_gt - counts["missed"] if variant == "missed" else num_gt,
             iou_threshold,
         ).ap
 

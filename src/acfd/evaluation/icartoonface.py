@@ -179,12 +179,13 @@ def _as_scores(record: ImageRecord, n: int) -> np.ndarray:
 
 def _assign(
     gt_boxes: np.ndarray, det_boxes: np.ndarray, iou_threshold: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(D,) index of each detection's most-overlapping face, (D,) whether that IoU >= threshold."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(D,) index of each detection's most-overlapping face, (D,) whether that IoU >= threshold,
+    and the (D, G) IoU matrix they come from."""
     iou = bbox_overlaps(det_boxes, gt_boxes)  # (D, G)
     best = iou.argmax(axis=1)
     hit = iou[np.arange(det_boxes.shape[0]), best] >= iou_threshold
-    return best, hit
+    return best, hit, iou
 
 
 def _label(
@@ -232,7 +233,7 @@ def match_image(
     det_boxes = np.asarray(det_boxes, dtype=np.float64).reshape(-1, 4)
     if gt_boxes.shape[0] == 0:
         return np.full(det_boxes.shape[0], _IGNORED, dtype=np.int8)
-    best, hit = _assign(gt_boxes, det_boxes, iou_threshold)
+    best, hit, _ = _assign(gt_boxes, det_boxes, iou_threshold)
     return _label(best, hit, gt_ignore, det_ignore)
 
 
@@ -299,7 +300,7 @@ def _evaluate(
         if det.shape[0] == 0:
             continue
         gt_boxes, gt_masks = g
-        best, hit = _assign(gt_boxes, det, iou_threshold)
+        best, hit, _ = _assign(gt_boxes, det, iou_threshold)
         det_masks = face_subsets(det) if need_masks else {}
         for sub in subsets:
             if sub is None:
