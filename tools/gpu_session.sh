@@ -7,9 +7,16 @@
 #                                    run ends inside SECONDS, with the paper's step decays at 2/3, 5/6
 #                                    and 14/15 of it (200, 250, 280 of 300 epochs)
 #   final MODEL...                   dev AP50 single- and multi-scale, weights < 16 MB to $OUT
+#   recipe SECONDS MODEL[:WORKERS[:BATCH[:INIT]]]
+#                                    the CPU recipe that learns (configs/acfd-n-cpu.yaml: AdamW, GroupNorm
+#                                    head, EMA, the in-memory fast data path) on the GPU in ONE call: a
+#                                    40-iteration probe measures images/s, then one warm-up + cosine schedule
+#                                    sized to end inside SECONDS, dev AP50 at 640, weights to $OUT. INIT: start
+#                                    weights (e.g. src/acfd/weights/acfd-n.safetensors). Env: LR (peak AdamW
+#                                    lr, 0.002), WARMUP (iterations, 100), DEVICE (cuda), EXTRA (overrides)
 set -euo pipefail
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
-DATA=/tmp/data RUNS=/tmp/runs OUT=${OUT:-/tmp/out}
+DATA=${DATA:-/tmp/data} RUNS=${RUNS:-/tmp/runs} OUT=${OUT:-/tmp/out}
 mkdir -p "$RUNS" "$OUT"
 [ -d "$DATA" ] || cp -r .devdata/pack "$DATA"
 phase=$1 seconds=${2:-0}; shift 2 || shift $#
@@ -37,6 +44,21 @@ report() {
   done
 }
 
+recipe_args() {  # MODEL WORKERS BATCH INIT: the CPU recipe's settings, scaled to a GPU batch
+  echo model=$1 workers=$2 batch_size=$3 base_batch_size=$3 base_lr=${LR:-0.002} warmup_iters=${WARMUP:-100} \
+    images=$DATA/images annotations=$DATA/train.csv train_split=$DATA/train.txt val_split=$DATA/dev.txt \
+    device=${DEVICE:-cuda} amp=bf16 channels_last=true threads=4 progress=false log_every=20 \
+    ${4:+init_weights=$4} ${EXTRA:-}
+}
+recipe_epochs() {  # PROBE_METRICS SECONDS TRAIN_SPLIT -> epochs that fit in 85% of SECONDS at the probe's pace
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+ips = [json.loads(l)["images_per_s"] for l in open(sys.argv[1]) if '"train"' in l][-1]
+n = sum(1 for l in open(sys.argv[3]) if l.strip())
+print(max(1, int(0.85 * (float(sys.argv[2]) - 30) * ips / n)))  # 30 s: filling the image cache
+PY
+}
+
 case $phase in
   train1)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
@@ -56,4 +78,16 @@ case $phase in
     for m in "$@"; do timeout 150 python3 -m acfd bench --model $RUNS/$m/last.safetensors --device cuda \
       --backends eager,fused,compile --scales 960 --scales paper --batch-sizes 1,8 --compile-mode default \
       --json $OUT/$m-bench-cuda.json 2>&1 | grep -vE "INFO|WARN" || true; done ;;
+  recipe)
+    nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+    for spec in "$@"; do IFS=: read -r m w b init <<<"$spec"; w=${w:-12} b=${b:-64}
+      python3 -m acfd.engine.train --config configs/acfd-n-cpu.yaml $(recipe_args $m $w $b $init) max_iters=40 \
+        eval_every=0 save_every=1000 output=$RUNS/$m-probe > $RUNS/$m-probe.log 2>&1 || { tail -5 $RUNS/$m-probe.log; exit 1; }
+      e=$(recipe_epochs $RUNS/$m-probe/metrics.jsonl $seconds $DATA/train.txt)
+      echo "$m: probe $(grep '"train"' $RUNS/$m-probe/metrics.jsonl | tail -1 | grep -o '"images_per_s": [0-9.]*'), $e epochs"
+      python3 -m acfd.engine.train --config configs/acfd-n-cpu.yaml $(recipe_args $m $w $b $init) epochs=$e \
+        eval_every=$e save_every=$e time_limit=$seconds output=$RUNS/$m > $RUNS/$m.log 2>&1 || echo "$m failed" >> $RUNS/$m.log
+      grep -E "dev AP50|Error|failed" $RUNS/$m.log | tail -3 || true
+    done
+    report "$@" ;;
 esac
