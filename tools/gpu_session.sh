@@ -44,11 +44,12 @@ report() {
   done
 }
 
-recipe_args() {  # MODEL WORKERS BATCH INIT: the CPU recipe's settings, scaled to a GPU batch
-  echo model=$1 workers=$2 batch_size=$3 base_batch_size=$3 base_lr=${LR:-0.002} warmup_iters=${WARMUP:-100} \
-    images=$DATA/images annotations=$DATA/train.csv train_split=$DATA/train.txt val_split=$DATA/dev.txt \
-    device=${DEVICE:-cuda} amp=bf16 channels_last=true threads=4 progress=false log_every=20 \
-    ${4:+init_weights=$4} ${EXTRA:-}
+recipe_train() {  # MODEL WORKERS BATCH INIT OVERRIDES...: the CPU recipe, scaled to a GPU batch
+  local m=$1 w=$2 b=$3 init=$4; shift 4
+  python3 -m acfd.engine.train --config configs/acfd-n-cpu.yaml model=$m workers=$w batch_size=$b \
+    base_batch_size=$b base_lr=${LR:-0.002} warmup_iters=${WARMUP:-100} images=$DATA/images \
+    annotations=$DATA/train.csv train_split=$DATA/train.txt val_split=$DATA/dev.txt device=${DEVICE:-cuda} \
+    amp=bf16 channels_last=true threads=4 progress=false log_every=20 ${init:+init_weights=$init} "$@" ${EXTRA:-}
 }
 recipe_epochs() {  # PROBE_METRICS SECONDS TRAIN_SPLIT -> epochs that fit in 85% of SECONDS at the probe's pace
   python3 - "$1" "$2" "$3" <<'PY'
@@ -81,12 +82,12 @@ case $phase in
   recipe)
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     for spec in "$@"; do IFS=: read -r m w b init <<<"$spec"; w=${w:-12} b=${b:-64}
-      python3 -m acfd.engine.train --config configs/acfd-n-cpu.yaml $(recipe_args $m $w $b $init) max_iters=40 \
-        eval_every=0 save_every=1000 output=$RUNS/$m-probe > $RUNS/$m-probe.log 2>&1 || { tail -5 $RUNS/$m-probe.log; exit 1; }
+      recipe_train "$m" "$w" "$b" "$init" max_iters=40 eval_every=0 save_every=1000 output=$RUNS/$m-probe \
+        > $RUNS/$m-probe.log 2>&1 || { tail -5 $RUNS/$m-probe.log; exit 1; }
       e=$(recipe_epochs $RUNS/$m-probe/metrics.jsonl $seconds $DATA/train.txt)
       echo "$m: probe $(grep '"train"' $RUNS/$m-probe/metrics.jsonl | tail -1 | grep -o '"images_per_s": [0-9.]*'), $e epochs"
-      python3 -m acfd.engine.train --config configs/acfd-n-cpu.yaml $(recipe_args $m $w $b $init) epochs=$e \
-        eval_every=$e save_every=$e time_limit=$seconds output=$RUNS/$m > $RUNS/$m.log 2>&1 || echo "$m failed" >> $RUNS/$m.log
+      recipe_train "$m" "$w" "$b" "$init" epochs=$e eval_every=$e save_every=$e time_limit=$seconds \
+        output=$RUNS/$m > $RUNS/$m.log 2>&1 || echo "$m failed" >> $RUNS/$m.log
       grep -E "dev AP50|Error|failed" $RUNS/$m.log | tail -3 || true
     done
     report "$@" ;;
