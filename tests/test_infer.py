@@ -161,7 +161,7 @@ def test_scale_max_box_keeps_only_the_small_boxes_of_that_view() -> None:
     np.testing.assert_allclose(limited.boxes, [[10, 10, 50, 50]], atol=1e-3)
     assert len(Detector(model=fake, scales="200x300:max121", score_thresh=0.5)(image)) == 2
     # the limit is in the view's input pixels: at 400x600 (factor 2 back) the side-40 box is 20 px
-    # in the original, still kept; both views merge into the same two boxes
+    # in the original, still kept, and it overlaps neither of the 200x300 view's boxes enough to merge
     both = Detector(model=fake, scales=["400x600:max64", "200x300"], score_thresh=0.5)(image)
     assert len(both) == 3  # 200x300 gives both anchors, 400x600 its small one at half the size
     np.testing.assert_allclose(sorted(both.boxes.tolist())[0], [5, 5, 25, 25], atol=1e-3)

@@ -19,10 +19,10 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torchvision.ops import box_area
 
 from acfd.data.formats import ImageRecord, read_icartoon_csv, read_split
+from acfd.data.image_io import read_image_size
 from acfd.detection.postprocess import merge_multiscale
 from acfd.engine.infer import Detector
 from acfd.evaluation.icartoonface import evaluate_breakdown
@@ -56,7 +56,7 @@ def merge(args: argparse.Namespace) -> None:
         raise SystemExit(f"{args.extra}: not the images of {args.base}")
     gt_all, _ = read_icartoon_csv(DATA / "annotations" / "train.csv")
     gt = {n: gt_all[n] for n in names}
-    longer = [max(Image.open(DATA / "images" / n).size) for n in names]
+    longer = [max(read_image_size(DATA / "images" / n)) for n in names]  # as the detector saw them (EXIF)
     for limit in args.limits if extra is not None else [0.0]:
         pred = {}
         for i, name in enumerate(names):
