@@ -252,7 +252,8 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
 
     def spy(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         original(self, *args, **kwargs)
-        seen["scales"], seen["score"], seen["flip"], seen["nms"] = self.scales, self.score_thresh, self.flip, self.nms_thresh
+        seen["scales"], seen["flip"], seen["nms"] = self.scales, self.flip, self.nms_thresh
+        seen["score"] = (self.score_thresh, self.raw_score_floor)
         seen["agree"] = self.agreement_iou
         self.scales = infer.parse_scales("128")  # keep the test fast
 
@@ -261,16 +262,17 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
     res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     # EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU (chosen on dev, MODEL_CARD)
-    assert seen == {"scales": infer.parse_scales(["480", "640", "960:max128:noflip"]), "score": 0.08, "flip": True, "nms": 0.45, "agree": 0.75}
+    # score: the paper's 0.08 on the network's scores, every (calibrated) score above it kept
+    assert seen == {"scales": infer.parse_scales(["480", "640", "960:max128:noflip"]), "score": (0.0, 0.08), "flip": True, "nms": 0.45, "agree": 0.75}
     res = invoke(app, [tmp_path / "a.png", "--eval", "--scales", "paper", "--no-flip", "--nms-thresh", "0.55",
                        "--agreement-iou", "0", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     # the paper's protocol
-    assert seen == {"scales": infer.parse_scales("paper"), "score": 0.08, "flip": False, "nms": 0.55, "agree": None}
+    assert seen == {"scales": infer.parse_scales("paper"), "score": (0.0, 0.08), "flip": False, "nms": 0.55, "agree": None}
     res = invoke(app, [tmp_path / "a.png", "--flip", "--agreement-iou", "0.6", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     # interactive + flip + rescoring
-    assert seen == {"scales": infer.parse_scales("640"), "score": 0.45, "flip": True, "nms": 0.45, "agree": 0.6}
+    assert seen == {"scales": infer.parse_scales("640"), "score": (0.35, None), "flip": True, "nms": 0.45, "agree": 0.6}
     res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--no-progress"])
     assert res.exit_code == 0, res.output
     assert seen["agree"] is None  # interactive: plain NMS

@@ -191,6 +191,10 @@ def test_scoring_a_model_defaults_to_the_evaluation_scales(app: typer.Typer, tmp
     assert result.exit_code == 1 and "stop here" in result.output
     assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ["480x645", "640x860", "800x1075"])
     assert seen["agreement_iou"] is None  # 0 turns the rescoring off
+    assert "calibration" not in seen  # the weights' own calibration ("auto")
+    seen.clear()
+    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco", "--no-calibration"])
+    assert result.exit_code == 1 and seen["calibration"] is None  # raw network scores
 
 
 # --- hardening (issue 10) ---------------------------------------------------------------------

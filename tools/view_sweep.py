@@ -32,13 +32,13 @@ DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
 
 def save(args: argparse.Namespace) -> None:
     names = read_split(args.split)
-    det = Detector.for_evaluation(args.weights, scales=args.scales, flip=args.flip)
+    det = Detector.for_evaluation(args.weights, scales=args.scales, flip=args.flip, calibration=None)  # raw views
     views: list[list[dict[str, torch.Tensor]]] = []
     merge = det._merge
 
-    def keep_views(per_view: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def keep_views(per_view: list[dict[str, torch.Tensor]], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
         views.append([{k: v.clone() for k, v in d.items()} for d in per_view])
-        return merge(per_view)
+        return merge(per_view, image_size)
 
     det._merge = keep_views  # type: ignore[method-assign]
     for path, res in det.detect_paths([DATA / "images" / n for n in names], progress=True):

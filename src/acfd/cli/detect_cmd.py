@@ -445,8 +445,8 @@ def detect(
         "--score-thr",
         min=0.0,
         max=1.0,
-        help="Keep boxes scoring above this.",
-        show_default=f"{defaults.DEFAULT_SCORE_THRESH}; {defaults.EVAL_SCORE_THRESH} with --eval",
+        help="Keep boxes scoring above this (the reported scores: calibrated when the weights hold a calibration).",
+        show_default=f"{defaults.DEFAULT_SCORE_THRESH}; with --eval none above a raw network score of {defaults.EVAL_SCORE_THRESH}",
     ),
     scales: str | None = typer.Option(
         None,
@@ -459,7 +459,7 @@ def detect(
     eval_mode: bool = typer.Option(
         False,
         "--eval",
-        help=f"Settings for AP and submissions: --score-thresh {defaults.EVAL_SCORE_THRESH} (the paper's protocol), "
+        help=f"Settings for AP and submissions: every box with a raw network score above {defaults.EVAL_SCORE_THRESH} (the paper's protocol), "
         f"--scales {','.join(defaults.EVAL_SCALES)}{' --flip' if defaults.EVAL_FLIP else ''} --nms-thresh {defaults.EVAL_NMS_THRESH} "
         f"--agreement-iou {defaults.EVAL_AGREEMENT_IOU or 0} (the shipped model's best on dev; "
         "--scales paper --no-flip --nms-thresh 0.55 --agreement-iou 0 is the paper's protocol).",
@@ -486,6 +486,12 @@ def detect(
         help="With several scales or --flip: rescore each face by how many views found it at this IoU "
         "(0 turns it off).",
         show_default=f"off; {defaults.EVAL_AGREEMENT_IOU or 'off'} with --eval",
+    ),
+    calibration: bool = typer.Option(
+        True,
+        "--calibration/--no-calibration",
+        help="Use the score calibration stored with the weights (acfd calibrate): scores become the "
+        "precision of a box of that size and score on training images; --no-calibration: raw network scores.",
     ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
@@ -519,7 +525,7 @@ def detect(
     try:
         _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
                 batch_size, model, weights, video_every, coco_gt, progress, engine, address,
-                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou)
+                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -547,6 +553,7 @@ def _detect(
     flip: bool | None = None,
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
+    calibration: bool = True,
 ) -> None:
     from acfd.engine.infer import Detector, parse_scales
 
@@ -557,8 +564,10 @@ def _detect(
         scale_list = parse_scales(scales if scales is not None else (defaults.EVAL_SCALES if eval_mode else None))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--scales'") from exc
+    # --eval: the paper's floor on the network's own scores, every (calibrated) score above it kept
+    raw_score_floor = defaults.EVAL_SCORE_THRESH if eval_mode else None
     if score_thresh is None and eval_mode:
-        score_thresh = defaults.EVAL_SCORE_THRESH
+        score_thresh = 0.0
     if flip is None:
         flip = defaults.EVAL_FLIP if eval_mode else False
     if nms_thresh is None:
@@ -602,7 +611,8 @@ def _detect(
 
         detector_kwargs = dict(model=model, weights=weights, device=device, scales=scale_list,
                                score_thresh=score_thresh, half=half, batch_size=batch_size,
-                               flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou)
+                               flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
+                               raw_score_floor=raw_score_floor, calibration="auto" if calibration else None)
         with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
             run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
                                     address=address, progress=progress)
@@ -622,6 +632,8 @@ def _detect(
                 flip=flip,
                 nms_thresh=nms_thresh,
                 agreement_iou=agreement_iou,
+                raw_score_floor=raw_score_floor,
+                calibration="auto" if calibration else None,
             )
         logger.debug("%r", detector)
 

@@ -104,6 +104,7 @@ def _run_detector(
     flip: bool | None = None,
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
+    calibration: bool = True,
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
     try:
@@ -131,6 +132,8 @@ def _run_detector(
         kwargs = {k: v for k, v in given.items() if v is not None}
         if "agreement_iou" in kwargs:
             kwargs["agreement_iou"] = kwargs["agreement_iou"] or None
+        if not calibration:
+            kwargs["calibration"] = None
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
@@ -194,6 +197,10 @@ def eval_command(
         help="When running a model: rescore each face by how many views found it at this IoU (0: off).",
         show_default=str(EVAL_AGREEMENT_IOU or 0),
     ),
+    calibration: bool = typer.Option(
+        True, "--calibration/--no-calibration",
+        help="When running a model: use the score calibration stored with its weights (acfd calibrate).",
+    ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
@@ -210,7 +217,7 @@ def eval_command(
     """
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
-        save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
+        save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
     )
 
 
@@ -232,6 +239,7 @@ def _eval(
     flip: bool | None = None,
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
+    calibration: bool = True,
 ) -> None:
     check_device(device)
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
@@ -273,7 +281,7 @@ def _eval(
             raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
             model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size,
-            flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
+            flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
         )
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")

@@ -36,6 +36,22 @@ def _load(model_or_weights: str | None, weights: Path | None, device: str = "cpu
     return load_model(model_or_weights, weights=weights, device=device)
 
 
+def _calibration_metadata(model_or_weights: str | None, weights: Path | None) -> dict[str, str]:
+    """The score calibration of the weights file being exported (``{}`` when it has none), so that
+    ``acfd detect --model x.onnx`` reports the same scores as the weights."""
+    from acfd.detection.calibration import METADATA_KEY
+    from acfd.models.registry import default_weights_path, read_metadata
+
+    if weights is not None:
+        source: Path | None = weights
+    elif model_or_weights is None:
+        source = default_weights_path()
+    else:
+        source = Path(model_or_weights) if Path(model_or_weights).is_file() else None
+    meta = read_metadata(source) if source is not None else {}
+    return {METADATA_KEY: meta[METADATA_KEY]} if METADATA_KEY in meta else {}
+
+
 def _default_output(model_or_weights: str | None, model_name: str, fmt: ExportFormat) -> Path:
     from acfd.deploy.export import tensorrt_available
 
@@ -96,7 +112,8 @@ def export_command(
         if fmt is ExportFormat.onnx:
             opset = DEFAULT_OPSET if opset is None else opset
             export_onnx(
-                model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half
+                model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half,
+                metadata=_calibration_metadata(model_or_weights, weights),
             )
         else:
             if opset is not None:

@@ -3,10 +3,11 @@
 Inference follows the paper (4.1 "Inference"): each image is resized to every test scale, each
 scale keeps its top ``topk`` (1000) boxes with a score above the threshold, the boxes are mapped back
 to the original pixels, and all scales are merged by NMS (the paper: IoU 0.55; here :data:`DEFAULT_NMS_THRESH`), keeping the top ``max_det``
-(100). ``Detector.for_evaluation()`` uses score threshold 0.08 and the shipped model's best settings
+(100). ``Detector.for_evaluation()`` keeps every box whose raw score passes 0.08 and the shipped model's best settings
 on dev (:data:`EVAL_SCALES`, test-time flip, NMS 0.45, view-agreement rescoring; ``scales="paper",
 flip=False, nms_thresh=0.55, agreement_iou=None`` is the paper's protocol); interactive use
-defaults to one scale (longer side 640), score threshold 0.45, NMS 0.45, no flip.
+defaults to one scale (longer side 640), score threshold 0.35, NMS 0.45, no flip. Scores are
+calibrated when the weights carry a calibration (:mod:`acfd.detection.calibration`).
 
 The work is split into separately timed steps (:meth:`Detector.preprocess`,
 :meth:`Detector.forward`, :meth:`Detector.postprocess`; totals in :attr:`Detector.timings`) so a
@@ -50,6 +51,7 @@ from tqdm.auto import tqdm
 
 from acfd.config import ModelConfig, model_config_from_dict
 from acfd.data.image_io import ImageReadError, load_image
+from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.engine.defaults import (
     DEFAULT_NMS_THRESH,
@@ -632,6 +634,14 @@ class Detector:
         agreement_iou: with several scales or views, rescore each merged box by how many views
             found it at IoU >= this (:func:`acfd.detection.postprocess.view_agreement_scores`);
             ``None`` keeps the NMS scores (the paper).
+        calibration: ``"auto"`` (default): the size-aware score calibration stored with the
+            weights (``acfd calibrate``; the shipped model has one), if any; ``None``: the
+            network's raw scores; or a :class:`~acfd.detection.calibration.ScoreCalibration`.
+            Each view's scores are calibrated before its threshold, NMS and the merge, so
+            ``score_thresh`` applies to calibrated scores.
+        raw_score_floor: never consider a box whose raw network score is at or below this (the
+            paper's protocol: 0.08, :meth:`for_evaluation`), whatever its calibrated score;
+            ``None``: only ``score_thresh`` decides.
 
     Raises:
         FileNotFoundError: ``Detector()`` when no default weights are shipped, or a missing file.
@@ -655,6 +665,8 @@ class Detector:
         batch_size: int = 16,
         flip: bool = False,
         agreement_iou: float | None = None,
+        calibration: ScoreCalibration | str | None = "auto",
+        raw_score_floor: float | None = None,
     ) -> None:
         from acfd.utils import resolve_device
 
@@ -664,6 +676,14 @@ class Detector:
         if isinstance(choice, str) and choice not in BACKENDS:
             raise ValueError(f"unknown backend {choice!r}; use one of {', '.join(BACKENDS)} or a callable")
         runner: Backend | None = None if isinstance(choice, str) else choice
+        if raw_score_floor is not None and not 0.0 <= float(raw_score_floor) <= 1.0:
+            raise ValueError(f"raw_score_floor must be in [0, 1], got {raw_score_floor}")
+        if isinstance(calibration, str) and calibration != "auto":
+            raise ValueError(f"calibration must be 'auto', None or a ScoreCalibration, got {calibration!r}")
+        stored: ScoreCalibration | None = None  # what "auto" finds with the weights
+        # the file the weights come from (not the default file when a backend brings its own network)
+        from_backend = _is_onnx_file(model) or (runner is not None and model is None and weights is None)
+        weights_source = None if from_backend else _weights_file(model, weights)
         if _is_onnx_file(model):  # an exported network: ONNX Runtime runs it, its metadata gives the config
             from acfd.deploy.onnx_runner import OnnxRunner
 
@@ -671,16 +691,23 @@ class Detector:
                 raise ValueError(f"{model}: an .onnx file runs in ONNX Runtime; give no weights= or backend=")
             runner = OnnxRunner(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
                                 num_threads=torch.get_num_threads())
+            stored = ScoreCalibration.from_metadata(runner.metadata, str(model))
             model = None
         self.backend = runner
         self.model = _resolve_model(model, weights, self.device, runner)
         self.model.eval()
+        if weights_source is not None and calibration == "auto":  # the file has loaded: it exists
+            from acfd.models.registry import read_metadata
+
+            stored = ScoreCalibration.from_metadata(read_metadata(weights_source), str(weights_source))
+        self.calibration = stored if calibration == "auto" else calibration
         if runner is None and choice in ("auto", "onnx"):
-            self.backend = self._onnx_backend(choice, _weights_file(model, weights), half)
+            self.backend = self._onnx_backend(choice, weights_source, half)
         self.cfg = self.model.cfg
         self.box_coder = self.model.box_coder
         self.scales = parse_scales(scales)
         self.score_thresh = DEFAULT_SCORE_THRESH if score_thresh is None else float(score_thresh)
+        self.raw_score_floor = None if raw_score_floor is None else float(raw_score_floor)
         self.nms_thresh = float(nms_thresh)
         self.max_det = int(max_det)
         self.topk = int(topk)
@@ -754,14 +781,16 @@ class Detector:
         weights: str | os.PathLike[str] | None = None,
         *,
         scales: str | Iterable[str | int | Sequence[int] | Scale] | None = EVAL_SCALES,
-        score_thresh: float = EVAL_SCORE_THRESH,
+        score_thresh: float = 0.0,
+        raw_score_floor: float = EVAL_SCORE_THRESH,
         flip: bool = EVAL_FLIP,
         nms_thresh: float = EVAL_NMS_THRESH,
         agreement_iou: float | None = EVAL_AGREEMENT_IOU,
         **kwargs: Any,
     ) -> Detector:
-        """A detector for AP evaluation and submissions: score > 0.08 (the paper's protocol, 4.1),
-        top 1,000 per scale and view, top 100 per image; scales, flip and NMS threshold chosen on
+        """A detector for AP evaluation and submissions: raw network score > 0.08 (the paper's
+        protocol, 4.1) and every calibrated score kept (AP needs the low-score tail), top 1,000
+        per scale and view, top 100 per image; scales, flip and NMS threshold chosen on
         the dev split for the shipped model (:mod:`acfd.engine.defaults`).
 
         Args:
@@ -769,19 +798,21 @@ class Detector:
             weights: as for :class:`Detector`.
             scales: test scales (default :data:`EVAL_SCALES`, the shipped model's best on dev;
                 ``"paper"`` for the paper's 480x645, 640x860, 800x1075).
-            score_thresh: default :data:`EVAL_SCORE_THRESH` (0.08).
+            score_thresh: threshold on the reported (calibrated) scores, default 0: none.
+            raw_score_floor: default :data:`EVAL_SCORE_THRESH` (0.08, on the network's scores).
             flip: default :data:`EVAL_FLIP`.
             nms_thresh: default :data:`EVAL_NMS_THRESH`.
             agreement_iou: default :data:`EVAL_AGREEMENT_IOU`.
             **kwargs: any other :class:`Detector` argument.
         """
-        return cls(model, weights, scales=scales, score_thresh=score_thresh, flip=flip, nms_thresh=nms_thresh,
-                   agreement_iou=agreement_iou, **kwargs)
+        return cls(model, weights, scales=scales, score_thresh=score_thresh, raw_score_floor=raw_score_floor,
+                   flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, **kwargs)
 
     def __repr__(self) -> str:
         return (
             f"Detector(model={self.cfg.name!r}, device={str(self.device)!r}, "
             f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
+            f"raw_score_floor={self.raw_score_floor}, calibrated={self.calibration is not None}, "
             f"nms_thresh={self.nms_thresh}, max_det={self.max_det}, flip={self.flip}, agreement_iou={self.agreement_iou}"
             f", backend={self.backend_name!r})"
         )
@@ -900,7 +931,7 @@ class Detector:
                 anchors,
                 self.box_coder,
                 batch.input_sizes,
-                score_thresh=self.score_thresh,
+                score_thresh=self._raw_floor(),
                 topk=self.topk,
                 nms_thresh=self.nms_thresh if single else None,
                 max_det=self.max_det if single else self.topk,
@@ -927,12 +958,33 @@ class Detector:
         return [(scale, mirrored) for scale in self.scales
                 for mirrored in ((False, True) if self.flip and scale.flip else (False,))]
 
-    def _merge(self, per_scale: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        if len(per_scale) == 1:
-            return per_scale[0]
+    def _raw_floor(self) -> float:
+        """The raw-score threshold of each view: :attr:`score_thresh`, or with a calibration the
+        raw score below which nothing calibrates above it (:meth:`ScoreCalibration.raw_floor`);
+        at least :attr:`raw_score_floor`."""
+        derived = self.score_thresh if self.calibration is None else self.calibration.raw_floor(self.score_thresh)
+        return derived if self.raw_score_floor is None else max(derived, self.raw_score_floor)
+
+    def _merge(self, per_scale: list[dict[str, torch.Tensor]], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """One image's views merged (NMS, agreement) and calibrated: its final boxes."""
+        if len(per_scale) > 1:
+            with self._timed("postprocess"):
+                per_scale = [merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det,
+                                              agreement_iou=self.agreement_iou)]
+        return self._calibrate(per_scale[0], image_size)
+
+    def _calibrate(self, result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Calibrated scores of the final boxes (after NMS and the merge, which rank by the raw
+        scores), each box measured in the input pixels of the calibration's reference scale;
+        then :attr:`score_thresh` on them."""
+        if self.calibration is None:
+            return result
         with self._timed("postprocess"):
-            return merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det,
-                                    agreement_iou=self.agreement_iou)
+            height, width = image_size
+            th, tw = Scale.parse(self.calibration.reference_scale).target_size(height, width)
+            scores = self.calibration(result["scores"], result["boxes"] * math.sqrt(th * tw / (height * width)))
+            keep = scores > self.score_thresh
+            return {"boxes": result["boxes"][keep], "scores": scores[keep]}
 
     # -- whole pipeline -------------------------------------------------------------------
 
@@ -973,7 +1025,7 @@ class Detector:
                         per_image[i].append(_mirror_boxes(res, images[i].shape[:2]) if mirrored else res)
         out = []
         for im, src, results in zip(images, sources, per_image):
-            merged = self._merge(results)
+            merged = self._merge(results, im.shape[:2])
             scores = merged["scores"].detach().float().cpu().numpy()
             order = np.argsort(-scores, kind="stable")
             boxes = merged["boxes"].detach().float().cpu().numpy()[order]

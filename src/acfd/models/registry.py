@@ -290,6 +290,27 @@ def load_model(
     return model.to(device).eval()
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` weights file (``{}`` for a ``.pt`` checkpoint).
+
+    Raises:
+        FileNotFoundError / ValueError: as :func:`load_model`, one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path}: not a readable .safetensors file ({first})") from None
+
+
 def load_weights_into(model: ACFD, path: str | Path) -> None:
     """Load a weights file (safetensors or checkpoint) into an existing ``model``, one-line errors."""
     path = Path(path)

@@ -1,0 +1,120 @@
+"""Fit a weights file's size-aware score calibration on annotated images (``acfd calibrate``).
+
+The detector runs on the images at one scale (the interactive default), its detections are labelled
+true / false positive by the official iCartoonFace matching, and
+:func:`acfd.detection.calibration.fit_score_calibration` learns the precision of each (raw score,
+box side) from them. Fit on *training* images: the dev split is for measuring the result.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from acfd.data.formats import ImageRecord
+from acfd.data.image_io import read_image_size
+from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, fit_score_calibration
+from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
+from acfd.engine.evaluate import evaluate_model
+from acfd.evaluation.icartoonface import match_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CalibrationFit:
+    """A fitted calibration, the detections it learned from, and the files that failed."""
+
+    calibration: ScoreCalibration
+    num_detections: int
+    num_true_positives: int
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def calibration_samples(
+    predictions: Mapping[str, ImageRecord], gt: Mapping[str, ImageRecord], images_dir: str | os.PathLike[str],
+    scale: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scores, sides in network-input pixels, is_true_positive)`` of one scale's detections.
+
+    Labels follow the official matching (IoU >= 0.5, each face taken once, in score order);
+    detections the protocol ignores (images without faces) are left out.
+    """
+    from acfd.engine.infer import Scale
+
+    view = Scale.parse(scale)
+    scores, sides, labels = [], [], []
+    for name, pred in predictions.items():
+        if len(pred.boxes) == 0:
+            continue
+        order = np.argsort(-pred.scores, kind="stable")
+        boxes, sc = pred.boxes[order].astype(np.float64), pred.scores[order]
+        face = gt.get(name)
+        lab = match_image(np.zeros((0, 4)) if face is None else face.boxes, boxes)
+        width, height = read_image_size(Path(images_dir) / name)
+        th, tw = view.target_size(height, width)
+        ratio = np.sqrt(th * tw / (height * width))
+        side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 1e-3, None) * np.clip(boxes[:, 3] - boxes[:, 1], 1e-3, None)) * ratio
+        counted = lab >= 0
+        scores.append(sc[counted]), sides.append(side[counted]), labels.append(lab[counted] == 1)
+    if not scores:
+        return np.zeros(0), np.zeros(0), np.zeros(0, bool)
+    return np.concatenate(scores), np.concatenate(sides), np.concatenate(labels)
+
+
+def calibrate_model(
+    model: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    gt: Mapping[str, ImageRecord],
+    names: Sequence[str] | None = None,
+    scale: str = str(DEFAULT_LONG_SIDE),
+    nms_thresh: float = DEFAULT_NMS_THRESH,
+    batch_size: int = 4,
+    progress: bool = False,
+    source: str | None = None,
+) -> CalibrationFit:
+    """Run the model (raw scores, score > 0.08, one ``scale``, no flip) on ``names`` and fit its
+    score calibration to the official true / false positives.
+
+    ``source`` describes the images in the table's note (default: their folder).
+
+    Raises:
+        ValueError: no image could be read, or the detections hold no true or no false positive.
+    """
+    ev = evaluate_model(model, images_dir, gt, names, scales=scale, batch_size=batch_size, progress=progress,
+                        flip=False, nms_thresh=nms_thresh, agreement_iou=None, calibration=None)
+    if not ev.predictions:
+        raise ValueError(f"{images_dir}: none of the {len(ev.failed)} images could be read")
+    scores, sides, is_tp = calibration_samples(ev.predictions, gt, images_dir, scale)
+    note = (f"{len(ev.predictions)} images of {source or images_dir}, scale {scale}, NMS {nms_thresh}, "
+            f"raw AP50 {100 * ev.ap50:.2f}")
+    calibration = fit_score_calibration(scores, sides, is_tp, reference_scale=scale, fitted_on=note)
+    return CalibrationFit(calibration, len(scores), int(is_tp.sum()), ev.failed)
+
+
+def save_calibrated_weights(source: str | os.PathLike[str], calibration: ScoreCalibration,
+                            out: str | os.PathLike[str]) -> Path:
+    """Copy the ``.safetensors`` file ``source`` to ``out`` (atomically; ``source`` is never
+    changed unless it *is* ``out``) with ``calibration`` in its metadata, tensors untouched."""
+    from safetensors.torch import load_file, save_file
+
+    from acfd.models.registry import read_metadata
+    from acfd.utils import atomic_path
+
+    source = Path(source)
+    if source.suffix != ".safetensors":
+        raise ValueError(f"{source}: a calibration is stored in a .safetensors weights file (export one with acfd train or save_weights)")
+    metadata = read_metadata(source)
+    metadata[METADATA_KEY] = calibration.to_json()
+    state = load_file(str(source))
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(out)
+
+
+__all__ = ["CalibrationFit", "calibrate_model", "calibration_samples", "save_calibrated_weights"]
