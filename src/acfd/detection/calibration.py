@@ -25,6 +25,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -79,9 +80,15 @@ class ScoreCalibration:
             if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
                 raise ValueError(f"calibration {name} must be two finite increasing numbers, got {(lo, hi)}")
 
-    @property
-    def _tensor(self) -> torch.Tensor:
-        return torch.tensor(self.table, dtype=torch.float32)
+    @cached_property
+    def _grid(self) -> torch.Tensor:
+        """The table as ``grid_sample``'s input: ``(1, 1, n_sides, n_scores)``."""
+        return torch.tensor(self.table, dtype=torch.float32).t().contiguous()[None, None]
+
+    @cached_property
+    def _best_per_score(self) -> np.ndarray:
+        """``(n_scores,)`` the largest calibrated score over box sizes at each raw-score node."""
+        return np.asarray(self.table).max(axis=1)
 
     def __call__(self, scores: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
         """Calibrated scores of ``(K,)`` raw ``scores`` for ``(K, 4)`` ``boxes`` (x1, y1, x2, y2 in
@@ -93,8 +100,8 @@ class ScoreCalibration:
         x = (_logit(scores.float()) - l0) / (l1 - l0) * 2 - 1  # grid_sample's x: the table's last axis
         y = (side.float().log() - s0) / (s1 - s0) * 2 - 1
         grid = torch.stack([x, y], -1).view(1, 1, -1, 2).to(torch.float32)
-        table = self._tensor.t().contiguous().view(1, 1, len(self.table[0]), len(self.table)).to(grid.device)
-        out = F.grid_sample(table, grid.clamp(-1, 1), mode="bilinear", padding_mode="border", align_corners=True)
+        out = F.grid_sample(self._grid.to(grid.device), grid.clamp(-1, 1), mode="bilinear", padding_mode="border",
+                            align_corners=True)
         return out.view(-1).to(scores.dtype)
 
     def raw_floor(self, thresh: float) -> float:
@@ -103,7 +110,7 @@ class ScoreCalibration:
         The table does not decrease along the score axis, nor does its bilinear interpolation, so
         filtering raw scores at this floor before decoding loses nothing that ``thresh`` keeps.
         """
-        best = np.asarray(self.table).max(axis=1)  # over box sizes, non-decreasing in the score
+        best = self._best_per_score  # non-decreasing in the score
         above = np.nonzero(best > thresh)[0]
         if len(above) == 0:
             return 1.0

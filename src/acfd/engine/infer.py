@@ -637,8 +637,8 @@ class Detector:
         calibration: ``"auto"`` (default): the size-aware score calibration stored with the
             weights (``acfd calibrate``; the shipped model has one), if any; ``None``: the
             network's raw scores; or a :class:`~acfd.detection.calibration.ScoreCalibration`.
-            Each view's scores are calibrated before its threshold, NMS and the merge, so
-            ``score_thresh`` applies to calibrated scores.
+            The final boxes' scores are calibrated after NMS and the merge (which rank by the
+            raw scores), and ``score_thresh`` applies to the calibrated scores.
         raw_score_floor: never consider a box whose raw network score is at or below this (the
             paper's protocol: 0.08, :meth:`for_evaluation`), whatever its calibrated score;
             ``None``: only ``score_thresh`` decides.
