@@ -30,6 +30,7 @@ from functools import cached_property
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torchvision.ops import box_area
 
 #: Metadata key of the calibration table in a ``.safetensors`` weights file and an ``.onnx`` export.
 METADATA_KEY = "score_calibration"
@@ -37,6 +38,11 @@ METADATA_KEY = "score_calibration"
 GRID_LOGITS = (math.log(0.04 / 0.96), math.log(0.995 / 0.005))
 GRID_LOG_SIDES = (math.log(4.0), math.log(1024.0))
 GRID_SHAPE = (48, 32)
+
+
+def box_sides(boxes: torch.Tensor) -> torch.Tensor:
+    """``(K,)`` sides ``sqrt(w * h)`` of ``(K, 4)`` boxes, at least 1e-3 (degenerate boxes)."""
+    return box_area(boxes).clamp(min=1e-6).sqrt()
 
 
 def _logit(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
@@ -95,7 +101,7 @@ class ScoreCalibration:
         the input pixels of :attr:`reference_scale`)."""
         if scores.numel() == 0:
             return scores.float()
-        side = ((boxes[:, 2] - boxes[:, 0]).clamp(min=1e-3) * (boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)).sqrt()
+        side = box_sides(boxes.float())
         (l0, l1), (s0, s1) = self.logit_range, self.log_side_range
         x = (_logit(scores.float()) - l0) / (l1 - l0) * 2 - 1  # grid_sample's x: the table's last axis
         y = (side.float().log() - s0) / (s1 - s0) * 2 - 1
@@ -186,4 +192,4 @@ def fit_score_calibration(
                             reference_scale, fitted_on)
 
 
-__all__ = ["METADATA_KEY", "ScoreCalibration", "fit_score_calibration"]
+__all__ = ["METADATA_KEY", "ScoreCalibration", "box_sides", "fit_score_calibration"]

@@ -8,23 +8,20 @@ box side) from them. Fit on *training* images: the dev split is for measuring th
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from acfd.data.formats import ImageRecord
 from acfd.data.image_io import read_image_size
-from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, fit_score_calibration
+from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, box_sides, fit_score_calibration
 from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 from acfd.engine.evaluate import evaluate_model
 from acfd.evaluation.icartoonface import match_image
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class CalibrationFit:
@@ -57,9 +54,7 @@ def calibration_samples(
         face = gt.get(name)
         lab = match_image(np.zeros((0, 4)) if face is None else face.boxes, boxes)
         width, height = read_image_size(Path(images_dir) / name)
-        th, tw = view.target_size(height, width)
-        ratio = np.sqrt(th * tw / (height * width))
-        side = np.sqrt(np.clip(boxes[:, 2] - boxes[:, 0], 1e-3, None) * np.clip(boxes[:, 3] - boxes[:, 1], 1e-3, None)) * ratio
+        side = box_sides(torch.from_numpy(boxes)).numpy() * view.length_factor(height, width)
         counted = lab >= 0
         scores.append(sc[counted]), sides.append(side[counted]), labels.append(lab[counted] == 1)
     if not scores:

@@ -190,6 +190,12 @@ class Scale:
         factor = self.long_side / max(height, width)
         return max(1, round(height * factor)), max(1, round(width * factor))
 
+    def length_factor(self, height: int, width: int) -> float:
+        """How much longer a length becomes in this scale's input than in the original image
+        (the geometric mean of the two axes' factors, for box sides ``sqrt(w * h)``)."""
+        th, tw = self.target_size(height, width)
+        return math.sqrt(th * tw / (height * width))
+
     def __str__(self) -> str:
         text = str(self.long_side) if self.long_side is not None else f"{self.height}x{self.width}"
         if self.max_box is not None:
@@ -980,9 +986,8 @@ class Detector:
         if self.calibration is None:
             return result
         with self._timed("postprocess"):
-            height, width = image_size
-            th, tw = Scale.parse(self.calibration.reference_scale).target_size(height, width)
-            scores = self.calibration(result["scores"], result["boxes"] * math.sqrt(th * tw / (height * width)))
+            factor = Scale.parse(self.calibration.reference_scale).length_factor(*image_size)
+            scores = self.calibration(result["scores"], result["boxes"] * factor)
             keep = scores > self.score_thresh
             return {"boxes": result["boxes"][keep], "scores": scores[keep]}
 
