@@ -290,6 +290,12 @@ def load_model(
     return model.to(device).eval()
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a ``.safetensors`` weights file (``{}`` for a ``.pt`` checkpoint).
 
@@ -307,8 +313,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable .safetensors file ({first})") from None
+        raise ValueError(f"{path}: not a readable .safetensors file ({_first_line(exc)})") from None
 
 
 def load_weights_into(model: ACFD, path: str | Path) -> None:
@@ -359,8 +364,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
                 for k in f.keys():
                     state[k] = f.get_tensor(k).float()
         except (SafetensorError, OSError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path}: not a readable .safetensors file ({first})") from None
+            raise ValueError(f"{path}: not a readable .safetensors file ({_first_line(exc)})") from None
         if meta.get("warning"):  # e.g. a placeholder model: say so every time it is loaded
             logger.warning("%s: %s", path.name, meta["warning"])
         try:
@@ -373,8 +377,7 @@ def _read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # corrupt, truncated or not a checkpoint
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: not a readable checkpoint ({first})") from None
+        raise ValueError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
     if isinstance(ckpt, dict) and "model" in ckpt:
         state = ckpt.get("ema") or ckpt["model"]
         return state, ckpt.get("model_config")
