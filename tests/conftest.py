@@ -38,3 +38,18 @@ def det_data_dir(shared_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return SAMPLES_DIR
+
+
+@pytest.fixture(scope="session")
+def spread_tiny_model() -> torch.nn.Module:
+    """acfd-tiny (random, seed 0) whose classifier logits are spread over 0..1: many boxes at
+    every score, for tests of what happens to scores after the network."""
+    from acfd.models.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("acfd-tiny").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1:  # the classification conv
+            m.bias.data.zero_()
+            m.weight.data.mul_(10.0)
+    return model

@@ -16,7 +16,7 @@ from acfd.cli import app
 from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, fit_score_calibration
 from acfd.engine.calibrate import calibration_samples, save_calibrated_weights
 from acfd.engine.infer import Detector, Scale
-from acfd.models.registry import create_model, read_metadata, save_weights
+from acfd.models.registry import read_metadata, save_weights
 
 
 def _table(fn, shape=(6, 5), logits=(-3.0, 3.0), log_sides=(math.log(4), math.log(1024))) -> ScoreCalibration:
@@ -98,15 +98,8 @@ def test_fit_learns_that_small_boxes_are_less_often_faces() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model() -> torch.nn.Module:
-    """acfd-tiny with a classifier spread over 0..1, as in test_infer."""
-    torch.manual_seed(0)
-    model = create_model("acfd-tiny").eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.out_channels == 1:
-            m.bias.data.zero_()
-            m.weight.data.mul_(10.0)
-    return model
+def tiny_model(spread_tiny_model: torch.nn.Module) -> torch.nn.Module:
+    return spread_tiny_model
 
 
 @pytest.fixture(scope="module")

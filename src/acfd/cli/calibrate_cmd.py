@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors
+from acfd.cli.fit_inputs import check_detector_weights, read_annotated_images
 from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 
 
@@ -32,25 +33,13 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     ) -> None:
         """Fit the score calibration of WEIGHTS on annotated images and write calibrated weights."""
-        from acfd.data.formats import read_icartoon_csv, read_split
         from acfd.engine.calibrate import calibrate_model, save_calibrated_weights
 
-        if weights.suffix != ".safetensors":
-            fail(f"{weights}: a calibration is stored in a .safetensors weights file")
-        if not weights.is_file():
-            fail(f"{weights}: weights file not found")
+        check_detector_weights(weights, "a calibration is stored in a .safetensors weights file")
         if output.resolve() != weights.resolve():
             check_output_file(output)
             check_not_inputs(output, [p for p in (gt, split) if p is not None])
-        if not images.is_dir():
-            fail(f"{images}: image folder not found")
-        records, problems = read_icartoon_csv(gt)
-        for p in problems:
-            if p.severity == "error":
-                typer.echo(f"{p}", err=True)
-        names = read_split(split) if split is not None else sorted(records)
-        if not names:
-            fail(f"{split or gt}: no image to fit on")
+        records, names = read_annotated_images(gt, images, split, "fit on")
         try:
             fit = calibrate_model(weights, images, records, names, scale=scale, nms_thresh=nms_thresh,
                                   batch_size=batch_size, progress=progress,
