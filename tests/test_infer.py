@@ -582,7 +582,7 @@ def test_timings_are_recorded(detector: Detector) -> None:
     t = detector.timings
     assert t.images == 2 and t.batches == 1
     assert t.preprocess > 0 and t.forward > 0 and t.postprocess > 0
-    assert set(t.per_image_ms()) == {"load", "preprocess", "forward", "postprocess"}
+    assert set(t.per_image_ms()) == {"load", "preprocess", "forward", "postprocess", "verify"}
     detector.timings.reset()
     assert detector.timings.forward == 0 and detector.timings.images == 0
 

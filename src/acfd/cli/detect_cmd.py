@@ -493,6 +493,12 @@ def detect(
         help="Use the score calibration stored with the weights (acfd calibrate): scores become the "
         "precision of a box of that size and score on training images; --no-calibration: raw network scores.",
     ),
+    verifier: bool = typer.Option(
+        True,
+        "--verifier/--no-verifier",
+        help="Re-score and refine each box with the second-stage face verifier shipped beside the weights "
+        "(NAME-verifier.safetensors, acfd train-verifier), when there is one for them; --no-verifier: the detector alone.",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per network call."),
@@ -525,7 +531,8 @@ def detect(
     try:
         _detect(paths, output, fmt, save_images, score_thresh, scales, eval_mode, device, half,
                 batch_size, model, weights, video_every, coco_gt, progress, engine, address,
-                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration)
+                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
+                verifier=verifier)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -554,6 +561,7 @@ def _detect(
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
     calibration: bool = True,
+    verifier: bool = True,
 ) -> None:
     from acfd.engine.infer import Detector, parse_scales
 
@@ -612,7 +620,8 @@ def _detect(
         detector_kwargs = dict(model=model, weights=weights, device=device, scales=scale_list,
                                score_thresh=score_thresh, half=half, batch_size=batch_size,
                                flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
-                               raw_score_floor=raw_score_floor, calibration="auto" if calibration else None)
+                               raw_score_floor=raw_score_floor, calibration="auto" if calibration else None,
+                               verifier="auto" if verifier else None)
         with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
             run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
                                     address=address, progress=progress)
@@ -634,6 +643,7 @@ def _detect(
                 agreement_iou=agreement_iou,
                 raw_score_floor=raw_score_floor,
                 calibration="auto" if calibration else None,
+                verifier="auto" if verifier else None,
             )
         logger.debug("%r", detector)
 

@@ -105,6 +105,7 @@ def _run_detector(
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
     calibration: bool = True,
+    verifier: bool = True,
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
     try:
@@ -134,6 +135,8 @@ def _run_detector(
             kwargs["agreement_iou"] = kwargs["agreement_iou"] or None
         if not calibration:
             kwargs["calibration"] = None
+        if not verifier:
+            kwargs["verifier"] = None
         det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
@@ -201,6 +204,10 @@ def eval_command(
         True, "--calibration/--no-calibration",
         help="When running a model: use the score calibration stored with its weights (acfd calibrate).",
     ),
+    verifier: bool = typer.Option(
+        True, "--verifier/--no-verifier",
+        help="When running a model: use the face verifier fitted for its weights (NAME-verifier.safetensors beside them).",
+    ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
@@ -218,6 +225,7 @@ def eval_command(
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
         save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
+        verifier=verifier,
     )
 
 
@@ -240,6 +248,7 @@ def _eval(
     nms_thresh: float | None = None,
     agreement_iou: float | None = None,
     calibration: bool = True,
+    verifier: bool = True,
 ) -> None:
     check_device(device)
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
@@ -282,6 +291,7 @@ def _eval(
         pred_records, pred_problems = _run_detector(
             model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size,
             flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
+            verifier=verifier,
         )
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")

@@ -82,7 +82,8 @@ def calibrate_model(
         ValueError: no image could be read, or the detections hold no true or no false positive.
     """
     ev = evaluate_model(model, images_dir, gt, names, scales=scale, batch_size=batch_size, progress=progress,
-                        flip=False, nms_thresh=nms_thresh, agreement_iou=None, calibration=None)
+                        flip=False, nms_thresh=nms_thresh, agreement_iou=None, calibration=None,
+                        verifier=None)
     if not ev.predictions:
         raise ValueError(f"{images_dir}: none of the {len(ev.failed)} images could be read")
     scores, sides, is_tp = calibration_samples(ev.predictions, gt, images_dir, scale)

@@ -68,6 +68,7 @@ from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.data.formats import ImageRecord
+    from acfd.detection.verifier import BoxVerifier
 
 logger = logging.getLogger(__name__)
 
@@ -357,6 +358,7 @@ class Timings:
     preprocess: float = 0.0
     forward: float = 0.0
     postprocess: float = 0.0
+    verify: float = 0.0
     images: int = 0
     batches: int = 0
 
@@ -371,7 +373,7 @@ class Timings:
     def per_image_ms(self) -> dict[str, float]:
         """Mean milliseconds per image of each step (0 before any image)."""
         n = max(self.images, 1)
-        return {k: 1000.0 * getattr(self, k) / n for k in ("load", "preprocess", "forward", "postprocess")}
+        return {k: 1000.0 * getattr(self, k) / n for k in ("load", "preprocess", "forward", "postprocess", "verify")}
 
 
 @dataclass
@@ -610,6 +612,38 @@ def _resolve_model(
     return registry.create_model(name).to(device).eval()
 
 
+def _resolve_verifier(
+    verifier: BoxVerifier | str | os.PathLike[str] | None, weights_file: Path | None, calibrated: bool
+) -> BoxVerifier | None:
+    """The :class:`BoxVerifier` that ``Detector(verifier=...)`` asks for (see its docstring)."""
+    from acfd.detection.verifier import BoxVerifier, default_verifier_path, detector_fingerprint, load_verifier
+
+    if verifier is None:
+        return None
+    if isinstance(verifier, str) and verifier == "auto":
+        if weights_file is None or weights_file.suffix != ".safetensors":
+            return None
+        path = default_verifier_path(weights_file)
+        if not path.is_file():
+            return None
+        found = load_verifier(path)
+        if found.detector != detector_fingerprint(weights_file):
+            logger.warning("%s was fitted for other weights than %s; not using it (pass verifier=PATH to force)",
+                           path, weights_file)
+            return None
+        if found.stacking.calibrated != calibrated:
+            logger.debug("not using %s: it combines %s scores", path, "calibrated" if found.stacking.calibrated else "raw")
+            return None
+        return found
+    found = verifier if isinstance(verifier, BoxVerifier) else load_verifier(verifier)
+    if found.stacking.calibrated != calibrated:
+        raise ValueError(f"{found.source or 'the verifier'}: it combines {'calibrated' if found.stacking.calibrated else 'raw'} "
+                         f"detector scores, but this detector's are {'calibrated' if calibrated else 'raw'}")
+    if weights_file is not None and found.detector and found.detector != detector_fingerprint(weights_file):
+        logger.warning("%s was fitted for other weights than %s", found.source or "the verifier", weights_file)
+    return found
+
+
 class Detector:
     """Find cartoon faces in images.
 
@@ -648,6 +682,14 @@ class Detector:
         raw_score_floor: never consider a box whose raw network score is at or below this (the
             paper's protocol: 0.08, :meth:`for_evaluation`), whatever its calibrated score;
             ``None``: only ``score_thresh`` decides.
+        verifier: the second-stage face verifier (:mod:`acfd.detection.verifier`), which
+            re-scores and refines every final box from a crop around it. ``"auto"`` (default):
+            the ``NAME-verifier.safetensors`` beside the weights file, if there is one fitted for
+            that very file (the shipped model has one) and for its scores (calibrated or not);
+            ``None``: none; a path to a verifier file; or a
+            :class:`~acfd.detection.verifier.BoxVerifier`. With a verifier every box above its
+            stacking's raw floor (0.08) is verified and ``score_thresh`` applies to the verified
+            scores.
 
     Raises:
         FileNotFoundError: ``Detector()`` when no default weights are shipped, or a missing file.
@@ -673,6 +715,7 @@ class Detector:
         agreement_iou: float | None = None,
         calibration: ScoreCalibration | str | None = "auto",
         raw_score_floor: float | None = None,
+        verifier: BoxVerifier | str | os.PathLike[str] | None = "auto",
     ) -> None:
         from acfd.utils import resolve_device
 
@@ -707,8 +750,11 @@ class Detector:
 
             stored = ScoreCalibration.from_metadata(read_metadata(weights_source), str(weights_source))
         self.calibration = stored if calibration == "auto" else calibration
+        self.verifier = _resolve_verifier(verifier, weights_source, self.calibration is not None)
         if runner is None and choice in ("auto", "onnx"):
             self.backend = self._onnx_backend(choice, weights_source, half)
+        if self.verifier is not None:
+            self._place_verifier(self.verifier)
         self.cfg = self.model.cfg
         self.box_coder = self.model.box_coder
         self.scales = parse_scales(scales)
@@ -733,6 +779,19 @@ class Detector:
         self._inv_std_hwc = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
         self.timings = Timings()
+
+    def _place_verifier(self, verifier: BoxVerifier) -> None:
+        """The verifier's network with ONNX Runtime where the detector's runs with it, else on the
+        detector's device (PyTorch when the export fails)."""
+        from acfd.deploy.onnx_runner import OnnxRunner
+
+        if isinstance(self.backend, OnnxRunner) and self.device.type == "cpu":
+            try:
+                verifier.use_onnx_runtime(torch.get_num_threads())
+                return
+            except Exception as exc:  # noqa: BLE001 - any export / session failure: PyTorch instead
+                logger.debug("verifier on PyTorch (ONNX Runtime failed: %s)", exc)
+        verifier.to(self.device)
 
     def _onnx_backend(self, choice: str, weights_file: Path | None, half: bool) -> Backend | None:
         """An ONNX Runtime runner of the fused network (cached export), or ``None`` for PyTorch.
@@ -820,7 +879,7 @@ class Detector:
             f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
             f"raw_score_floor={self.raw_score_floor}, calibrated={self.calibration is not None}, "
             f"nms_thresh={self.nms_thresh}, max_det={self.max_det}, flip={self.flip}, agreement_iou={self.agreement_iou}"
-            f", backend={self.backend_name!r})"
+            f", backend={self.backend_name!r}, verifier={self.verifier is not None})"
         )
 
     # -- timing ---------------------------------------------------------------------------
@@ -968,28 +1027,38 @@ class Detector:
         """The raw-score threshold of each view: :attr:`score_thresh`, or with a calibration the
         raw score below which nothing calibrates above it (:meth:`ScoreCalibration.raw_floor`);
         at least :attr:`raw_score_floor`."""
-        derived = self.score_thresh if self.calibration is None else self.calibration.raw_floor(self.score_thresh)
+        if self.verifier is not None:  # it may raise any box above the floor it was fitted at
+            derived = self.verifier.stacking.raw_floor
+        elif self.calibration is not None:
+            derived = self.calibration.raw_floor(self.score_thresh)
+        else:
+            derived = self.score_thresh
         return derived if self.raw_score_floor is None else max(derived, self.raw_score_floor)
 
-    def _merge(self, per_scale: list[dict[str, torch.Tensor]], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One image's views merged (NMS, agreement) and calibrated: its final boxes."""
+    def _merge(self, per_scale: list[dict[str, torch.Tensor]], image: np.ndarray) -> dict[str, torch.Tensor]:
+        """One image's views merged (NMS, agreement), calibrated and verified: its final boxes."""
         if len(per_scale) > 1:
             with self._timed("postprocess"):
                 per_scale = [merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det,
                                               agreement_iou=self.agreement_iou)]
-        return self._calibrate(per_scale[0], image_size)
+        return self._finalise(per_scale[0], image)
 
-    def _calibrate(self, result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """Calibrated scores of the final boxes (after NMS and the merge, which rank by the raw
-        scores), each box measured in the input pixels of the calibration's reference scale;
-        then :attr:`score_thresh` on them."""
-        if self.calibration is None:
-            return result
-        with self._timed("postprocess"):
-            factor = Scale.parse(self.calibration.reference_scale).length_factor(*image_size)
-            scores = self.calibration(result["scores"], result["boxes"] * factor)
-            keep = scores > self.score_thresh
-            return {"boxes": result["boxes"][keep], "scores": scores[keep]}
+    def _finalise(self, result: dict[str, torch.Tensor], image: np.ndarray) -> dict[str, torch.Tensor]:
+        """The final boxes' calibrated scores (after NMS and the merge, which rank by the raw
+        scores; each box measured in the input pixels of the calibration's reference scale), then
+        the verifier's scores and boxes, then :attr:`score_thresh` on them."""
+        if self.calibration is None and self.verifier is None:
+            return result  # the raw floor was the threshold
+        boxes, scores = result["boxes"], result["scores"]
+        if self.calibration is not None:
+            with self._timed("postprocess"):
+                factor = Scale.parse(self.calibration.reference_scale).length_factor(*image.shape[:2])
+                scores = self.calibration(scores, boxes * factor)
+        if self.verifier is not None:
+            with self._timed("verify"):
+                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh)
+        keep = scores > self.score_thresh
+        return {"boxes": boxes[keep], "scores": scores[keep]}
 
     # -- whole pipeline -------------------------------------------------------------------
 
@@ -1030,7 +1099,7 @@ class Detector:
                         per_image[i].append(_mirror_boxes(res, images[i].shape[:2]) if mirrored else res)
         out = []
         for im, src, results in zip(images, sources, per_image):
-            merged = self._merge(results, im.shape[:2])
+            merged = self._merge(results, im)
             scores = merged["scores"].detach().float().cpu().numpy()
             order = np.argsort(-scores, kind="stable")
             boxes = merged["boxes"].detach().float().cpu().numpy()[order]

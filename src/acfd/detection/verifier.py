@@ -1,0 +1,395 @@
+"""Second-stage face verifier: a small CNN that re-scores and refines each final box from a crop
+of the image around it (not in the ACFD paper).
+
+The one-stage detector's score comes from one anchor's receptive field at one pyramid level; most of
+what it loses on the iCartoonFace dev split is false positives on round face-like things (emblems,
+digits, logos) and boxes whose extent is off (docs/MODEL_CARD.md, "Where the AP50 is lost"). A
+cascade stage that looks again at a context crop of each candidate, as MTCNN's R-Net / O-Net do
+(Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
+Networks", 2016), predicts both "is this a face" and the offsets of the face's box.
+
+* crops: a square of ``context`` x the box's longer side, centred on the box, taken from the image
+  resized to ``long_side`` pixels on its longer side, sampled to ``crop_size`` pixels
+  (``torchvision.ops.roi_align``);
+* network: timm's ``ResNet`` with basic blocks (one per stage) and five outputs: a face logit and
+  the four box-corner offsets in units of the box's longer side (MTCNN's bounding-box regression);
+* combination (:class:`VerifierStacking`): logistic regression of the detector's calibrated score
+  (as a logit) and the verifier's logit, fitted on training images the verifier did not train on
+  (stacking); boxes move by ``box_step`` x the predicted offsets.
+
+The weights and the stacking travel in one ``.safetensors`` file (metadata key :data:`METADATA_KEY`),
+fitted for one detector weights file (its fingerprint, :func:`detector_fingerprint`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+from timm.models.resnet import BasicBlock, ResNet
+from torchvision.ops import roi_align
+
+#: Metadata key of the verifier's config and stacking in its ``.safetensors`` file.
+METADATA_KEY = "acfd_verifier"
+#: ImageNet mean / std in 0-255 pixels (the verifier's input normalisation).
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class VerifierConfig:
+    """Architecture and crop geometry of a verifier variant.
+
+    Args:
+        name: the variant's registry name.
+        channels: output channels of the four ResNet stages (one basic block each).
+        stem_width: width of timm's deep stem (three 3x3 convolutions).
+        crop_size: side of the square crop fed to the network, in pixels.
+        context: crop side / box's longer side.
+        long_side: the image is resized to this longer side before cropping.
+    """
+
+    name: str
+    channels: tuple[int, int, int, int] = (32, 64, 128, 256)
+    stem_width: int = 16
+    crop_size: int = 64
+    context: float = 1.6
+    long_side: int = 640
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifierConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown verifier config keys: {', '.join(unknown)}")
+        values = dict(data)
+        if "channels" in values:
+            values["channels"] = tuple(int(c) for c in values["channels"])
+        return cls(**values)
+
+
+#: Verifier variants: ``r4-32`` is the shipped one (1.2 M parameters); ``r4-tiny`` is for tests.
+VERIFIERS: dict[str, VerifierConfig] = {
+    "r4-32": VerifierConfig("r4-32"),
+    "r4-tiny": VerifierConfig("r4-tiny", channels=(8, 16, 32, 64), stem_width=8, crop_size=32),
+}
+
+
+def get_verifier_config(name: str) -> VerifierConfig:
+    """The registered :class:`VerifierConfig` called ``name``."""
+    if name not in VERIFIERS:
+        raise ValueError(f"unknown verifier {name!r}; choose from {', '.join(sorted(VERIFIERS))}")
+    return VERIFIERS[name]
+
+
+class FaceVerifier(nn.Module):
+    """``(B, 3, S, S)`` normalised crops -> ``(B, 5)``: face logit, then the offsets
+    ``(dx1, dy1, dx2, dy2)`` of the face's box corners in units of the box's longer side."""
+
+    def __init__(self, cfg: VerifierConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.net = ResNet(block=BasicBlock, layers=[1, 1, 1, 1], channels=cfg.channels,
+                          stem_width=cfg.stem_width, stem_type="deep", num_classes=5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def flip_outputs(out: torch.Tensor) -> torch.Tensor:
+    """Outputs for a mirrored crop expressed for the original one: x offsets swap and change sign."""
+    return torch.stack([out[:, 0], -out[:, 3], out[:, 2], -out[:, 1], out[:, 4]], 1)
+
+
+def flip_offsets(offsets: torch.Tensor) -> torch.Tensor:
+    """``(K, 4)`` box-offset targets of a crop, for the crop mirrored left-right."""
+    return torch.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
+
+
+def box_long_sides(boxes: np.ndarray) -> np.ndarray:
+    """``(K,)`` longer sides of ``(K, 4)`` boxes, at least 1 pixel."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
+
+
+def context_crops(image: np.ndarray, boxes: np.ndarray, cfg: VerifierConfig) -> torch.Tensor:
+    """``(K, 3, S, S)`` uint8 crops of an RGB ``(H, W, 3)`` uint8 image around ``(K, 4)`` boxes
+    (original pixels): squares of ``cfg.context`` x the longer side, centred on each box, from the
+    image resized to ``cfg.long_side`` (OpenCV area interpolation), bilinear ``roi_align``; outside
+    the image is black."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    size = cfg.crop_size
+    if len(boxes) == 0:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
+    height, width = image.shape[:2]
+    factor = cfg.long_side / max(height, width)
+    resized = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
+                         interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    # contiguous CHW: torchvision's CPU roi_align is about twice as fast on it as on the HWC view
+    tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float().contiguous()
+    b = boxes * factor
+    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    half = box_long_sides(b) * cfg.context / 2
+    rois = torch.from_numpy(np.stack([cx - half, cy - half, cx + half, cy + half], 1)).float()
+    out = roi_align(tensor, [rois], (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
+    """uint8 (or float 0-255) ``(B, 3, S, S)`` crops -> normalised float32, channels-last."""
+    mean = torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(PIXEL_STD).view(1, 3, 1, 1)
+    return ((crops.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.double().clamp(1e-6, 1 - 1e-6)
+    return torch.log(p) - torch.log1p(-p)
+
+
+@dataclass(frozen=True)
+class VerifierStacking:
+    """How the verifier's outputs change a final box (fitted by ``acfd train-verifier``).
+
+    ``score = sigmoid(score_weight * logit(detector score) + verifier_weight * min(verifier logit,
+    max_verifier_logit) + bias)`` (the detector score being its calibrated one when the weights
+    have a calibration), and the box moves by ``box_step`` x the predicted offsets x its longer
+    side. The cap on the verifier's logit (above any it gave on the training images) bounds how
+    far it can raise a box, so boxes that cannot reach a score threshold need no crop
+    (:meth:`min_detector_score`).
+
+    Args:
+        score_weight, verifier_weight, bias: the logistic regression's coefficients.
+        box_step: fraction of the predicted box offsets applied (0: boxes unchanged).
+        flip: average the outputs of each crop and its mirror image (as fitted).
+        raw_floor: the raw detector score above which boxes were verified when fitting; the
+            detector keeps every box above it for the verifier.
+        calibrated: whether the stacking was fitted on calibrated detector scores.
+        fitted_on: what it was fitted on (a note).
+        max_verifier_logit: the cap on the verifier's logit.
+    """
+
+    score_weight: float
+    verifier_weight: float
+    bias: float
+    box_step: float = 1.0
+    flip: bool = True
+    raw_floor: float = 0.08
+    calibrated: bool = True
+    fitted_on: str = ""
+    max_verifier_logit: float = 12.0
+
+    def __call__(self, scores: torch.Tensor, verifier_logits: torch.Tensor) -> torch.Tensor:
+        capped = verifier_logits.double().clamp(max=self.max_verifier_logit)
+        z = self.score_weight * _logit(scores) + self.verifier_weight * capped + self.bias
+        return torch.sigmoid(z).to(scores.dtype)
+
+    def min_detector_score(self, score_thresh: float) -> float:
+        """The detector score at or below which no verifier logit lifts a box above ``score_thresh``
+        (0 when every box may pass: no threshold, or weights that do not rise with the scores)."""
+        if score_thresh <= 0 or self.score_weight <= 0 or self.verifier_weight < 0:
+            return 0.0
+        best = self.verifier_weight * self.max_verifier_logit + self.bias
+        z = (math.log(score_thresh) - math.log1p(-score_thresh) - best) / self.score_weight if score_thresh < 1 else math.inf
+        return 1.0 / (1.0 + math.exp(-z)) if z < 700 else 1.0
+
+
+def detector_fingerprint(path: str | os.PathLike[str]) -> str:
+    """SHA-256 (first 16 hex digits) of a detector weights file: a verifier is fitted for one file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+class BoxVerifier:
+    """A trained :class:`FaceVerifier` with its :class:`VerifierStacking`, applied to final boxes.
+
+    Args:
+        model: the network (put in eval mode).
+        stacking: how its outputs combine with the detector's.
+        detector: fingerprint of the detector weights it was fitted for (``""``: unknown).
+        source: where it was loaded from (for messages).
+    """
+
+    def __init__(self, model: FaceVerifier, stacking: VerifierStacking, detector: str = "", source: str = "") -> None:
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.stacking = stacking
+        self.detector = detector
+        self.source = source
+        self.session: Any = None  # an onnxruntime.InferenceSession once use_onnx_runtime() is called
+
+    def __repr__(self) -> str:
+        backend = "onnx" if self.session is not None else "torch"
+        return f"BoxVerifier({self.cfg.name!r}, source={self.source!r}, backend={backend!r})"
+
+    def to(self, device: str | torch.device) -> BoxVerifier:
+        """Run the network on ``device`` (crops are cut on the CPU)."""
+        self.model.to(device)
+        return self
+
+    def use_onnx_runtime(self, num_threads: int | None = None) -> BoxVerifier:
+        """Run the network with ONNX Runtime on the CPU (exported in memory, about a second; 2-4x
+        faster than eager PyTorch on the few crops of an image).
+
+        Raises:
+            ImportError: onnxruntime is not installed.
+            RuntimeError: the export failed.
+        """
+        import io
+
+        import onnxruntime as ort
+
+        sample = torch.zeros((2, 3, self.cfg.crop_size, self.cfg.crop_size))
+        buffer = io.BytesIO()
+        model = FaceVerifier(self.cfg).eval()
+        model.load_state_dict(self.model.state_dict())
+        with warnings.catch_warnings(), torch.no_grad():
+            # the TorchScript exporter, as for the detector (acfd.deploy.export), and its deprecation notices
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            torch.onnx.export(model, (sample,), buffer, input_names=["crops"], output_names=["outputs"],
+                              dynamic_axes={"crops": {0: "batch"}, "outputs": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        # no spinning after each run: the detector's runner and PyTorch need the cores next
+        # (as acfd.deploy.onnx_runner.OnnxRunner)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        return self
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if self.session is not None:
+            return torch.from_numpy(self.session.run(None, {"crops": x.contiguous().numpy()})[0])
+        device = next(self.model.parameters()).device
+        return self.model(x.to(device)).float().cpu()
+
+    @torch.inference_mode()
+    def outputs(self, image: np.ndarray, boxes: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+        """``(K, 5)`` outputs for boxes of one RGB image (mirror-averaged when the stacking says)."""
+        crops = context_crops(image, boxes, self.cfg)
+        parts = []
+        for start in range(0, len(crops), batch_size):
+            x = normalise_crops(crops[start:start + batch_size])
+            if self.stacking.flip:  # one batch with the mirrored crops: faster than two calls
+                both = self._network(torch.cat([x, x.flip(-1)]))
+                n = len(x)
+                parts.append((both[:n] + flip_outputs(both[n:])) / 2)
+            else:
+                parts.append(self._network(x))
+        return torch.cat(parts) if parts else torch.zeros((0, 5))
+
+    def __call__(self, image: np.ndarray, boxes: torch.Tensor, scores: torch.Tensor,
+                 score_thresh: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Re-scored and refined ``(boxes, scores)`` of one image's final boxes (original pixels).
+
+        With ``score_thresh``, boxes that cannot end above it
+        (:meth:`VerifierStacking.min_detector_score`) are dropped before cropping; the caller
+        applies the threshold to the rest."""
+        if score_thresh > 0:
+            keep = scores > self.stacking.min_detector_score(score_thresh)
+            boxes, scores = boxes[keep], scores[keep]
+        if len(boxes) == 0:
+            return boxes, scores
+        out = self.outputs(image, boxes.detach().cpu().numpy()).to(boxes.device)
+        new_scores = self.stacking(scores, out[:, 0])
+        long_side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
+        new_boxes = boxes + self.stacking.box_step * out[:, 1:].to(boxes.dtype) * long_side[:, None]
+        height, width = image.shape[:2]
+        new_boxes[:, 0::2] = new_boxes[:, 0::2].clamp(0, width)
+        new_boxes[:, 1::2] = new_boxes[:, 1::2].clamp(0, height)
+        return new_boxes, new_scores
+
+
+def save_verifier(model: FaceVerifier, stacking: VerifierStacking, path: str | os.PathLike[str],
+                  detector: str = "") -> Path:
+    """Write the verifier (float32 weights, config, stacking, detector fingerprint) atomically."""
+    from safetensors.torch import save_file
+
+    from acfd.utils import atomic_path
+
+    meta = {"config": model.cfg.to_dict(), "stacking": dataclasses.asdict(stacking), "detector": detector}
+    state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    return Path(path)
+
+
+def load_verifier(path: str | os.PathLike[str]) -> BoxVerifier:
+    """Read a verifier written by :func:`save_verifier`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a verifier file (one line naming the file and the problem).
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: verifier file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            text = (f.metadata() or {}).get(METADATA_KEY)
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - any safetensors failure is one "not readable" line
+        raise ValueError(f"{path}: not a readable .safetensors verifier ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    if text is None:
+        raise ValueError(f"{path}: not a verifier file (no {METADATA_KEY!r} metadata; acfd train-verifier writes one)")
+    try:
+        meta = json.loads(text)
+        cfg = VerifierConfig.from_dict(meta["config"])
+        stacking = VerifierStacking(**meta["stacking"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: broken verifier metadata ({exc})") from None
+    model = FaceVerifier(cfg)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit verifier {cfg.name!r} ({str(exc).splitlines()[0]})") from None
+    return BoxVerifier(model, stacking, detector=str(meta.get("detector", "")), source=str(path))
+
+
+def default_verifier_path(detector_weights: str | os.PathLike[str]) -> Path:
+    """Where the verifier of a weights file lives: ``NAME-verifier.safetensors`` beside it."""
+    p = Path(detector_weights)
+    return p.with_name(f"{p.stem}-verifier.safetensors")
+
+
+__all__ = [
+    "METADATA_KEY",
+    "VERIFIERS",
+    "BoxVerifier",
+    "FaceVerifier",
+    "VerifierConfig",
+    "VerifierStacking",
+    "context_crops",
+    "default_verifier_path",
+    "detector_fingerprint",
+    "flip_offsets",
+    "flip_outputs",
+    "get_verifier_config",
+    "load_verifier",
+    "normalise_crops",
+    "save_verifier",
+]

@@ -1,0 +1,352 @@
+"""Second-stage face verifier (acfd.detection.verifier, acfd.engine.verifier_training,
+acfd train-verifier): crop geometry, mirror symmetry of the box offsets, the stacking, the file
+format and its errors, how the Detector finds and applies it, and the shipped one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from acfd.cli import app
+from acfd.detection.verifier import (
+    BoxVerifier,
+    FaceVerifier,
+    VerifierConfig,
+    VerifierStacking,
+    context_crops,
+    default_verifier_path,
+    detector_fingerprint,
+    flip_offsets,
+    flip_outputs,
+    get_verifier_config,
+    load_verifier,
+    save_verifier,
+)
+from acfd.engine.infer import Detector
+from acfd.engine.verifier_training import held_out, predict, train_verifier
+from acfd.models.registry import create_model, default_weights_path, save_weights
+
+TINY = get_verifier_config("r4-tiny")
+
+
+def _tiny_verifier(seed: int = 0) -> FaceVerifier:
+    torch.manual_seed(seed)
+    return FaceVerifier(TINY).eval()
+
+
+# --------------------------------------------------------------------------------------------
+# crops and the mirror symmetry
+
+
+def test_context_crops_centre_a_square_of_context_times_the_longer_side() -> None:
+    image = np.zeros((200, 400, 3), np.uint8)
+    image[:, :200] = (255, 0, 0)  # left half red, right half blue
+    image[:, 200:] = (0, 0, 255)
+    cfg = VerifierConfig("t", crop_size=32, context=2.0, long_side=400)  # no resizing
+    # a 50 x 20 box centred on the border: the crop spans x 150..250, half red, half blue
+    # a box in the corner: the crop spans -10..30, so its first quarter is outside (black)
+    crops = context_crops(image, np.array([[175, 90, 225, 110], [0, 0, 20, 20]]), cfg)
+    assert crops.shape == (2, 3, 32, 32) and crops.dtype == torch.uint8
+    centred = crops[0].numpy()
+    assert (centred[0, :, :15] == 255).all() and (centred[2, :, :15] == 0).all()
+    assert (centred[2, :, 17:] == 255).all() and (centred[0, :, 17:] == 0).all()
+    corner = crops[1].numpy()
+    assert (corner[:, :7, :] == 0).all() and (corner[:, :, :7] == 0).all()
+    assert (corner[0, 9:, 9:] == 255).all()
+    # the same crop from a bigger copy of the image: the boxes are in original pixels
+    big = np.repeat(np.repeat(image, 2, 0), 2, 1)
+    again = context_crops(big, np.array([[350, 180, 450, 220]]), cfg)
+    assert (again[0].int() - crops[0].int()).abs().max() <= 2
+    assert context_crops(image, np.zeros((0, 4)), cfg).shape == (0, 3, 32, 32)
+
+
+def test_mirrored_offsets_match_the_mirrored_image() -> None:
+    box = np.array([40.0, 30.0, 100.0, 80.0])
+    face = np.array([44.0, 28.0, 96.0, 90.0])
+    width = 200.0
+
+    def offsets(b, f):
+        side = max(b[2] - b[0], b[3] - b[1])
+        return torch.tensor((f - b) / side, dtype=torch.float32)[None]
+
+    def mirror(b):
+        return np.array([width - b[2], b[1], width - b[0], b[3]])
+
+    expect = offsets(mirror(box), mirror(face))
+    assert torch.allclose(flip_offsets(offsets(box, face)), expect)
+    out = torch.cat([torch.tensor([[1.5]]), offsets(box, face)], 1)
+    assert torch.allclose(flip_outputs(out), torch.cat([torch.tensor([[1.5]]), expect], 1))
+    assert torch.allclose(flip_outputs(flip_outputs(out)), out)
+
+
+def test_flip_averaged_outputs_are_mirror_symmetric() -> None:
+    model = _tiny_verifier()
+    crops = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
+    plain, mirrored = predict(model, crops), predict(model, crops.flip(-1))
+    assert torch.allclose(flip_outputs(mirrored), plain, atol=1e-5)
+    assert not torch.allclose(predict(model, crops, flip=False), plain)
+
+
+# --------------------------------------------------------------------------------------------
+# the stacking and BoxVerifier
+
+
+def test_stacking_is_a_logistic_regression_of_the_two_logits() -> None:
+    scores = torch.tensor([0.2, 0.5, 0.9])
+    logits = torch.tensor([3.0, -1.0, 0.0])
+    same = VerifierStacking(1.0, 0.0, 0.0)
+    assert torch.allclose(same(scores, logits), scores)
+    mixed = VerifierStacking(0.5, 2.0, -0.25)
+    z = 0.5 * torch.log(scores / (1 - scores)) + 2.0 * logits - 0.25
+    assert torch.allclose(mixed(scores, logits), torch.sigmoid(z))
+    assert mixed(scores, logits).dtype == scores.dtype
+
+
+def test_capped_verifier_logit_bounds_which_boxes_can_pass_a_threshold() -> None:
+    stacking = VerifierStacking(0.8, 0.25, 0.1, max_verifier_logit=8.0)
+    floor = stacking.min_detector_score(0.35)
+    best = stacking(torch.tensor([floor], dtype=torch.float64), torch.tensor([100.0]))
+    assert float(best) == pytest.approx(0.35, abs=1e-9)  # the best a box at the floor can do ...
+    above = stacking(torch.tensor([floor * 1.01], dtype=torch.float64), torch.tensor([8.0]))
+    assert float(above) > 0.35  # ... and just above it the cap lifts it over
+    assert stacking.min_detector_score(0.0) == 0.0
+    assert VerifierStacking(0.8, -0.25, 0.1).min_detector_score(0.35) == 0.0  # nothing can be ruled out
+
+
+def test_box_verifier_skips_boxes_that_cannot_pass_and_onnx_runtime_agrees() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0], [100.0, 60.0, 158.0, 118.0], [60.0, 20.0, 90.0, 60.0]])
+    stacking = VerifierStacking(1.0, 0.2, 0.0, box_step=0.5, max_verifier_logit=5.0)
+    floor = stacking.min_detector_score(0.5)
+    scores = torch.tensor([0.9, floor * 0.99, floor * 1.01])
+    verifier = BoxVerifier(_tiny_verifier(), stacking)
+    all_boxes, all_scores = verifier(image, boxes, scores)
+    kept_boxes, kept_scores = verifier(image, boxes, scores, score_thresh=0.5)
+    assert len(kept_boxes) == 2 and float(all_scores[1]) <= 0.5  # the skipped box could not have passed
+    assert torch.allclose(kept_boxes, all_boxes[[0, 2]]) and torch.allclose(kept_scores, all_scores[[0, 2]])
+    fast = BoxVerifier(_tiny_verifier(), stacking).use_onnx_runtime(1)
+    assert "onnx" in repr(fast)
+    ort_boxes, ort_scores = fast(image, boxes, scores)
+    assert torch.allclose(ort_boxes, all_boxes, atol=1e-3) and torch.allclose(ort_scores, all_scores, atol=1e-5)
+
+
+def test_box_verifier_rescores_and_moves_boxes_by_the_offsets() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0], [100.0, 60.0, 158.0, 118.0]])
+    scores = torch.tensor([0.6, 0.3])
+    model = _tiny_verifier()
+    out = BoxVerifier(model, VerifierStacking(1.0, 1.0, 0.0, box_step=0.0)).outputs(image, boxes.numpy())
+    kept_boxes, rescored = BoxVerifier(model, VerifierStacking(1.0, 1.0, 0.0, box_step=0.0))(image, boxes, scores)
+    assert torch.equal(kept_boxes, boxes)
+    assert torch.allclose(rescored, torch.sigmoid(torch.log(scores / (1 - scores)) + out[:, 0]), atol=1e-6)
+    moved, _ = BoxVerifier(model, VerifierStacking(1.0, 1.0, 0.0, box_step=0.5))(image, boxes, scores)
+    long_side = torch.tensor([[40.0], [58.0]])
+    expect = boxes + 0.5 * out[:, 1:] * long_side
+    expect[:, 0::2] = expect[:, 0::2].clamp(0, 160)
+    expect[:, 1::2] = expect[:, 1::2].clamp(0, 120)
+    assert torch.allclose(moved, expect, atol=1e-5)
+    empty = BoxVerifier(model, VerifierStacking(1.0, 1.0, 0.0))(image, torch.zeros((0, 4)), torch.zeros(0))
+    assert empty[0].shape == (0, 4) and empty[1].shape == (0,)
+
+
+def test_training_learns_to_tell_bright_squares_from_dark_ones() -> None:
+    from acfd.engine.verifier_training import VerifierSamples
+
+    n = 96
+    rng = np.random.default_rng(0)
+    is_face = np.arange(n) % 2 == 0
+    crops = torch.from_numpy(rng.integers(0, 60, (n, 3, 32, 32), dtype=np.uint8))
+    crops[is_face, :, 8:24, 8:24] = 230
+    samples = VerifierSamples(crops, is_face, np.zeros((n, 4), np.float32), np.zeros(n, bool), np.ones(n, bool),
+                              np.zeros((n, 4), np.float32), np.full(n, 0.5), np.full(n, 0.5), np.zeros(n, int), ["a"])
+    model = train_verifier(samples, TINY, epochs=8, batch_size=16, warmup_iters=5)
+    logits = predict(model, crops)[:, 0]
+    assert logits[is_face].min() > logits[~is_face].max()
+
+
+def test_held_out_fold_depends_on_the_name_only() -> None:
+    names = [f"img{i:04d}.jpg" for i in range(500)]
+    fold = held_out(names)
+    assert 60 < fold.sum() < 140  # about a fifth
+    again = held_out(names[::-1])[::-1]
+    assert np.array_equal(fold, again)
+
+
+# --------------------------------------------------------------------------------------------
+# the file
+
+
+def test_verifier_file_round_trips_and_bad_files_are_one_line_errors(tmp_path: Path) -> None:
+    model = _tiny_verifier()
+    stacking = VerifierStacking(0.8, 0.25, 0.01, box_step=0.75, calibrated=False, fitted_on="test")
+    path = save_verifier(model, stacking, tmp_path / "v.safetensors", detector="abc")
+    loaded = load_verifier(path)
+    assert loaded.cfg == TINY and loaded.stacking == stacking and loaded.detector == "abc"
+    crops = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(predict(loaded.model, crops), predict(model, crops))
+    assert not list(tmp_path.glob("*.tmp*"))  # written through a temporary file
+
+    with pytest.raises(FileNotFoundError, match="missing.safetensors: verifier file not found"):
+        load_verifier(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match=r"junk.safetensors: not a readable .safetensors verifier") as info:
+        load_verifier(junk)
+    assert "\n" not in str(info.value)
+    detector_weights = save_weights(create_model("acfd-tiny"), tmp_path / "det.safetensors")
+    with pytest.raises(ValueError, match="det.safetensors: not a verifier file"):
+        load_verifier(detector_weights)
+    from safetensors.torch import save_file
+
+    other = FaceVerifier(VerifierConfig("r4-32")).state_dict()
+    save_file({k: v.contiguous() for k, v in other.items()}, str(tmp_path / "wrong.safetensors"),
+              metadata={"acfd_verifier": json.dumps({"config": TINY.to_dict(), "stacking": {"score_weight": 1.0,
+                        "verifier_weight": 1.0, "bias": 0.0}})})
+    with pytest.raises(ValueError, match="wrong.safetensors: weights do not fit verifier 'r4-tiny'"):
+        load_verifier(tmp_path / "wrong.safetensors")
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "broken.safetensors"), metadata={"acfd_verifier": "{"})
+    with pytest.raises(ValueError, match="broken.safetensors: broken verifier metadata"):
+        load_verifier(tmp_path / "broken.safetensors")
+    with pytest.raises(ValueError, match="unknown verifier config keys: depth"):
+        VerifierConfig.from_dict({**TINY.to_dict(), "depth": 3})
+    with pytest.raises(ValueError, match="unknown verifier 'r9'"):
+        get_verifier_config("r9")
+
+
+# --------------------------------------------------------------------------------------------
+# the Detector
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(spread_tiny_model: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uncalibrated weights of conftest's acfd-tiny with spread scores."""
+    return save_weights(spread_tiny_model, tmp_path_factory.mktemp("verifier") / "tiny.safetensors")
+
+
+def _image() -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 255, (120, 200, 3), dtype=np.uint8)
+
+
+def _beside(weights: Path, stacking: VerifierStacking, detector: str | None = None) -> Path:
+    return save_verifier(_tiny_verifier(), stacking, default_verifier_path(weights),
+                         detector=detector_fingerprint(weights) if detector is None else detector)
+
+
+def test_detector_uses_the_verifier_fitted_for_its_weights(tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
+    stacking = VerifierStacking(1.0, 1.0, 0.0, box_step=1.0, raw_floor=0.3, calibrated=False)
+    path = _beside(tiny_weights, stacking)
+    try:
+        assert path == tiny_weights.with_name("tiny-verifier.safetensors")
+        plain = Detector(tiny_weights, backend="torch", scales="160", score_thresh=0.0, verifier=None)
+        verified = Detector(tiny_weights, backend="torch", scales="160", score_thresh=0.0)
+        assert plain.verifier is None and verified.verifier is not None and "verifier=True" in repr(verified)
+        assert verified._raw_floor() == 0.3  # every box the verifier may raise is kept for it
+        image = _image()
+        base = Detector(tiny_weights, backend="torch", scales="160", score_thresh=0.0, raw_score_floor=0.3,
+                        verifier=None)(image)
+        got = verified(image)
+        assert len(got) == len(base) > 0
+        _, expect = verified.verifier(image, torch.from_numpy(base.boxes), torch.from_numpy(base.scores))
+        assert np.allclose(np.sort(got.scores), np.sort(expect.numpy()), atol=1e-5)
+        assert not np.allclose(np.sort(got.scores), np.sort(base.scores))
+        assert verified.timings.verify > 0 and "verify" in verified.timings.per_image_ms()
+        # the threshold applies to the verified scores
+        cut = float(np.median(got.scores))
+        assert np.all(Detector(tiny_weights, backend="torch", scales="160", score_thresh=cut)(image).scores > cut)
+
+        # fitted for other weights: a warning, and not used unless asked for by path
+        _beside(tiny_weights, stacking, detector="0123456789abcdef")
+        with caplog.at_level(logging.WARNING, logger="acfd.engine.infer"):
+            assert Detector(tiny_weights, backend="torch").verifier is None
+        assert "fitted for other weights" in caplog.text
+        assert Detector(tiny_weights, backend="torch", verifier=path).verifier is not None
+        # fitted on calibrated scores: not for a detector whose scores are raw
+        _beside(tiny_weights, replace(stacking, calibrated=True))
+        assert Detector(tiny_weights, backend="torch").verifier is None
+        with pytest.raises(ValueError, match="combines calibrated detector scores, but this detector's are raw"):
+            Detector(tiny_weights, backend="torch", verifier=path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert Detector(tiny_weights, backend="torch").verifier is None  # none beside the weights
+
+
+def test_detect_cli_verifier_flag(tiny_weights: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = _beside(tiny_weights, VerifierStacking(1.0, 1.0, -4.0, box_step=0.0, raw_floor=0.08, calibrated=False))
+    try:
+        Image.fromarray(_image()).save(tmp_path / "a.png")
+        scores = {}
+        for flag in ("--verifier", "--no-verifier"):
+            res = CliRunner().invoke(app, ["detect", str(tmp_path / "a.png"), "--weights", str(tiny_weights), "--scales",
+                                           "160", "--score-thresh", "0", "--format", "json", "-o",
+                                           str(tmp_path / f"{flag}.json"), "--no-progress", flag])
+            assert res.exit_code == 0, res.output
+            faces = json.loads((tmp_path / f"{flag}.json").read_text())[0]["detections"]
+            scores[flag] = sorted(f["score"] for f in faces)
+        assert len(scores["--verifier"]) == len(scores["--no-verifier"]) > 0
+        assert scores["--verifier"] != pytest.approx(scores["--no-verifier"], abs=1e-3)  # the bias of -4 lowers them
+    finally:
+        path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------
+# acfd train-verifier and the shipped verifier
+
+
+def test_train_verifier_cli_writes_a_verifier_the_detector_picks_up(samples_dir: Path, tmp_path: Path) -> None:
+    src = default_weights_path()
+    weights = tmp_path / "acfd-n.safetensors"
+    weights.write_bytes(src.read_bytes())
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    result = CliRunner().invoke(app, ["train-verifier", str(weights), "--gt", str(samples_dir / "annotations.csv"),
+                                      "--images", str(samples_dir), "--variant", "r4-tiny", "--epochs", "2",
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "acfd-n-verifier.safetensors"
+    assert f"{out}: r4-tiny trained on" in result.output and "held-out AP50 (1 images): detector" in result.output
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest  # the input is never changed
+    loaded = load_verifier(out)
+    assert loaded.detector == detector_fingerprint(weights) and loaded.stacking.calibrated
+    assert "5 images" in loaded.stacking.fitted_on and loaded.stacking.box_step in (0.0, 0.5, 0.75, 1.0)
+    det = Detector(weights, score_thresh=0.0)
+    assert det.verifier is not None and det.verifier.cfg.name == "r4-tiny"
+    faces = det(samples_dir / "personai_icartoonface_dettrain_00330.jpg")
+    assert len(faces) and 0 <= faces.scores.min() and faces.scores.max() <= 1
+
+
+def test_train_verifier_cli_errors_name_the_file(samples_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["--gt", str(samples_dir / "annotations.csv"), "--images", str(samples_dir)]
+    pt = tmp_path / "w.pt"
+    pt.write_bytes(b"x")
+    result = runner.invoke(app, ["train-verifier", str(pt), *args])
+    assert result.exit_code != 0 and f"{pt}: a verifier is fitted for a .safetensors weights file" in result.output
+    result = runner.invoke(app, ["train-verifier", str(tmp_path / "missing.safetensors"), *args])
+    assert result.exit_code != 0 and "missing.safetensors: weights file not found" in result.output
+    w = default_weights_path()
+    result = runner.invoke(app, ["train-verifier", str(w), *args, "-o", str(w)])
+    assert result.exit_code != 0 and "would overwrite the detector weights" in result.output
+    result = runner.invoke(app, ["train-verifier", str(w), *args, "--variant", "r9", "-o", str(tmp_path / "v.safetensors")])
+    assert result.exit_code != 0 and "unknown verifier variant 'r9'" in result.output
+
+
+def test_shipped_verifier_belongs_to_the_shipped_weights(samples_dir: Path) -> None:
+    weights = default_weights_path()
+    path = default_verifier_path(weights)
+    if not path.is_file():
+        pytest.skip(f"no verifier shipped beside {weights}")
+    verifier = load_verifier(path)
+    assert verifier.detector == detector_fingerprint(weights)
+    assert verifier.stacking.calibrated and "held-out images" in verifier.stacking.fitted_on
+    det = Detector()
+    assert det.verifier is not None and det.verifier.source == str(path)
+    assert Detector(verifier=None).verifier is None
