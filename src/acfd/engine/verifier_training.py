@@ -342,6 +342,8 @@ def fit_verifier(
     for step in BOX_STEPS:
         ap[f"verified (box step {step})"] = _holdout_ap50(samples, rows, stacked, boxes + step * out[:, 1:] * side, gt, images)
     best_step = max(BOX_STEPS, key=lambda s: ap[f"verified (box step {s})"])
+    logger.info("verifier: held-out AP50 %s; training the final verifier on all the images",
+                ", ".join(f"{k} {v:.2f}" for k, v in ap.items()))
     calibrated = _stored_calibration(weights) is not None
     note = (f"{len(samples.names)} images of {source or images_dir}, scale {scale}, NMS {nms_thresh}; stacking on "
             f"{len(images)} held-out images: AP50 {ap['detector']:.2f} -> {ap[f'verified (box step {best_step})']:.2f}")
