@@ -272,18 +272,19 @@ def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig, peak_lr: f
     return cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """SGD (paper) or AdamW, weight decay on conv / linear weights only (not on norms, biases or
-    fusion weights)."""
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with weight decay on conv / linear weights only (not on norms,
+    biases or fusion weights); frozen parameters left out."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    """SGD (paper) or AdamW, weight decay as :func:`weight_decay_groups`."""
+    groups = weight_decay_groups(model, cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
     return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)

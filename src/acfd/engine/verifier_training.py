@@ -39,11 +39,12 @@ from acfd.detection.verifier import (
     context_crops,
     detector_fingerprint,
     flip_offsets,
-    flip_outputs,
     get_verifier_config,
+    mirror_averaged,
     normalise_crops,
 )
 from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH, EVAL_SCORE_THRESH
+from acfd.engine.train import weight_decay_groups
 
 logger = logging.getLogger(__name__)
 
@@ -210,9 +211,7 @@ def train_verifier(
     batch_size = max(2, min(batch_size, per_epoch))
     steps = max(1, epochs * (per_epoch // batch_size))
     model = FaceVerifier(cfg).to(memory_format=torch.channels_last).train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    other = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": other, "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(weight_decay_groups(model, weight_decay), lr=lr)
     warm = max(1, min(warmup_iters, steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
@@ -257,10 +256,7 @@ def predict(model: FaceVerifier, crops: torch.Tensor, flip: bool = True, batch_s
     parts = [torch.zeros((0, 5))]
     for k in range(0, len(crops), batch_size):
         x = normalise_crops(crops[k:k + batch_size])
-        out = model(x)
-        if flip:
-            out = (out + flip_outputs(model(x.flip(-1)))) / 2
-        parts.append(out)
+        parts.append(mirror_averaged(model, x) if flip else model(x))
     return torch.cat(parts)
 
 
