@@ -5,7 +5,8 @@ second-stage verifier, per step (``Detector.timings``), for docs/MODEL_CARD.md.
 
 Settings, run interleaved pass by pass (the median pass is reported): ``verifier`` (the default
 detector: ONNX Runtime for both networks), ``verifier-eager`` (the verifier's network on PyTorch),
-``none`` (``verifier=None``). Decoding is not timed (the images are read first).
+``none`` (``verifier=None``); with ``--flip`` also ``verifier-flip`` and ``none-flip`` (test-time
+flip on). Decoding is not timed (the images are read first).
 """
 
 from __future__ import annotations
@@ -29,11 +30,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40, help="the first N images of the dev split")
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--flip", action="store_true", help="also time the test-time flip")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = (DATA / "splits" / "dev.txt").read_text().split()[: args.images]
     images = [load_image(DATA / "images" / n) for n in names]
     detectors = {"verifier": Detector(), "verifier-eager": Detector(), "none": Detector(verifier=None)}
+    if args.flip:
+        detectors |= {"verifier-flip": Detector(flip=True), "none-flip": Detector(verifier=None, flip=True)}
     eager = detectors["verifier-eager"].verifier
     if eager is not None:
         eager.session = None  # its network back on PyTorch

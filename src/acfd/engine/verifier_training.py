@@ -291,6 +291,31 @@ def _holdout_ap50(samples: VerifierSamples, rows: np.ndarray, scores: np.ndarray
     return 100 * evaluate_official(truth, preds).ap
 
 
+def fit_stacking(samples: VerifierSamples, rows: np.ndarray, out: np.ndarray, gt: Mapping[str, ImageRecord],
+                 images: np.ndarray):
+    """Fit the stacking on held-out boxes ``rows`` (of the images ``images``, indices into
+    ``samples.names``, found faces or not) given a verifier's ``(len(rows), 5)`` outputs.
+
+    Returns the logistic regression of (logit(calibrated score), verifier logit), the held-out AP50
+    (``"detector"``, then ``"verified (box step s)"`` per step of :data:`BOX_STEPS`) and the best step.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from acfd.detection.calibration import _logit
+
+    y = samples.is_face[rows]
+    features = np.stack([_logit(samples.calibrated[rows]), out[:, 0]], 1)
+    lr = LogisticRegression(C=1.0).fit(features, y)
+    stacked = lr.predict_proba(features)[:, 1]
+    boxes = samples.boxes[rows].astype(np.float64)
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(min=1.0)[:, None]
+    ap = {"detector": _holdout_ap50(samples, rows, samples.calibrated[rows], boxes, gt, images)}
+    for step in BOX_STEPS:
+        ap[f"verified (box step {step})"] = _holdout_ap50(samples, rows, stacked, boxes + step * out[:, 1:] * side, gt, images)
+    best_step = max(BOX_STEPS, key=lambda s: ap[f"verified (box step {s})"])
+    return lr, ap, best_step
+
+
 def fit_verifier(
     weights: str | os.PathLike[str],
     images_dir: str | os.PathLike[str],
@@ -311,10 +336,6 @@ def fit_verifier(
     Raises:
         ValueError: unreadable images only, or no face / no false positive to learn from.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    from acfd.detection.calibration import _logit
-
     cfg = get_verifier_config(variant)
     samples = collect_samples(weights, images_dir, gt, names, cfg, scale=scale, nms_thresh=nms_thresh,
                               batch_size=batch_size, progress=progress)
@@ -328,16 +349,8 @@ def fit_verifier(
                 len(samples.is_face), int(samples.is_face.sum()), len(rows), int(hold_image.sum()))
     first = train_verifier(samples, cfg, mask=~hold, epochs=epochs, seed=seed, progress=progress)
     out = predict(first, samples.crops[rows], flip=flip).double().numpy()
-    features = np.stack([_logit(samples.calibrated[rows]), out[:, 0]], 1)
-    lr = LogisticRegression(C=1.0).fit(features, y)
-    stacked = lr.predict_proba(features)[:, 1]
-    boxes = samples.boxes[rows].astype(np.float64)
-    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(min=1.0)[:, None]
     images = np.nonzero(hold_image)[0]
-    ap = {"detector": _holdout_ap50(samples, rows, samples.calibrated[rows], boxes, gt, images)}
-    for step in BOX_STEPS:
-        ap[f"verified (box step {step})"] = _holdout_ap50(samples, rows, stacked, boxes + step * out[:, 1:] * side, gt, images)
-    best_step = max(BOX_STEPS, key=lambda s: ap[f"verified (box step {s})"])
+    lr, ap, best_step = fit_stacking(samples, rows, out, gt, images)
     logger.info("verifier: held-out AP50 %s; training the final verifier on all the images",
                 ", ".join(f"{k} {v:.2f}" for k, v in ap.items()))
     calibrated = _stored_calibration(weights) is not None
@@ -359,4 +372,4 @@ def _stored_calibration(weights: str | os.PathLike[str]):
     return ScoreCalibration.from_metadata(read_metadata(weights), str(weights))
 
 
-__all__ = ["VerifierFit", "VerifierSamples", "collect_samples", "fit_verifier", "held_out", "predict", "train_verifier"]
+__all__ = ["VerifierFit", "VerifierSamples", "collect_samples", "fit_stacking", "fit_verifier", "held_out", "predict", "train_verifier"]
