@@ -776,13 +776,16 @@ def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_
     ref, got = Detector(backend="torch", **kwargs)(paths), Detector(**kwargs)(paths)
     assert sum(len(d) for d in ref) > 0
     for a, b in zip(ref, got):
-        # same boxes within 0.01 px and scores within 1e-4; boxes of (nearly) equal score may
-        # come in another order, so each box is paired with its nearest in the other result
+        # same boxes within 0.05 px and scores within 1e-4; boxes of (nearly) equal score may
+        # come in another order, so each box is paired with its nearest in the other result.
+        # (0.01 px held on an AVX2 CPU; on an AVX512/AMX Xeon one box differed by 0.017 px: the
+        # verifier's offsets are multiplied by the box's side, ~300 px, so last-bit differences
+        # between the two runtimes' kernels grow to a few hundredths of a pixel)
         assert len(a) == len(b)
         diff = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
         nearest = diff.argmin(axis=1)
         assert sorted(nearest.tolist()) == list(range(len(b)))
-        assert diff.min(axis=1).max(initial=0) < 1e-2
+        assert diff.min(axis=1).max(initial=0) < 5e-2
         np.testing.assert_allclose(a.scores, b.scores[nearest], atol=1e-4)
 
 
