@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from acfd.data.formats import read_icartoon_csv, read_split
-from acfd.detection.verifier import VerifierConfig, get_verifier_config
+from acfd.detection.verifier import VerifierConfig, detector_fingerprint, get_verifier_config
 from acfd.engine.verifier_training import collect_samples, fit_stacking, held_out, predict, train_verifier
+from acfd.utils import atomic_path
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
 
@@ -42,7 +43,7 @@ def parse_model(spec: str) -> tuple[VerifierConfig, int]:
         key, _, value = item.partition("=")
         if key == "channels":
             values[key] = [int(c) for c in value.split("-")]
-        elif key in ("context",):
+        elif key == "context":
             values[key] = float(value)
         else:
             values[key] = int(value)
@@ -61,7 +62,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256(Path(args.weights).read_bytes()).hexdigest()[:12]
+    digest = detector_fingerprint(args.weights)[:12]
     gt, _ = read_icartoon_csv(DATA / "annotations" / "train.csv")
     names = read_split(DATA / "splits" / "train.txt")
     outputs: dict[str, np.ndarray] = {}
@@ -74,8 +75,8 @@ def main() -> None:
             samples = torch.load(sample_file, weights_only=False)
         else:
             samples = collect_samples(args.weights, DATA / "images", gt, names, cfg, progress=True)
-            torch.save(samples, sample_file.with_suffix(".tmp"))
-            os.replace(sample_file.with_suffix(".tmp"), sample_file)
+            with atomic_path(sample_file) as tmp:
+                torch.save(samples, tmp)
         hold = held_out(samples.names)[samples.image]
         rows = np.nonzero(hold & samples.is_detection)[0]
         if reference is None:
@@ -88,7 +89,8 @@ def main() -> None:
             t0 = time.perf_counter()
             model = train_verifier(samples, cfg, mask=~hold, epochs=args.epochs, seed=seed, progress=True)
             out = predict(model, samples.crops[rows]).double().numpy()
-            np.save(out_file, out)
+            with atomic_path(out_file) as tmp, open(tmp, "wb") as f:
+                np.save(f, out)
             logging.info("%s: trained in %.0f s", spec, time.perf_counter() - t0)
         outputs[spec] = out
     samples, rows = reference

@@ -36,6 +36,7 @@ from acfd.detection.verifier import (
     FaceVerifier,
     VerifierConfig,
     VerifierStacking,
+    box_long_sides,
     context_crops,
     detector_fingerprint,
     flip_offsets,
@@ -308,7 +309,7 @@ def fit_stacking(samples: VerifierSamples, rows: np.ndarray, out: np.ndarray, gt
     lr = LogisticRegression(C=1.0).fit(features, y)
     stacked = lr.predict_proba(features)[:, 1]
     boxes = samples.boxes[rows].astype(np.float64)
-    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clip(min=1.0)[:, None]
+    side = box_long_sides(boxes)[:, None]
     ap = {"detector": _holdout_ap50(samples, rows, samples.calibrated[rows], boxes, gt, images)}
     for step in BOX_STEPS:
         ap[f"verified (box step {step})"] = _holdout_ap50(samples, rows, stacked, boxes + step * out[:, 1:] * side, gt, images)
