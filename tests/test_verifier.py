@@ -185,6 +185,47 @@ def test_training_learns_to_tell_bright_squares_from_dark_ones() -> None:
     assert logits[is_face].min() > logits[~is_face].max()
 
 
+def test_ensemble_trains_each_member_with_its_own_seed_and_averages_them(tmp_path: Path) -> None:
+    from acfd.engine.verifier_training import VerifierSamples
+
+    n = 48
+    rng = np.random.default_rng(0)
+    is_face = np.arange(n) % 2 == 0
+    crops = torch.from_numpy(rng.integers(0, 255, (n, 3, 32, 32), dtype=np.uint8))
+    samples = VerifierSamples(crops, is_face, np.zeros((n, 4), np.float32), np.zeros(n, bool), np.ones(n, bool),
+                              np.zeros((n, 4), np.float32), np.full(n, 0.5), np.full(n, 0.5), np.zeros(n, int), ["a"])
+    pair = get_verifier_config("r4-tiny-x2")
+    assert pair.members == 2
+    ensemble = train_verifier(samples, pair, epochs=1, batch_size=16, warmup_iters=1, seed=3)
+    alone = [train_verifier(samples, TINY, epochs=1, batch_size=16, warmup_iters=1, seed=s) for s in (3, 4)]
+    x = torch.randint(0, 255, (5, 3, 32, 32), dtype=torch.uint8)
+    assert torch.allclose(predict(ensemble, x), (predict(alone[0], x) + predict(alone[1], x)) / 2, atol=1e-5)
+    assert not torch.allclose(predict(alone[0], x), predict(alone[1], x))  # two different networks
+    loaded = load_verifier(save_verifier(ensemble, VerifierStacking(1.0, 1.0, 0.0), tmp_path / "pair.safetensors"))
+    assert loaded.cfg == pair and torch.allclose(predict(loaded.model, x), predict(ensemble, x))
+    fast = BoxVerifier(ensemble, VerifierStacking(1.0, 1.0, 0.0)).use_onnx_runtime(1, cache=False)  # one graph
+    image = rng.integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    boxes = np.array([[10.0, 10.0, 50.0, 40.0], [40.0, 20.0, 90.0, 70.0]])
+    assert torch.allclose(fast.outputs(image, boxes), BoxVerifier(ensemble, fast.stacking).outputs(image, boxes), atol=1e-4)
+    with pytest.raises(ValueError, match="needs 2 single-network members"):
+        FaceVerifier.ensemble(pair, alone[:1])
+    with pytest.raises(ValueError, match="members must be at least 1"):
+        replace(TINY, members=0)
+
+
+def test_verifier_files_from_before_ensembles_still_load(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    model = _tiny_verifier()
+    old_keys = {k.replace("nets.0.", "net.", 1): v.contiguous() for k, v in model.state_dict().items()}
+    meta = {"config": {k: v for k, v in TINY.to_dict().items() if k != "members"},
+            "stacking": {"score_weight": 1.0, "verifier_weight": 1.0, "bias": 0.0}}
+    save_file(old_keys, str(tmp_path / "old.safetensors"), metadata={"acfd_verifier": json.dumps(meta)})
+    loaded = load_verifier(tmp_path / "old.safetensors")
+    crops = torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8)
+    assert loaded.cfg == TINY and torch.equal(predict(loaded.model, crops), predict(model, crops))
+
+
 def test_held_out_fold_depends_on_the_name_only() -> None:
     names = [f"img{i:04d}.jpg" for i in range(500)]
     fold = held_out(names)

@@ -29,7 +29,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,8 @@ class VerifierConfig:
         crop_size: side of the square crop fed to the network, in pixels.
         context: crop side / box's longer side.
         long_side: the image is resized to this longer side before cropping.
+        members: networks in the ensemble, trained alike with different seeds; their outputs
+            (logit and offsets) are averaged (``members`` x the verify time).
     """
 
     name: str
@@ -69,6 +71,11 @@ class VerifierConfig:
     crop_size: int = 64
     context: float = 1.6
     long_side: int = 640
+    members: int = 1
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ValueError(f"verifier {self.name!r}: members must be at least 1, got {self.members}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -85,10 +92,13 @@ class VerifierConfig:
         return cls(**values)
 
 
-#: Verifier variants: ``r4-32`` is the shipped one (1.2 M parameters); ``r4-tiny`` is for tests.
+#: Verifier variants: ``r4-32`` is one network of 1.2 M parameters, ``r4-32x2`` an ensemble of
+#: two; ``r4-tiny`` / ``r4-tiny-x2`` are for tests.
 VERIFIERS: dict[str, VerifierConfig] = {
     "r4-32": VerifierConfig("r4-32"),
+    "r4-32x2": VerifierConfig("r4-32x2", members=2),
     "r4-tiny": VerifierConfig("r4-tiny", channels=(8, 16, 32, 64), stem_width=8, crop_size=32),
+    "r4-tiny-x2": VerifierConfig("r4-tiny-x2", channels=(8, 16, 32, 64), stem_width=8, crop_size=32, members=2),
 }
 
 
@@ -101,16 +111,40 @@ def get_verifier_config(name: str) -> VerifierConfig:
 
 class FaceVerifier(nn.Module):
     """``(B, 3, S, S)`` normalised crops -> ``(B, 5)``: face logit, then the offsets
-    ``(dx1, dy1, dx2, dy2)`` of the face's box corners in units of the box's longer side."""
+    ``(dx1, dy1, dx2, dy2)`` of the face's box corners in units of the box's longer side; with
+    ``cfg.members`` > 1 the mean of that many networks' outputs (an ensemble in one module, so
+    one ONNX graph)."""
 
     def __init__(self, cfg: VerifierConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.net = ResNet(block=BasicBlock, layers=[1, 1, 1, 1], channels=cfg.channels,
-                          stem_width=cfg.stem_width, stem_type="deep", num_classes=5)
+        self.nets = nn.ModuleList(
+            ResNet(block=BasicBlock, layers=[1, 1, 1, 1], channels=cfg.channels, stem_width=cfg.stem_width,
+                   stem_type="deep", num_classes=5)
+            for _ in range(cfg.members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out = self.nets[0](x)
+        for net in self.nets[1:]:
+            out = out + net(x)
+        return out / len(self.nets) if len(self.nets) > 1 else out
+
+    @classmethod
+    def ensemble(cls, cfg: VerifierConfig, members: Sequence[FaceVerifier]) -> FaceVerifier:
+        """One verifier of ``cfg`` (``cfg.members`` networks) from single-network verifiers."""
+        if len(members) != cfg.members or any(m.cfg.members != 1 for m in members):
+            raise ValueError(f"verifier {cfg.name!r} needs {cfg.members} single-network members, got "
+                             f"{[m.cfg.members for m in members]}")
+        model = cls(cfg)
+        for net, member in zip(model.nets, members, strict=True):
+            net.load_state_dict(member.nets[0].state_dict())
+        return model
+
+
+def legacy_state_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Verifier files written before ensembles (stop 30) hold one network under ``net.``: it is
+    now the first of ``nets``."""
+    return {f"nets.0.{k[4:]}" if k.startswith("net.") else k: v for k, v in state.items()}
 
 
 def flip_outputs(out: torch.Tensor) -> torch.Tensor:
@@ -391,7 +425,7 @@ def load_verifier(path: str | os.PathLike[str]) -> BoxVerifier:
         raise ValueError(f"{path}: broken verifier metadata ({exc})") from None
     model = FaceVerifier(cfg)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(legacy_state_keys(state))
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit verifier {cfg.name!r} ({str(exc).splitlines()[0]})") from None
     return BoxVerifier(model, stacking, detector=str(meta.get("detector", "")), source=str(path))
@@ -416,6 +450,7 @@ __all__ = [
     "flip_offsets",
     "flip_outputs",
     "get_verifier_config",
+    "legacy_state_keys",
     "load_verifier",
     "mirror_averaged",
     "normalise_crops",

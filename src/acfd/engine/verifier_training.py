@@ -4,7 +4,7 @@
    each box is labelled face / not face by the official matching and, when it overlaps a face at
    IoU >= 0.4, gets that face's corner offsets as a regression target. The annotated faces are
    added as extra positives (:func:`collect_samples`).
-2. Stacking (:mod:`acfd.detection.verifier`): a verifier trained on 4/5 of the images scores the
+2. Stacking (:mod:`acfd.detection.verifier`): a verifier (or ensemble) trained on 4/5 of the images scores the
    boxes of the other fifth; a logistic regression of (detector score, verifier logit) fitted on
    them gives the combination, and the box step is chosen by AP50 on that fifth.
 3. The shipped verifier is then trained on all the images with the same recipe.
@@ -14,6 +14,7 @@ Use training images only: the dev split is for measuring the result.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -198,8 +199,18 @@ def train_verifier(
     Each epoch sees every positive and ``negatives_per_positive`` times as many negatives drawn
     afresh; AdamW with a linear warm-up and a cosine decay to 2% (the detector's CPU recipe);
     binary cross-entropy on the face logit plus smooth-L1 (beta 0.05) on the offsets of boxes that
-    overlap a face.
+    overlap a face. An ensemble (``cfg.members`` > 1) trains its networks one after another, each
+    alone, with seeds ``seed``, ``seed + 1``, ...
     """
+    if cfg.members > 1:
+        single = dataclasses.replace(cfg, members=1)
+        members = []
+        for k in range(cfg.members):
+            logger.info("verifier %s: member %d/%d (seed %d)", cfg.name, k + 1, cfg.members, seed + k)
+            members.append(train_verifier(samples, single, mask=mask, epochs=epochs, batch_size=batch_size, lr=lr,
+                                          weight_decay=weight_decay, negatives_per_positive=negatives_per_positive,
+                                          warmup_iters=warmup_iters, seed=seed + k, progress=progress))
+        return FaceVerifier.ensemble(cfg, members).eval()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -360,7 +371,8 @@ def fit_verifier(
     stacking = VerifierStacking(float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0]),
                                 box_step=float(best_step), flip=flip, raw_floor=EVAL_SCORE_THRESH,
                                 calibrated=calibrated, fitted_on=note)
-    final = train_verifier(samples, cfg, epochs=epochs, seed=seed + 1, progress=progress)
+    # the final networks get seeds the fold's did not use (one network: fold seed, final seed + 1)
+    final = train_verifier(samples, cfg, epochs=epochs, seed=seed + cfg.members, progress=progress)
     verifier = BoxVerifier(final, stacking, detector=detector_fingerprint(weights), source="")
     return VerifierFit(verifier, len(samples.is_face), int(samples.is_face.sum()), len(images), ap, samples.failed)
 
