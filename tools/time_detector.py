@@ -1,12 +1,13 @@
 """Milliseconds per image of the shipped ``Detector()`` on real dev images, with and without the
 second-stage verifier, per step (``Detector.timings``), for docs/MODEL_CARD.md.
 
-    python tools/time_detector.py [--images 40] [--passes 3] [--threads 2]
+    python tools/time_detector.py [--images 40] [--passes 3] [--threads 2] [--flip] [--verifier PATH ...]
 
 Settings, run interleaved pass by pass (the median pass is reported): ``verifier`` (the default
 detector: ONNX Runtime for both networks), ``verifier-eager`` (the verifier's network on PyTorch),
 ``none`` (``verifier=None``); with ``--flip`` also ``verifier-flip`` and ``none-flip`` (test-time
-flip on). Decoding is not timed (the images are read first).
+flip on); each ``--verifier PATH`` adds a setting with that verifier file instead of the shipped one
+(for comparing a candidate before shipping it). Decoding is not timed (the images are read first).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--flip", action="store_true", help="also time the test-time flip")
+    parser.add_argument("--verifier", nargs="*", default=[], help="other verifier files for the shipped weights")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = (DATA / "splits" / "dev.txt").read_text().split()[: args.images]
@@ -38,6 +40,7 @@ def main() -> None:
     detectors = {"verifier": Detector(), "verifier-eager": Detector(), "none": Detector(verifier=None)}
     if args.flip:
         detectors |= {"verifier-flip": Detector(flip=True), "none-flip": Detector(verifier=None, flip=True)}
+    detectors |= {Path(path).stem: Detector(verifier=path) for path in args.verifier}
     eager = detectors["verifier-eager"].verifier
     if eager is not None:
         eager.session = None  # its network back on PyTorch
@@ -57,7 +60,7 @@ def main() -> None:
     print(f"{len(images)} dev images, {args.threads} threads, median of {args.passes} interleaved passes (ms per image)")
     for key in detectors:
         parts = {s: round(statistics.median(p[s] for p in steps[key]), 1) for s in steps[key][0] if s != "load"}
-        print(f"{key:>15}: total {statistics.median(totals[key]):6.1f}  {parts}  faces at 0.35: {faces[key]}")
+        print(f"{key:>22}: total {statistics.median(totals[key]):6.1f}  {parts}  faces at 0.35: {faces[key]}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ docs/MODEL_CARD.md.
         [--epochs 16] [--ensembles "r4-32+r4-32@1"] [--work runs/verifier/heldout]
 
 A model is a registered variant with optional ``:key=value`` overrides of its
-:class:`~acfd.detection.verifier.VerifierConfig` (``channels=48-96-192-384``) and ``@seed``. Each
+:class:`~acfd.detection.verifier.VerifierConfig` (``channels=48-96-192-384``) or of
+``train_verifier``'s arguments (:data:`TRAIN_KEYS`: ``negatives_per_positive=6``, ``epochs=24``) and ``@seed``. Each
 is trained on the other four fifths of ``splits/train.txt`` (the same folds as ``acfd
 train-verifier``); its outputs on the held-out boxes are cached under ``--work`` (so a later call
 only trains what is new), as are the crops of each crop geometry. An ensemble averages its
@@ -34,21 +35,28 @@ from acfd.utils import atomic_path
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
 
 
-def parse_model(spec: str) -> tuple[VerifierConfig, int]:
-    """``name[:key=value...][@seed]`` -> (config, seed)."""
+#: ``train_verifier`` arguments a model spec may override (the others are VerifierConfig fields).
+TRAIN_KEYS = {"epochs": int, "lr": float, "weight_decay": float, "negatives_per_positive": int, "batch_size": int}
+
+
+def parse_model(spec: str) -> tuple[VerifierConfig, int, dict[str, float]]:
+    """``name[:key=value...][@seed]`` -> (config, seed, train_verifier overrides)."""
     spec, _, seed = spec.partition("@")
     name, *overrides = spec.split(":")
     values = get_verifier_config(name).to_dict()
+    train: dict[str, float] = {}
     for item in overrides:
         key, _, value = item.partition("=")
-        if key == "channels":
+        if key in TRAIN_KEYS:
+            train[key] = TRAIN_KEYS[key](value)
+        elif key == "channels":
             values[key] = [int(c) for c in value.split("-")]
         elif key == "context":
             values[key] = float(value)
         else:
             values[key] = int(value)
     values["name"] = spec
-    return VerifierConfig.from_dict(values), int(seed or 0)
+    return VerifierConfig.from_dict(values), int(seed or 0), train
 
 
 def main() -> None:
@@ -68,7 +76,8 @@ def main() -> None:
     outputs: dict[str, np.ndarray] = {}
     reference = None
     for spec in args.models:
-        cfg, seed = parse_model(spec)
+        cfg, seed, train = parse_model(spec)
+        train = {"epochs": args.epochs, **train}
         geometry = f"{digest}-s{cfg.crop_size}-c{cfg.context}-l{cfg.long_side}"
         sample_file = work / f"samples-{geometry}.pt"
         if sample_file.exists():
@@ -81,13 +90,15 @@ def main() -> None:
         rows = np.nonzero(hold & samples.is_detection)[0]
         if reference is None:
             reference = (samples, rows)
-        key = hashlib.sha256(f"{dataclasses.asdict(cfg)}|{seed}|{args.epochs}".encode()).hexdigest()[:12]
+        extra = "".join(f"|{k}={v}" for k, v in sorted(train.items()) if k != "epochs")  # old cache names kept
+        fields = {k: v for k, v in dataclasses.asdict(cfg).items() if (k, v) != ("members", 1)}
+        key = hashlib.sha256(f"{fields}|{seed}|{train['epochs']}{extra}".encode()).hexdigest()[:12]
         out_file = work / f"out-{geometry}-{key}.npy"
         if out_file.exists():
             out = np.load(out_file)
         else:
             t0 = time.perf_counter()
-            model = train_verifier(samples, cfg, mask=~hold, epochs=args.epochs, seed=seed, progress=True)
+            model = train_verifier(samples, cfg, mask=~hold, seed=seed, progress=True, **train)
             out = predict(model, samples.crops[rows]).double().numpy()
             with atomic_path(out_file) as tmp, open(tmp, "wb") as f:
                 np.save(f, out)

@@ -92,11 +92,14 @@ class VerifierConfig:
         return cls(**values)
 
 
-#: Verifier variants: ``r4-32`` is one network of 1.2 M parameters, ``r4-32x2`` an ensemble of
-#: two; ``r4-tiny`` / ``r4-tiny-x2`` are for tests.
+#: Verifier variants: ``r4-32`` is one network of 1.2 M parameters on 64-pixel crops, ``-96`` the
+#: same on 96-pixel crops (2.25x the FLOPs), ``x2`` an ensemble of two; ``r4-tiny`` /
+#: ``r4-tiny-x2`` are for tests.
 VERIFIERS: dict[str, VerifierConfig] = {
     "r4-32": VerifierConfig("r4-32"),
     "r4-32x2": VerifierConfig("r4-32x2", members=2),
+    "r4-32-96": VerifierConfig("r4-32-96", crop_size=96),
+    "r4-32-96x2": VerifierConfig("r4-32-96x2", crop_size=96, members=2),
     "r4-tiny": VerifierConfig("r4-tiny", channels=(8, 16, 32, 64), stem_width=8, crop_size=32),
     "r4-tiny-x2": VerifierConfig("r4-tiny-x2", channels=(8, 16, 32, 64), stem_width=8, crop_size=32, members=2),
 }
