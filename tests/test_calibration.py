@@ -161,6 +161,10 @@ def test_calibration_travels_with_the_weights_and_the_onnx_export(tiny_model, im
     result = CliRunner().invoke(app, ["export", str(out), "-o", str(onnx_path), "--size", "128x128"])
     assert result.exit_code == 0, result.output
     assert Detector(onnx_path).calibration == det.calibration
+    from acfd.deploy.onnx_runner import load_onnx_detector
+
+    assert load_onnx_detector(onnx_path).calibration == det.calibration
+    assert load_onnx_detector(onnx_path, calibration=None).calibration is None
     with pytest.raises(ValueError, match="not a valid score calibration"):
         save_weights(tiny_model, tmp_path / "bad.safetensors", extra={METADATA_KEY: "{}"})
         Detector(tmp_path / "bad.safetensors", backend="torch")

@@ -352,6 +352,45 @@ def test_detect_cli_verifier_flag(tiny_weights: Path, tmp_path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def test_export_carries_the_verifier_to_the_onnx_detector(tiny_weights: Path, tmp_path: Path) -> None:
+    import shutil
+
+    weights = Path(shutil.copy(tiny_weights, tmp_path / "mine.safetensors"))
+    stacking = VerifierStacking(1.0, 1.0, -2.0, box_step=1.0, raw_floor=0.08, calibrated=False)
+    _beside(weights, stacking)
+    out = tmp_path / "deploy" / "mine.onnx"
+    out.parent.mkdir()
+    res = CliRunner().invoke(app, ["export", str(weights), "-o", str(out), "--no-check"])
+    assert res.exit_code == 0, res.output
+    copied = out.with_name("mine-verifier.safetensors")
+    assert copied.is_file() and f"verifier: {copied}" in res.output
+    image = _image()
+    onnx = Detector(str(out), scales="160", score_thresh=0.0)
+    torch_det = Detector(weights, backend="torch", scales="160", score_thresh=0.0)
+    assert onnx.verifier is not None and onnx.verifier.source == str(copied)
+    got, expect = onnx(image), torch_det(image)
+    assert len(got) == len(expect) > 0
+    assert np.allclose(np.sort(got.scores), np.sort(expect.scores), atol=1e-4)
+    assert not np.allclose(np.sort(got.scores), np.sort(Detector(str(out), scales="160", score_thresh=0.0,
+                                                                  verifier=None)(image).scores), atol=1e-3)
+    from acfd.deploy.onnx_runner import load_onnx_detector
+
+    loaded = load_onnx_detector(out, scales="160", score_thresh=0.0)  # the same through the loader
+    assert loaded.verifier is not None and np.allclose(np.sort(loaded(image).scores), np.sort(got.scores), atol=1e-5)
+    # a verifier beside the .onnx that was fitted for other weights is not used
+    _beside(weights, stacking, detector="0123456789abcdef")
+    shutil.copy(default_verifier_path(weights), copied)
+    assert Detector(str(out), scales="160").verifier is None
+    # --no-verifier, or weights with no verifier fitted for them: nothing is copied
+    copied.unlink()
+    res = CliRunner().invoke(app, ["export", str(weights), "-o", str(out), "--no-check", "--no-verifier"])
+    assert res.exit_code == 0, res.output
+    assert not copied.exists() and "verifier:" not in res.output
+    res = CliRunner().invoke(app, ["export", str(weights), "-o", str(out), "--no-check"])
+    assert res.exit_code == 0 and not copied.exists()  # the one beside the weights is for other weights
+    assert Detector(str(out), scales="160").verifier is None
+
+
 # --------------------------------------------------------------------------------------------
 # acfd train-verifier and the shipped verifier
 

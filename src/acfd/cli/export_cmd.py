@@ -36,20 +36,53 @@ def _load(model_or_weights: str | None, weights: Path | None, device: str = "cpu
     return load_model(model_or_weights, weights=weights, device=device)
 
 
-def _calibration_metadata(model_or_weights: str | None, weights: Path | None) -> dict[str, str]:
-    """The score calibration of the weights file being exported (``{}`` when it has none), so that
-    ``acfd detect --model x.onnx`` reports the same scores as the weights."""
-    from acfd.detection.calibration import METADATA_KEY
-    from acfd.models.registry import default_weights_path, read_metadata
+def _source_weights(model_or_weights: str | None, weights: Path | None) -> Path | None:
+    """The weights file being exported (``None`` for a bare model name)."""
+    from acfd.models.registry import default_weights_path
 
     if weights is not None:
-        source: Path | None = weights
-    elif model_or_weights is None:
-        source = default_weights_path()
-    else:
-        source = Path(model_or_weights) if Path(model_or_weights).is_file() else None
-    meta = read_metadata(source) if source is not None else {}
-    return {METADATA_KEY: meta[METADATA_KEY]} if METADATA_KEY in meta else {}
+        return weights
+    if model_or_weights is None:
+        return default_weights_path()
+    return Path(model_or_weights) if Path(model_or_weights).is_file() else None
+
+
+def _source_metadata(source: Path | None) -> dict[str, str]:
+    """What the ``.onnx`` keeps of its weights file: the score calibration (so that ``acfd detect
+    --model x.onnx`` reports the same scores) and the file's fingerprint (so that its verifier,
+    copied beside the ``.onnx``, is recognised)."""
+    from acfd.deploy.export import META_SOURCE_WEIGHTS
+    from acfd.detection.calibration import METADATA_KEY
+    from acfd.detection.verifier import detector_fingerprint
+    from acfd.models.registry import read_metadata
+
+    if source is None:
+        return {}
+    meta = read_metadata(source)
+    found = {METADATA_KEY: meta[METADATA_KEY]} if METADATA_KEY in meta else {}
+    return found | ({META_SOURCE_WEIGHTS: detector_fingerprint(source)} if source.suffix == ".safetensors" else {})
+
+
+def _copy_verifier(source: Path | None, out: Path) -> Path | None:
+    """Copy the verifier fitted for ``source`` beside ``out`` (as ``OUT-verifier.safetensors``);
+    the path it is at there, or ``None`` when ``source`` has none."""
+    import shutil
+
+    from acfd.detection.verifier import default_verifier_path, detector_fingerprint, load_verifier
+    from acfd.utils import atomic_path
+
+    if source is None or source.suffix != ".safetensors":
+        return None
+    path = default_verifier_path(source)
+    if not path.is_file() or load_verifier(path).detector != detector_fingerprint(source):
+        return None
+    target = default_verifier_path(out)
+    if target.exists() and target.resolve() == path.resolve():
+        return target
+    check_output_file(target, "-o")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(path, tmp)
+    return target
 
 
 def _default_output(model_or_weights: str | None, model_name: str, fmt: ExportFormat) -> Path:
@@ -89,11 +122,17 @@ def export_command(
     check: bool = typer.Option(
         True, "--check/--no-check", help="ONNX: compare ONNX Runtime with PyTorch on a random input."
     ),
+    verifier: bool = typer.Option(
+        True, "--verifier/--no-verifier",
+        help="ONNX: copy the weights' second-stage verifier beside the .onnx (OUT-verifier.safetensors).",
+    ),
 ) -> None:
     """Export a model for deployment: ONNX (CPU / onnxruntime) or a TensorRT engine (CUDA).
 
     The exported network takes normalised images (B, 3, H, W) and returns cls_logits (B, A) and
-    box_deltas (B, A, 4); the model config travels in the file's metadata.
+    box_deltas (B, A, 4); the model config travels in the file's metadata. With ONNX, the score
+    calibration goes in the metadata too and the verifier fitted for the weights is copied beside
+    the file, so that ``acfd detect --model OUT.onnx`` gives the boxes the weights give.
     """
     from acfd.deploy.bench import parse_size
     from acfd.deploy.export import DEFAULT_OPSET, check_onnx, export_onnx, export_tensorrt
@@ -113,8 +152,9 @@ def export_command(
             opset = DEFAULT_OPSET if opset is None else opset
             export_onnx(
                 model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half,
-                metadata=_calibration_metadata(model_or_weights, weights),
+                metadata=_source_metadata(_source_weights(model_or_weights, weights)),
             )
+            beside = _copy_verifier(_source_weights(model_or_weights, weights), out) if verifier else None
         else:
             if opset is not None:
                 logger.warning("--opset is ignored for --format tensorrt")
@@ -134,6 +174,8 @@ def export_command(
                 f"check: max |onnxruntime - pytorch| cls_logits {diff['cls_logits']:.2e}, "
                 f"box_deltas {diff['box_deltas']:.2e} (outputs up to {diff['scale']:.3g})"
             )
+        if beside is not None:
+            typer.echo(f"verifier: {beside} (used by acfd detect --model {out})")
     else:
         typer.echo(f"wrote {out} ({size_mb:.1f} MB, {name}, input Bx3x{size}, batch <= {max_batch})")
 

@@ -44,6 +44,9 @@ OUTPUT_NAMES = ("cls_logits", "box_deltas")
 #: ``metadata_props`` keys written by :func:`export_onnx`.
 META_MODEL = "model"
 META_CONFIG = "config"
+#: ONNX metadata: fingerprint of the weights file exported (``detector_fingerprint``), so that the
+#: verifier fitted for those weights is found beside the ``.onnx`` too.
+META_SOURCE_WEIGHTS = "acfd_source_weights"
 
 
 def _model_name(model: nn.Module) -> str:

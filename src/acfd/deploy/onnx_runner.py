@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL
+from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL, META_SOURCE_WEIGHTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -151,7 +151,8 @@ def load_onnx_detector(
 ) -> Detector:
     """A :class:`~acfd.engine.infer.Detector` whose network runs in ONNX Runtime.
 
-    Anchors and the box coder come from the config stored in the file. The Detector still builds
+    Anchors and the box coder come from the config stored in the file; the score calibration from
+    its metadata and the verifier beside it as for ``Detector(path)``. The Detector still builds
     the (randomly initialised) PyTorch module of that config for them, which costs its memory and
     build time but never runs.
 
@@ -183,7 +184,18 @@ def load_onnx_detector(
             f"{runner.path}: no acfd model config in the ONNX metadata (export it with "
             "acfd.deploy.export.export_onnx)"
         )
-    return Detector(model=model, backend=runner, **detector_kwargs)
+    # what Detector(path) finds in the file itself: the score calibration and the verifier beside it
+    from acfd.detection.calibration import ScoreCalibration
+    from acfd.engine.infer import _resolve_verifier
+
+    calibration = detector_kwargs.pop("calibration", "auto")
+    if isinstance(calibration, str) and calibration == "auto":
+        calibration = ScoreCalibration.from_metadata(runner.metadata, str(path))
+    verifier = detector_kwargs.pop("verifier", "auto")
+    if isinstance(verifier, str) and verifier == "auto":
+        verifier = _resolve_verifier("auto", None, calibration is not None, Path(path),
+                                     runner.metadata.get(META_SOURCE_WEIGHTS))
+    return Detector(model=model, backend=runner, calibration=calibration, verifier=verifier, **detector_kwargs)
 
 
 def cache_dir() -> Path:

@@ -613,23 +613,31 @@ def _resolve_model(
 
 
 def _resolve_verifier(
-    verifier: BoxVerifier | str | os.PathLike[str] | None, weights_file: Path | None, calibrated: bool
+    verifier: BoxVerifier | str | os.PathLike[str] | None, weights_file: Path | None, calibrated: bool,
+    onnx_file: Path | None = None, onnx_source: str | None = None,
 ) -> BoxVerifier | None:
-    """The :class:`BoxVerifier` that ``Detector(verifier=...)`` asks for (see its docstring)."""
+    """The :class:`BoxVerifier` that ``Detector(verifier=...)`` asks for (see its docstring).
+
+    ``onnx_file`` / ``onnx_source``: an exported network and the fingerprint of the weights it was
+    exported from (its metadata, ``acfd export``), whose verifier is then looked for beside it."""
     from acfd.detection.verifier import BoxVerifier, default_verifier_path, detector_fingerprint, load_verifier
 
     if verifier is None:
         return None
     if isinstance(verifier, str) and verifier == "auto":
-        if weights_file is None or weights_file.suffix != ".safetensors":
+        if onnx_file is not None:
+            beside, expected = onnx_file, onnx_source
+        elif weights_file is not None and weights_file.suffix == ".safetensors":
+            beside, expected = weights_file, None
+        else:
             return None
-        path = default_verifier_path(weights_file)
-        if not path.is_file():
+        path = default_verifier_path(beside)
+        if not path.is_file() or (onnx_file is not None and not expected):
             return None
         found = load_verifier(path)
-        if found.detector != detector_fingerprint(weights_file):
+        if found.detector != (expected or detector_fingerprint(beside)):
             logger.warning("%s was fitted for other weights than %s; not using it (pass verifier=PATH to force)",
-                           path, weights_file)
+                           path, beside)
             return None
         if found.stacking.calibrated != calibrated:
             logger.debug("not using %s: it combines %s scores", path, "calibrated" if found.stacking.calibrated else "raw")
@@ -685,7 +693,8 @@ class Detector:
         verifier: the second-stage face verifier (:mod:`acfd.detection.verifier`), which
             re-scores and refines every final box from a crop around it. ``"auto"`` (default):
             the ``NAME-verifier.safetensors`` beside the weights file, if there is one fitted for
-            that very file (the shipped model has one) and for its scores (calibrated or not);
+            that very file (the shipped model has one) and for its scores (calibrated or not),
+            or beside an ``.onnx`` model that ``acfd export`` wrote from that file;
             ``None``: none; a path to a verifier file; or a
             :class:`~acfd.detection.verifier.BoxVerifier`. With a verifier every box above its
             stacking's raw floor (0.08) is verified and ``score_thresh`` applies to the verified
@@ -733,7 +742,10 @@ class Detector:
         # the file the weights come from (not the default file when a backend brings its own network)
         from_backend = _is_onnx_file(model) or (runner is not None and model is None and weights is None)
         weights_source = None if from_backend else _weights_file(model, weights)
+        onnx_file: Path | None = None
+        onnx_source: str | None = None
         if _is_onnx_file(model):  # an exported network: ONNX Runtime runs it, its metadata gives the config
+            from acfd.deploy.export import META_SOURCE_WEIGHTS
             from acfd.deploy.onnx_runner import OnnxRunner
 
             if weights is not None or choice == "torch" or runner is not None:
@@ -741,6 +753,7 @@ class Detector:
             runner = OnnxRunner(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
                                 num_threads=torch.get_num_threads())
             stored = ScoreCalibration.from_metadata(runner.metadata, str(model))
+            onnx_file, onnx_source = Path(model), runner.metadata.get(META_SOURCE_WEIGHTS)
             model = None
         self.backend = runner
         self.model = _resolve_model(model, weights, self.device, runner)
@@ -750,7 +763,7 @@ class Detector:
 
             stored = ScoreCalibration.from_metadata(read_metadata(weights_source), str(weights_source))
         self.calibration = stored if calibration == "auto" else calibration
-        self.verifier = _resolve_verifier(verifier, weights_source, self.calibration is not None)
+        self.verifier = _resolve_verifier(verifier, weights_source, self.calibration is not None, onnx_file, onnx_source)
         if runner is None and choice in ("auto", "onnx"):
             self.backend = self._onnx_backend(choice, weights_source, half)
         if self.verifier is not None:
