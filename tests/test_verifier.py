@@ -401,17 +401,18 @@ def test_train_verifier_cli_writes_a_verifier_the_detector_picks_up(samples_dir:
     weights.write_bytes(src.read_bytes())
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     result = CliRunner().invoke(app, ["train-verifier", str(weights), "--gt", str(samples_dir / "annotations.csv"),
-                                      "--images", str(samples_dir), "--variant", "r4-tiny", "--epochs", "2",
-                                      "--no-progress"])
+                                      "--images", str(samples_dir), "--variant", "r4-tiny-x2", "--epochs", "2",
+                                      "--max-verifier-logit", "6", "--no-progress"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "acfd-n-verifier.safetensors"
-    assert f"{out}: r4-tiny trained on" in result.output and "held-out AP50 (1 images): detector" in result.output
+    assert f"{out}: r4-tiny-x2 trained on" in result.output and "held-out AP50 (1 images): detector" in result.output
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == digest  # the input is never changed
     loaded = load_verifier(out)
     assert loaded.detector == detector_fingerprint(weights) and loaded.stacking.calibrated
     assert "5 images" in loaded.stacking.fitted_on and loaded.stacking.box_step in (0.0, 0.5, 0.75, 1.0)
+    assert loaded.stacking.max_verifier_logit == 6.0 and len(loaded.model.nets) == 2
     det = Detector(weights, score_thresh=0.0)
-    assert det.verifier is not None and det.verifier.cfg.name == "r4-tiny"
+    assert det.verifier is not None and det.verifier.cfg.name == "r4-tiny-x2"
     faces = det(samples_dir / "personai_icartoonface_dettrain_00330.jpg")
     assert len(faces) and 0 <= faces.scores.min() and faces.scores.max() <= 1
 

@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         nms_thresh: float = typer.Option(DEFAULT_NMS_THRESH, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold."),
         flip: bool = typer.Option(True, "--flip/--no-flip", help="Average each crop with its mirror image (2x verifier time)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
+        max_verifier_logit: float = typer.Option(
+            12.0, "--max-verifier-logit", min=0.5,
+            help="Cap on the verifier's logit in the score: lower skips more low-scoring boxes at a threshold (faster)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     ) -> None:
         """Train the second-stage face verifier of WEIGHTS on annotated images."""
@@ -52,6 +55,7 @@ def register(app: typer.Typer) -> None:
         try:
             fit = fit_verifier(weights, images, records, names, variant=variant, epochs=epochs, scale=scale,
                                nms_thresh=nms_thresh, flip=flip, seed=seed, progress=progress,
+                               max_verifier_logit=max_verifier_logit,
                                source=f"{split.name if split else gt.name} in {images}")
         except ValueError as exc:
             fail(f"{weights}: {exc}")

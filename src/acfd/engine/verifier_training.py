@@ -342,8 +342,14 @@ def fit_verifier(
     seed: int = 0,
     progress: bool = False,
     source: str | None = None,
+    max_verifier_logit: float = 12.0,
 ) -> VerifierFit:
     """Collect samples, fit the stacking on a held-out fifth, train the final verifier on all.
+
+    ``max_verifier_logit`` caps the verifier's logit in the stacking
+    (:class:`~acfd.detection.verifier.VerifierStacking`): a lower cap lets the detector skip the
+    crops of more low-scoring boxes at a score threshold (faster) and clips only the most certain
+    logits. The stacking's fit and the held-out AP50 do not depend on it.
 
     Raises:
         ValueError: unreadable images only, or no face / no false positive to learn from.
@@ -370,7 +376,7 @@ def fit_verifier(
             f"{len(images)} held-out images: AP50 {ap['detector']:.2f} -> {ap[f'verified (box step {best_step})']:.2f}")
     stacking = VerifierStacking(float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0]),
                                 box_step=float(best_step), flip=flip, raw_floor=EVAL_SCORE_THRESH,
-                                calibrated=calibrated, fitted_on=note)
+                                calibrated=calibrated, fitted_on=note, max_verifier_logit=float(max_verifier_logit))
     # the final networks get seeds the fold's did not use (one network: fold seed, final seed + 1)
     final = train_verifier(samples, cfg, epochs=epochs, seed=seed + cfg.members, progress=progress)
     verifier = BoxVerifier(final, stacking, detector=detector_fingerprint(weights), source="")
