@@ -73,7 +73,7 @@ def main() -> None:
             kept = [n for n in part if n in ev.predictions]
             truth = {n: gt.get(n, ImageRecord(n)) for n in kept}
             row[f"ap50_{half}"] = round(100 * float(evaluate_official(truth, {n: ev.predictions[n] for n in kept}).ap), 2)
-        for thr in (0.3, 0.4, 0.45, 0.5):  # precision / recall at round thresholds, for the card
+        for thr in (0.3, 0.35, 0.4, 0.45, 0.5):  # precision / recall at round thresholds, for the card
             idx = np.nonzero(r.scores >= thr)[0]
             k = int(idx[-1]) if len(idx) else None
             row[f"p_r_at_{thr}"] = [round(float(r.precision[k]), 4), round(float(r.recall[k]), 4)] if k is not None else [None, 0.0]
