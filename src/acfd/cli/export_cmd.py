@@ -143,6 +143,7 @@ def export_command(
     if output is not None:  # before loading anything
         check_output_file(output, "-o")
     model = _load(model_or_weights, weights)
+    source = _source_weights(model_or_weights, weights)
     name = model.cfg.name
     out = output if output is not None else _default_output(model_or_weights, name, fmt)
     check_output_file(out, "-o")
@@ -152,9 +153,9 @@ def export_command(
             opset = DEFAULT_OPSET if opset is None else opset
             export_onnx(
                 model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half,
-                metadata=_source_metadata(_source_weights(model_or_weights, weights)),
+                metadata=_source_metadata(source),
             )
-            beside = _copy_verifier(_source_weights(model_or_weights, weights), out) if verifier else None
+            beside = _copy_verifier(source, out) if verifier else None
         else:
             if opset is not None:
                 logger.warning("--opset is ignored for --format tensorrt")

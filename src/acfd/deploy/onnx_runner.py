@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL, META_SOURCE_WEIGHTS
+from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -185,16 +185,15 @@ def load_onnx_detector(
             "acfd.deploy.export.export_onnx)"
         )
     # what Detector(path) finds in the file itself: the score calibration and the verifier beside it
-    from acfd.detection.calibration import ScoreCalibration
-    from acfd.engine.infer import _resolve_verifier
+    from acfd.engine.infer import _exported_extras, _resolve_verifier
 
+    stored, onnx_file, onnx_source = _exported_extras(runner)
     calibration = detector_kwargs.pop("calibration", "auto")
     if isinstance(calibration, str) and calibration == "auto":
-        calibration = ScoreCalibration.from_metadata(runner.metadata, str(path))
+        calibration = stored
     verifier = detector_kwargs.pop("verifier", "auto")
     if isinstance(verifier, str) and verifier == "auto":
-        verifier = _resolve_verifier("auto", None, calibration is not None, Path(path),
-                                     runner.metadata.get(META_SOURCE_WEIGHTS))
+        verifier = _resolve_verifier("auto", None, calibration is not None, onnx_file, onnx_source)
     return Detector(model=model, backend=runner, calibration=calibration, verifier=verifier, **detector_kwargs)
 
 

@@ -68,6 +68,7 @@ from acfd.engine.visualize import DEFAULT_COLOR, draw_detections
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.data.formats import ImageRecord
+    from acfd.deploy.onnx_runner import OnnxRunner
     from acfd.detection.verifier import BoxVerifier
 
 logger = logging.getLogger(__name__)
@@ -612,6 +613,16 @@ def _resolve_model(
     return registry.create_model(name).to(device).eval()
 
 
+def _exported_extras(runner: OnnxRunner) -> tuple[ScoreCalibration | None, Path, str | None]:
+    """What an ``.onnx`` file that ``acfd export`` wrote carries besides the network: the score
+    calibration, its path (its verifier is looked for beside it) and the fingerprint of the
+    weights file it came from (:data:`acfd.deploy.export.META_SOURCE_WEIGHTS`)."""
+    from acfd.deploy.export import META_SOURCE_WEIGHTS
+
+    return (ScoreCalibration.from_metadata(runner.metadata, str(runner.path)), Path(runner.path),
+            runner.metadata.get(META_SOURCE_WEIGHTS))
+
+
 def _resolve_verifier(
     verifier: BoxVerifier | str | os.PathLike[str] | None, weights_file: Path | None, calibrated: bool,
     onnx_file: Path | None = None, onnx_source: str | None = None,
@@ -745,15 +756,13 @@ class Detector:
         onnx_file: Path | None = None
         onnx_source: str | None = None
         if _is_onnx_file(model):  # an exported network: ONNX Runtime runs it, its metadata gives the config
-            from acfd.deploy.export import META_SOURCE_WEIGHTS
             from acfd.deploy.onnx_runner import OnnxRunner
 
             if weights is not None or choice == "torch" or runner is not None:
                 raise ValueError(f"{model}: an .onnx file runs in ONNX Runtime; give no weights= or backend=")
             runner = OnnxRunner(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
                                 num_threads=torch.get_num_threads())
-            stored = ScoreCalibration.from_metadata(runner.metadata, str(model))
-            onnx_file, onnx_source = Path(model), runner.metadata.get(META_SOURCE_WEIGHTS)
+            stored, onnx_file, onnx_source = _exported_extras(runner)
             model = None
         self.backend = runner
         self.model = _resolve_model(model, weights, self.device, runner)
