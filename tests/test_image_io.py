@@ -220,3 +220,115 @@ def test_pil_to_rgb_matches_load_image(tmp_path: Path) -> None:
     np.testing.assert_array_equal(pil_to_rgb(im)[0, :, 1], [0, 1, 255])
     rgba = Image.new("RGBA", (3, 2), (0, 0, 0, 0))
     assert tuple(pil_to_rgb(rgba)[0, 0]) == (255, 255, 255)
+
+
+# -- one pixel limit sized to the machine, decoding within a memory budget, reduced JPEGs ------
+
+
+def test_default_pixel_limit_is_sized_to_the_machines_memory() -> None:
+    from acfd.data import image_io
+
+    gib = 1 << 30
+    assert image_io.DEFAULT_MAX_PIXELS == image_io.pixel_limit_for(image_io.machine_memory_bytes())
+    # 1/16 of the memory at 8 bytes a pixel: 24 GiB -> ~201 MP; clamped on tiny and huge machines
+    assert image_io.pixel_limit_for(24 * gib) == 24 * gib // 16 // 8
+    assert image_io.pixel_limit_for(1 * gib) == image_io.MIN_PIXEL_LIMIT
+    assert image_io.pixel_limit_for(4096 * gib) == image_io.MAX_PIXEL_LIMIT
+    assert 0 < image_io.machine_memory_bytes() < 1 << 50
+
+
+def test_decoding_holds_pils_pixels_plus_the_array_and_little_more(tmp_path: Path) -> None:
+    """Peak memory of a decode stays under DECODE_BYTES_PER_PIXEL (a whole-image conversion plus a
+    copy for the EXIF step took ~14 bytes a pixel: a 600 KB 14000x14000 PNG needed 2.6 GB)."""
+    import subprocess
+    import sys
+
+    from acfd.data.image_io import DECODE_BYTES_PER_PIXEL
+
+    side = 4000
+    im = Image.new("RGB", (side, side), (255, 255, 255))
+    im.paste((200, 100, 50), (100, 100, 900, 700))
+    im.save(tmp_path / "big.png")
+    script = (
+        "import resource, sys\n"
+        "from acfd.data.image_io import load_image\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "a = load_image(sys.argv[1])\n"
+        "assert a.shape == (%d, %d, 3) and tuple(a[200, 200]) == (200, 100, 50)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n" % (side, side)
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.png")], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    grown_bytes = int(out.stdout.split()[-1]) * 1024  # ru_maxrss is in KiB on Linux
+    assert grown_bytes < side * side * DECODE_BYTES_PER_PIXEL, grown_bytes / side**2
+
+
+def _jpeg_with_square(path: Path, size: tuple[int, int], square: tuple[int, int, int, int], **save: object) -> None:
+    im = Image.new("RGB", size, (255, 255, 255))
+    im.paste((0, 0, 0), square)
+    im.save(path, quality=95, **save)
+
+
+def _dark_box(a: np.ndarray) -> list[int]:
+    ys, xs = np.nonzero(a.mean(axis=2) < 100)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+def test_large_jpeg_is_decoded_reduced_and_maps_back_to_full_pixels(tmp_path: Path) -> None:
+    from acfd.data.image_io import decode_image, open_image
+
+    _jpeg_with_square(tmp_path / "a.jpg", (3200, 2400), (800, 600, 1600, 1400))
+    reduced = decode_image(tmp_path / "a.jpg", min_long_side=640)
+    assert reduced.reduction == 4 and reduced.size == (3200, 2400) and reduced.array.shape == (600, 800, 3)
+    np.testing.assert_allclose(np.array(_dark_box(reduced.array)) * reduced.reduction, [800, 600, 1600, 1400], atol=4)
+    full = decode_image(tmp_path / "a.jpg")
+    assert full.reduction == 1 and full.array.shape == (2400, 3200, 3)
+    assert decode_image(tmp_path / "a.jpg", min_long_side=1600).reduction == 2
+    assert decode_image(tmp_path / "a.jpg", min_long_side=3000).reduction == 1
+    with open_image((tmp_path / "a.jpg").read_bytes(), name="up.jpg") as opened:
+        assert opened.size == (3200, 2400) and opened.decoded_size(640) == (800, 600)
+        assert opened.decoded_pixels(None) == 3200 * 2400
+    # the pixel limit counts the pixels decoded: the reduced decode fits where the full one does not
+    assert decode_image(tmp_path / "a.jpg", max_pixels=500_000, min_long_side=640).array.shape == (600, 800, 3)
+    with pytest.raises(ImageReadError, match="too many pixels"):
+        decode_image(tmp_path / "a.jpg", max_pixels=500_000)
+    # other formats are never reduced
+    Image.new("RGB", (3200, 2400)).save(tmp_path / "a.png")
+    assert decode_image(tmp_path / "a.png", min_long_side=640).reduction == 1
+
+
+def test_reduced_jpeg_with_exif_rotation_and_a_thin_strip(tmp_path: Path) -> None:
+    from acfd.data.image_io import decode_image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: the stored 3200x2400 is shown as 2400x3200
+    _jpeg_with_square(tmp_path / "r.jpg", (3200, 2400), (0, 0, 800, 400), exif=exif.tobytes())
+    reduced, full = decode_image(tmp_path / "r.jpg", min_long_side=640), decode_image(tmp_path / "r.jpg")
+    assert reduced.size == full.size == (2400, 3200) and reduced.array.shape == (800, 600, 3)
+    np.testing.assert_allclose(np.array(_dark_box(reduced.array)) * 4, _dark_box(full.array), atol=4)
+    Image.new("RGB", (6400, 5)).save(tmp_path / "strip.jpg")
+    strip = decode_image(tmp_path / "strip.jpg", min_long_side=640)
+    assert strip.array.shape[0] >= 1 and strip.array.shape[1] * strip.reduction >= 6400 - strip.reduction
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "needle"),
+    [
+        (b"", "EmptyImageError", "empty upload"),
+        (b"hello, not an image", "NotAnImageError", "not an image"),
+        (None, "CorruptImageError", "truncated or corrupt"),
+    ],
+)
+def test_bytes_errors_name_the_upload_and_their_kind(data: bytes | None, kind: str, needle: str) -> None:
+    import io
+
+    from acfd.data import image_io
+
+    if data is None:  # a PNG cut inside its pixel data
+        buf = io.BytesIO()
+        Image.fromarray(_rgb(40, 40)).save(buf, format="PNG")
+        data = buf.getvalue()[:200]
+    with pytest.raises(getattr(image_io, kind)) as info:
+        image_io.decode_image(data, name="photo.png")
+    assert str(info.value).startswith("photo.png: ") and needle in str(info.value)
+    assert isinstance(info.value, ImageReadError)
