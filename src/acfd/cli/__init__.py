@@ -10,8 +10,11 @@ import logging
 
 import typer
 
+from acfd.cli.errors import ExtrasGroup
+
 app = typer.Typer(
     name="acfd",
+    cls=ExtrasGroup,  # a missing optional extra: one line saying what to install
     help="Find faces in cartoons, anime and comics (ACFD detector).",
     no_args_is_help=True,
     add_completion=False,

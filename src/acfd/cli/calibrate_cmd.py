@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors
+from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors, require_extra
 from acfd.cli.fit_inputs import check_detector_weights, read_annotated_images
 from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 
@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
         """Fit the score calibration of WEIGHTS on annotated images and write calibrated weights."""
         from acfd.engine.calibrate import calibrate_model, save_calibrated_weights
 
+        require_extra("train", "acfd calibrate")  # scikit-learn fits at the end: say so before the long pass
         check_detector_weights(weights, "a calibration is stored in a .safetensors weights file")
         if output.resolve() != weights.resolve():
             check_output_file(output)

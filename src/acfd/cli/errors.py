@@ -15,6 +15,9 @@ Use it in every command instead of tracebacks or private ``_fail`` helpers:
 * :func:`check_not_inputs` refuses an output folder/file that would overwrite an input.
 * :func:`check_device` turns ``--device`` into a ``torch.device`` with one-line errors
   (``foo``, ``cuda`` without a GPU, ``cuda:3`` with one GPU).
+* :func:`require_extra` checks up front that an optional extra is installed; :class:`ExtrasGroup`
+  (the ``acfd`` group) turns a missing optional module met later into the same one line:
+  ``acfd serve needs the 'serve' extra: pip install 'acfd[serve]'``.
 
 Exit codes, the same in every command: 0 success, :data:`EXIT_ERROR` (1) the command could not
 do its job (bad input, unwritable output, some inputs failed), :data:`EXIT_USAGE` (2) invalid
@@ -44,7 +47,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
+import click
 import typer
+from typer.core import TyperGroup
 
 #: The command could not do its job (bad input, unwritable output, failed inputs).
 EXIT_ERROR = 1
@@ -265,6 +270,52 @@ def check_not_inputs(
             raise CliError(f"{_label(what)}{output}: would overwrite the input {p}; choose another name")
 
 
+#: The top-level modules of each optional extra of ``pyproject.toml`` (``pip install 'acfd[serve]'``).
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "serve": ("fastapi", "starlette", "uvicorn"),
+    "recognition": ("faiss",),
+    "train": ("sklearn",),
+    "ray": ("ray", "pyarrow"),
+}
+
+
+def missing_extra(command: str, extra: str) -> str:
+    """The line for ``command`` run without its optional ``extra``: what to install."""
+    return f"{command} needs the '{extra}' extra: pip install 'acfd[{extra}]'"
+
+
+def extra_of(exc: ImportError) -> str | None:
+    """The extra that installs the module ``exc`` failed to import; ``None`` if it is no optional one."""
+    top = (exc.name or "").partition(".")[0]
+    return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+
+
+def require_extra(extra: str, command: str) -> None:
+    """Check, before any work, that the modules of ``extra`` are installed (nothing is imported).
+
+    Raises:
+        CliError: one of them is missing; the message says what to install.
+    """
+    import importlib.util
+
+    if any(importlib.util.find_spec(module) is None for module in EXTRA_MODULES[extra]):
+        raise CliError(missing_extra(command, extra))
+
+
+class ExtrasGroup(TyperGroup):
+    """The ``acfd`` command group: a command that imports a missing optional dependency ends with
+    one line naming the extra to install (:func:`missing_extra`) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            extra = extra_of(exc)
+            if extra is None:
+                raise
+            fail(missing_extra(f"{ctx.command_path} {ctx.invoked_subcommand}", extra))
+
+
 def check_device(device: str) -> Any:
     """``--device`` as a ``torch.device``, with one-line errors for what cannot run here.
 
@@ -286,12 +337,17 @@ __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
+    "EXTRA_MODULES",
     "CliError",
+    "ExtrasGroup",
     "check_device",
     "check_not_inputs",
     "check_output_dir",
     "check_output_file",
     "describe",
+    "extra_of",
     "fail",
+    "missing_extra",
     "one_line_errors",
+    "require_extra",
 ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors
+from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors, require_extra
 from acfd.cli.fit_inputs import check_detector_weights, read_annotated_images
 from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 
@@ -43,6 +43,7 @@ def register(app: typer.Typer) -> None:
         from acfd.detection.verifier import VERIFIERS, default_verifier_path, save_verifier
         from acfd.engine.verifier_training import fit_verifier
 
+        require_extra("train", "acfd train-verifier")  # scikit-learn fits at the end: say so before the long pass
         check_detector_weights(weights, "a verifier is fitted for a .safetensors weights file")
         if variant not in VERIFIERS:
             fail(f"unknown verifier variant {variant!r}; choose from {', '.join(sorted(VERIFIERS))}")
