@@ -1,6 +1,7 @@
-"""Dev-split figures of a detector for docs/MODEL_CARD.md: AP50 per test setting (official
-protocol: score > 0.08, top 100 after NMS), and at each setting the score threshold that maximises F1
-(the candidate interactive threshold) with its precision and recall, and seconds per image.
+"""Dev-split figures of a detector (docs/MODEL_CARD.md, docs/experiments/): AP50 per test setting
+(official protocol: score > 0.08, top 100 after NMS), and at each setting the score threshold that
+maximises F1 (the candidate interactive threshold) with its precision and recall, and seconds per
+image.
 
     python tools/measure_model.py WEIGHTS [--scales 480 640 480,640+flip paper] [--nms-thresh 0.55 0.45]
         [--agreement-iou 0 0.75] [--no-verifier] [--json OUT]

@@ -1,5 +1,5 @@
 """Milliseconds per image of the shipped ``Detector()`` on real dev images, with and without the
-second-stage verifier, per step (``Detector.timings``), for docs/MODEL_CARD.md.
+second-stage verifier, per step (``Detector.timings``), for docs/MODEL_CARD.md and docs/experiments/.
 
     python tools/time_detector.py [--images 40] [--passes 3] [--threads 2] [--flip] [--verifier PATH ...]
 

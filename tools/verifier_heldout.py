@@ -1,6 +1,6 @@
 """Compare verifier variants, seeds and ensembles on the held-out fifth of the training images, the
 way ``acfd train-verifier`` chooses its stacking (nothing from the dev split is used), for
-docs/MODEL_CARD.md.
+docs/experiments/verifier.md.
 
     python tools/verifier_heldout.py WEIGHTS --models r4-32 r4-32@1 "r4-32:crop_size=96" \\
         [--epochs 16] [--ensembles "r4-32+r4-32@1"] [--work runs/verifier/heldout]

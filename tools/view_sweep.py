@@ -9,7 +9,7 @@
 views, each EXTRA box kept only when its side ``sqrt(w * h)`` times ``extra_side / longer image side``
 (its size in the extra view's input) is under the limit (0: the extra view is left out), then runs
 ``merge_multiscale`` and the official scorer, on all images and on each half (even / odd).
-This is how the card's ``960:max128:noflip`` table was made (docs/MODEL_CARD.md, stop 24).
+This is how the ``960:max128:noflip`` view of the evaluation setting was chosen (docs/experiments/detector.md).
 """
 
 from __future__ import annotations
