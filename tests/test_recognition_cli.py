@@ -200,3 +200,81 @@ def test_recognize_crops_cuts_enlarged_faces_from_csv_boxes(tmp_path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_0.png"]  # tiny face and b.png left out
     crop = np.array(Image.open(tmp_path / "out" / "a_0.png"))
     assert crop.shape == (40, 40, 3) and (crop[10:30, 10:30] == 255).all() and crop[:10].max() == 0
+
+
+# --- input checks and messages ---------------------------------------------------------------------
+
+
+def test_identify_refuses_an_empty_folder_and_a_video(tmp_path) -> None:
+    root = _identity_folder(tmp_path / "ids")
+    weights = _weights(tmp_path)
+    g = tmp_path / "g.zip"
+    assert runner.invoke(app, ["gallery", "add", "red", str(root / "red"), "--gallery", str(g), "--weights", str(weights)]).exit_code == 0
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["identify", str(tmp_path / "empty"), "--gallery", str(g), "--weights", str(weights)])
+    assert res.exit_code == 2 and "no images in this folder" in res.output
+    (tmp_path / "clip.mp4").write_bytes(b"\x00" * 64)
+    res = runner.invoke(app, ["identify", str(tmp_path / "clip.mp4"), "--gallery", str(g), "--weights", str(weights)])
+    assert res.exit_code == 2 and "a video; identify takes images" in res.output
+
+
+def test_gallery_list_takes_the_gallery_as_option_too(tmp_path) -> None:
+    root = _identity_folder(tmp_path / "ids")
+    weights = _weights(tmp_path)
+    g = tmp_path / "g.zip"
+    for name in ("red", "blue"):
+        runner.invoke(app, ["gallery", "add", name, str(root / name), "--gallery", str(g), "--weights", str(weights)])
+    res = runner.invoke(app, ["gallery", "list", "--gallery", str(g)])
+    assert res.exit_code == 0 and "unknown threshold" in res.output and "red\t4" in res.output
+    assert runner.invoke(app, ["gallery", "list"]).exit_code == 2
+
+
+def test_faiss_loader_lines_stay_out_of_the_output(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "acfd", "gallery", "list", str(tmp_path / "missing.zip")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.zip'}: gallery file not found"]
+
+
+def test_recognize_train_checks_folders_before_any_work(tmp_path) -> None:
+    cartoon = _identity_folder(tmp_path / "cartoon")
+    with pytest.raises(ValueError, match=r"missing: not a folder \(setting distractors\) \(make it with `acfd recognize crops"):
+        load_recognition_config(None, [f"data={cartoon}", f"distractors={tmp_path / 'missing'}"])
+    with pytest.raises(ValueError, match="setting human_data"):
+        load_recognition_config(None, [f"data={cartoon}", "fusion=inter", f"human_data={tmp_path / 'nope'}"])
+    with pytest.raises(ValueError, match="needs an 'unlabelled' folder"):
+        load_recognition_config(None, [f"data={cartoon}", "ssl_weight=0.5"])
+
+
+def test_recognize_eval_names_identities_without_two_readable_images(tmp_path) -> None:
+    root = _identity_folder(tmp_path / "ids", per_identity=2)
+    (root / "red" / "red_1.png").write_bytes(b"not an image")
+    res = runner.invoke(app, ["recognize", "eval", str(root), "--features", "pixels"])
+    assert res.exit_code == 1 and "fewer than 2 readable images: red (1)" in res.output and "red_1.png" in res.output
+
+
+@pytest.mark.slow
+def test_training_with_two_data_folders_self_supervision_and_colour(tmp_path) -> None:
+    cartoon = _identity_folder(tmp_path / "cartoon", per_identity=5, size=24)
+    more = _identity_folder(tmp_path / "more", per_identity=5, size=24, colours={"yellow": (230, 220, 20), "cyan": (20, 220, 220)}, seed=2)
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for i, p in enumerate(sorted(cartoon.rglob("*.png"))[:6]):
+        (unlabelled / f"u{i}.png").write_bytes(p.read_bytes())
+    overrides = [f"data=[{cartoon}, {more}]", "dev_identities=[blue, cyan]", f"unlabelled={unlabelled}", "ssl_weight=0.5",
+                 "ssl_batch=4", "input_size=24", "embedding_dim=8", "batch_size=8", "epochs=1", "progress=false",
+                 f"output={tmp_path / 'run'}", "max_iters=2", "warmup_iters=1", "colour_weight=0.5"]
+    trainer = RecognitionTrainer(load_recognition_config(None, overrides))
+    assert trainer.num_cartoon == 3 and trainer.unlabelled is not None and len(trainer.unlabelled) == 6
+    losses = trainer.train_step()
+    assert np.isfinite(losses["loss_ssl"]) and losses["loss"] > losses["loss_cls"]
+    weights = trainer.fit()
+    from acfd.recognition.embedder import Recognizer
+
+    rec = Recognizer(weights)
+    assert rec.cfg.colour_weight == 0.5 and rec.embedding_dim == 8 + 512
+    crops = [np.full((24, 24, 3), c, np.uint8) for c in (0, 255)]
+    assert rec.embed(crops).shape == (2, 520)

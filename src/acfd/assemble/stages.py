@@ -132,7 +132,7 @@ def ingest(project: Project, sources: Iterable[str], cfg: AssembleConfig, progre
         cfg: the settings (video sampling).
         progress: show a progress bar.
     """
-    from acfd.cli.detect_cmd import collect_inputs  # the one expansion of files/folders/globs
+    from acfd.predict.sources import collect_inputs  # the one expansion of files/folders/globs
     from acfd.data.video import iter_video_frames
 
     t0, started = time.perf_counter(), now_iso()
@@ -309,7 +309,7 @@ class RayDetection:
     """Run the detect stage on Ray Data (:func:`detect_on_ray`) instead of in this process.
 
     Args:
-        detector_kwargs: :class:`acfd.engine.infer.Detector` arguments for every actor.
+        detector_kwargs: :class:`acfd.predict.detector.Detector` arguments for every actor.
         address: an existing Ray cluster (``auto``, ``ray://host:10001``); ``None``: a local Ray.
         frames_per_run: frames per Ray job; each job's faces are committed before the next starts,
             so a killed run loses at most one job's work.
@@ -323,10 +323,10 @@ class RayDetection:
 def detect_on_ray(
     project: Project, ray_detection: RayDetection, cfg: AssembleConfig, batch_size: int = 4, progress: bool = True
 ) -> StageReport:
-    """The detect stage on Ray Data actors (``acfd.engine.ray_engine``, as ``acfd detect --engine
+    """The detect stage on Ray Data actors (``acfd.predict.ray_engine``, as ``acfd detect --engine
     ray``): the same faces, statuses and errors as :func:`detect`, frames read by the actors."""
-    from acfd.cli.detect_cmd import InputItem
-    from acfd.engine.ray_engine import ray_session, run_detection_ray
+    from acfd.predict.ray_engine import ray_session, run_detection_ray
+    from acfd.predict.sources import InputItem
 
     t0, started = time.perf_counter(), now_iso()
     todo = project.db.query("SELECT id, file FROM frames WHERE detected = 0 AND error IS NULL ORDER BY id")

@@ -120,7 +120,7 @@ def assemble(
                 dict(model=model, weights=weights, device=device, scales=scales, score_thresh=cfg.score_thr), address
             )
         else:
-            from acfd.engine.infer import Detector
+            from acfd.predict.detector import Detector
 
             with one_line_errors(context="cannot load the detector"):
                 finder = detector_finder(

@@ -2,8 +2,9 @@
 
 ``identify`` detects faces (``acfd.Detector``; or takes boxes from an iCartoonFace CSV with
 ``--boxes``), crops them with the papers' enlarged rate, embeds them and searches the gallery;
-a face whose best similarity is below the threshold (chosen on the dev identities and stored in the
-recognition weights, or ``--threshold``) is ``unknown``.
+the gallery is fitted to its own references (a prototype per character, an unknown threshold
+calibrated on the references: :mod:`acfd.recognition.gallery_model`), and a face whose best
+similarity is below that threshold (or ``--threshold``) is ``unknown``.
 """
 
 from __future__ import annotations
@@ -33,13 +34,25 @@ def make_detector(device: str) -> Any:
 
 
 def _image_paths(target: Path) -> list[Path]:
+    """The image files of ``target`` (a file or a folder, recursively); one-line error and exit 2
+    when there are none or the target is a video (identify names faces in images)."""
+    from acfd.data.image_io import is_image_file
     from acfd.recognition.data import list_images
 
-    if target.is_dir():
-        return list_images(target)
     if not target.exists():
-        fail(f"{target}: file not found")
+        fail(f"{target}: file not found", 2)
+    if target.is_dir():
+        paths = list_images(target)
+        if not paths:
+            fail(f"{target}: no images in this folder", 2)
+        return paths
+    if not is_image_file(target) and target.suffix.lower() in _VIDEO_SUFFIXES:
+        fail(f"{target}: a video; identify takes images (extract frames first, e.g. acfd detect {target} "
+             "--video-every 25 --save-images frames/)", 2)
     return [target]
+
+
+_VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 
 
 @gallery_app.command("add")
@@ -79,14 +92,28 @@ def add_command(
 
 @gallery_app.command("list")
 @one_line_errors
-def list_command(gallery: Path = typer.Argument(..., help="Gallery file.")) -> None:
-    """Names in a gallery with their number of images, and the model it was built with."""
+def list_command(
+    gallery_arg: Path = typer.Argument(None, metavar="GALLERY", help="Gallery file."),
+    gallery: Path = typer.Option(None, "--gallery", "-g", help="Gallery file (as for add and identify)."),
+) -> None:
+    """Names in a gallery with their number of images, the model it was built with, and the
+    unknown threshold calibrated on its references."""
     from collections import Counter
 
     from acfd.recognition.gallery import Gallery
 
-    g = Gallery.load(gallery)
+    path = gallery or gallery_arg
+    if path is None:
+        fail("give the gallery file (acfd gallery list GALLERY, or --gallery GALLERY)", 2)
+    g = Gallery.load(path)
     typer.echo(f"model {g.model_id}, {g.dim}-d, {len(g)} entries")
+    if len(g):
+        model = g.fit(fallback_threshold=float("nan"))
+        how = "calibrated on the references" if model.calibrated else "the model's (one reference per name)"
+        if model.calibrated:
+            typer.echo(f"unknown threshold {model.threshold:.3f} ({how})")
+        else:
+            typer.echo(f"unknown threshold: {how}")
     for n, count in sorted(Counter(g.names).items()):
         typer.echo(f"{n}\t{count}")
 
@@ -95,7 +122,9 @@ def identify_command(
     target: Path = typer.Argument(..., help="An image or a folder of images."),
     gallery: Path = typer.Option(..., "--gallery", "-g", help="Gallery built with `acfd gallery add`."),
     weights: str = typer.Option(None, "--weights", "-w", help="Recognition weights (must be the gallery's model)."),
-    threshold: float = typer.Option(None, "--threshold", help="Below this similarity: unknown (default: the model's)."),
+    threshold: float = typer.Option(
+        None, "--threshold", help="Below this similarity: unknown (default: calibrated on the gallery's references)."
+    ),
     boxes: Path = typer.Option(None, "--boxes", help="Use these face boxes (iCartoonFace CSV) instead of the detector."),
     enlarge_rate: float = typer.Option(None, "--enlarge-rate", "-r", help="Crop enlarged rate (default: the model's)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the results as JSON."),
@@ -105,15 +134,17 @@ def identify_command(
     from acfd.data.image_io import ImageReadError, load_image
     from acfd.recognition.crops import crop_face
     from acfd.recognition.gallery import Gallery
+    from acfd.recognition.identify import Identifier
 
     if out:
         check_output_file(out, "--out")
+    paths = _image_paths(target)
     g = Gallery.load(gallery)
     if len(g) == 0:
         fail(f"{gallery}: the gallery is empty (add faces with `acfd gallery add`)")
     rec = _embedder(weights, device)
-    g.check_model(rec.model_id, rec.embedding_dim)
-    thr = rec.unknown_threshold if threshold is None else threshold
+    identifier = Identifier(rec, g, threshold)
+    thr = identifier.threshold
     rate = rec.enlarge_rate if enlarge_rate is None else enlarge_rate
     known_boxes = None
     if boxes is not None:
@@ -123,7 +154,7 @@ def identify_command(
     detector = make_detector(device) if known_boxes is None else None
     results: list[dict[str, Any]] = []
     failed = 0
-    for path in _image_paths(target):
+    for path in paths:
         try:
             image = load_image(path)
         except ImageReadError as exc:
@@ -136,13 +167,11 @@ def identify_command(
         else:
             face_boxes = [list(map(float, b)) for b in detector(image).boxes]
         crops = [crop_face(image, b, rate, rec.input_size) for b in face_boxes]
-        hits = g.search(rec.embed(crops), k=1, model_id=rec.model_id) if crops else []
-        for box, hit in zip(face_boxes, hits):
-            best, sim = hit[0]
-            name = best if sim >= thr else "unknown"
+        for box, face in zip(face_boxes, identifier.identify_crops(crops)):
+            name = face.identity or "unknown"
             results.append({"file": str(path), "box": [round(v, 1) for v in box], "name": name,
-                            "best_match": best, "similarity": round(sim, 4)})
-            typer.echo(f"{path} {','.join(f'{v:.0f}' for v in box)} {name} {sim:.3f}")
+                            "best_match": face.best_match, "similarity": round(face.similarity, 4)})
+            typer.echo(f"{path} {','.join(f'{v:.0f}' for v in box)} {name} {face.similarity:.3f}")
         if not face_boxes:
             typer.echo(f"{path} no face found", err=True)
     if out:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -75,6 +76,91 @@ def eval_command(
 
         for p in plot_curves(report, plots, label=embedder.model_id):
             typer.echo(f"wrote {p}")
+
+
+@recognize_app.command("benchmark")
+@one_line_errors
+def benchmark_command(
+    root: Path = typer.Argument(..., help="Folder with one subfolder of face images per identity (characters unseen in training)."),
+    weights: list[str] = typer.Option(None, "--weights", "-w", help="Recognition weights to compare (repeatable; default: the shipped model)."),
+    only: str = typer.Option(None, "--only", help="Comma-separated identities to use (default: all)."),
+    distractors: Path = typer.Option(None, "--distractors", help="Faces of none of the identities, for the identification protocol."),
+    shots: str = typer.Option("1,5,10", "--shots", help="References per character in the gallery (comma-separated)."),
+    episodes: int = typer.Option(10, "--episodes", help="Seeded gallery draws per figure."),
+    method: str = typer.Option("prototype", "--method", help="prototype (fitted gallery) or nearest (nearest neighbour)."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also the raw-pixel and colour-histogram baselines."),
+    seed: int = typer.Option(0, "--seed"),
+    json_out: Path = typer.Option(None, "--json", help="Write the table's figures as JSON."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Few-shot naming (k references per character), open-set rejection and the papers' protocols, as a table.
+
+    Columns: acc@k = closed-set accuracy with k references; reject95@k = outsiders called unknown
+    at the threshold keeping 95 % of insiders named; named@k / unknown@k = insiders named
+    correctly / outsiders called unknown at the gallery's calibrated threshold (one character
+    left out of the gallery in turn); rank1 / auc / verif = identification (one image per
+    character, with distractors) and 10-fold verification.
+    """
+    import dataclasses
+
+    from acfd.recognition.benchmark import baseline_features, format_table, run_benchmark
+    from acfd.recognition.data import list_images, load_crops, scan_identity_folder
+    from acfd.recognition.gallery_model import METHODS, fit_gallery_model
+
+    if method not in METHODS:
+        fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}", 2)
+    try:
+        ks = [int(k) for k in shots.split(",") if k.strip()]
+    except ValueError:
+        fail(f"--shots must be comma-separated integers, got {shots!r}", 2)
+    if not ks or min(ks) < 1:
+        fail(f"--shots must be positive integers, got {shots!r}", 2)
+    if json_out:
+        check_output_file(json_out, "--json")
+    ids = scan_identity_folder(root, min_identities=2, min_images=2)
+    if only:
+        ids = ids.subset([n.strip() for n in only.split(",") if n.strip()])
+    crops, kept, failed = load_crops(ids.paths)
+    for line in failed:
+        typer.echo(f"skipped {line}", err=True)
+    labels = ids.labels[kept]
+    check_identity_counts(root, ids.identities, labels, 3)
+    dist_crops = load_crops(list_images(distractors))[0] if distractors is not None else []
+
+    def fit(ref, ref_labels, aug, threshold=0.5):  # noqa: ANN001, ANN202
+        return fit_gallery_model(ref, ref_labels, aug, fallback_threshold=threshold, method=method)
+
+    reports = []
+    for w in weights or [None]:
+        rec = load_embedder_option(w, "model", device)
+        reports.append(run_benchmark(
+            rec.model_id, rec.embed(crops), labels, ks, episodes, seed,
+            fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t),
+            distractors=rec.embed(dist_crops) if dist_crops else None,
+        ))
+    if baselines:
+        dist_base = baseline_features(dist_crops) if dist_crops else {}
+        for name, feats in baseline_features(crops).items():
+            reports.append(run_benchmark(name, feats, labels, ks, episodes, seed, fit=fit, distractors=dist_base.get(name)))
+    typer.echo(f"{len(ids.identities)} identities, {len(labels)} images, {len(dist_crops)} distractors, "
+               f"gallery method {method}, {episodes} episodes")
+    typer.echo(format_table(reports))
+    if json_out:
+        from acfd.utils import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps([dataclasses.asdict(r) for r in reports], indent=1))
+    if failed:
+        raise typer.Exit(1)
+
+
+def check_identity_counts(root: Path, identities: list[str], labels: "Any", minimum: int) -> None:
+    """Fail with one line naming every identity with fewer than ``minimum`` readable images."""
+    import numpy as np
+
+    counts = np.bincount(labels, minlength=len(identities))
+    short = [f"{identities[i]} ({int(n)})" for i, n in enumerate(counts) if n < minimum]
+    if short:
+        fail(f"{root}: these identities have fewer than {minimum} readable images: {', '.join(short)}")
 
 
 @recognize_app.command(

@@ -75,6 +75,32 @@ def scan_identity_folder(root: str | os.PathLike[str], min_identities: int = 1, 
     return IdentitySet(paths, np.array(labels, dtype=np.int64), identities)
 
 
+def scan_identity_folders(
+    roots: str | os.PathLike[str] | list[str | os.PathLike[str]], min_identities: int = 1, min_images: int = 1
+) -> IdentitySet:
+    """:func:`scan_identity_folder` over one folder or several (their identities together).
+
+    Raises:
+        ValueError: as :func:`scan_identity_folder`, or one identity name in two folders.
+    """
+    if isinstance(roots, (str, os.PathLike)):
+        return scan_identity_folder(roots, min_identities, min_images)
+    paths: list[Path] = []
+    labels: list[np.ndarray] = []
+    identities: list[str] = []
+    for root in roots:
+        part = scan_identity_folder(root, 1, min_images)
+        clash = sorted(set(part.identities) & set(identities))
+        if clash:
+            raise ValueError(f"{root}: identities also in another data folder: {', '.join(clash)}")
+        paths.extend(part.paths)
+        labels.append(part.labels + len(identities))
+        identities.extend(part.identities)
+    if len(identities) < min_identities:
+        raise ValueError(f"{', '.join(map(str, roots))}: found {len(identities)} identities, need at least {min_identities}")
+    return IdentitySet(paths, np.concatenate(labels) if labels else np.zeros(0, np.int64), identities)
+
+
 def load_crops(paths: list[Path], size: int | None = None) -> tuple[list[np.ndarray], list[int], list[str]]:
     """Decode images (resized to ``size`` when given); returns (crops, indices kept, one-line errors)."""
     crops, kept, errors = [], [], []

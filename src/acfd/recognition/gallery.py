@@ -15,9 +15,10 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import faiss
+from acfd.recognition.faiss_index import faiss
 import numpy as np
 
+from acfd.recognition.gallery_model import GalleryModel, fit_gallery_model
 from acfd.utils import atomic_path
 
 FORMAT_VERSION = 1
@@ -145,6 +146,23 @@ class Gallery:
                 self.index.add(np.ascontiguousarray(vectors))
             self.names = [self.names[i] for i in keep]
         return removed
+
+    def vectors(self) -> np.ndarray:
+        """Every stored embedding, ``(len(self), dim)``, in entry order."""
+        if len(self) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.index.reconstruct_n(0, self.index.ntotal)
+
+    def fit(self, fallback_threshold: float = 0.5) -> GalleryModel:
+        """The gallery model of the stored references: one prototype per name and the unknown
+        threshold calibrated on the references themselves (:mod:`acfd.recognition.gallery_model`).
+
+        Raises:
+            GalleryError: the gallery is empty.
+        """
+        if len(self) == 0:
+            raise GalleryError(f"{self.path}: the gallery is empty (add faces with `acfd gallery add`)")
+        return fit_gallery_model(self.vectors(), np.asarray(self.names), fallback_threshold=fallback_threshold)
 
     def search(self, embeddings: np.ndarray, k: int = 1, model_id: str | None = None) -> list[list[tuple[str, float]]]:
         """The ``k`` most similar entries of each query row: ``[[(name, cosine), ...], ...]``, best first."""

@@ -67,6 +67,9 @@ class EmbedderConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     #: cosine similarity below which ``acfd identify`` says "unknown" (chosen on the dev identities)
     unknown_threshold: float = 0.5
+    #: weight of the colour histogram (:func:`~acfd.recognition.embedder.colour_histogram`) appended
+    #: to the network's embedding; 0 for the network's embedding alone
+    colour_weight: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

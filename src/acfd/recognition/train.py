@@ -51,7 +51,7 @@ from acfd.engine.train import (
     set_rng_state,
     stop_on_signals,
 )
-from acfd.recognition.data import list_images, load_crops, scan_identity_folder
+from acfd.recognition.data import list_images, load_crops, scan_identity_folder, scan_identity_folders
 from acfd.recognition.embedder import PixelEmbedder, Recognizer
 from acfd.recognition.heads import create_head
 from acfd.recognition.model import EmbedderConfig, EmbeddingNet, save_embedder
@@ -78,10 +78,21 @@ class RecognitionTrainConfig:
     head: str = "cosface"  # softmax | sphereface | cosface | arcface
     head_kwargs: dict[str, Any] = field(default_factory=dict)
     # data
-    data: str = "../shared/data/cartoon-id/images"
+    #: identity folder(s) (``ROOT/<identity>/*.jpg``); several folders add their identities together
+    data: str | list[str] = "../shared/data/cartoon-id/images"
     dev_identities: list[str] = field(default_factory=lambda: list(DEV_IDENTITIES))  # [] = train on all
     distractors: str | None = None  # folder of face crops added to the dev identification gallery
     fusion: str = "none"  # none | inter | intra | mtda
+    #: folder of face crops without names (e.g. ``acfd recognize crops`` of detection images): extra
+    #: instances for the self-supervised loss (two augmented views of one crop are the same face)
+    unlabelled: str | None = None
+    ssl_weight: float = 0.0  # weight of the instance-contrastive loss (0: off)
+    ssl_batch: int = 64  # unlabelled crops per step
+    ssl_temperature: float = 0.1
+    #: random-resized-crop range (share of the crop's side kept) of the augmentation
+    crop_scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
+    #: weight of the colour histogram appended to the embedding at test time (0: none), stored in the weights
+    colour_weight: float = 0.0
     human_data: str = "../shared/data/lfw-faces/images"
     human_fraction: float = 0.25  # of every batch, when human faces are used (MM'20)
     alpha: float = 1.0  # MM'20 eq. 4 weights
@@ -125,29 +136,70 @@ def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequ
         raise ValueError("need at least 2 dev identities (or none: train on every identity)")
     if cfg.batch_size < 4:
         raise ValueError(f"batch_size must be at least 4, got {cfg.batch_size}")
+    check_inputs(cfg)
     return cfg
+
+
+def check_inputs(cfg: RecognitionTrainConfig) -> None:
+    """Every folder the recipe reads exists, checked before any work (one line naming the setting).
+
+    Raises:
+        ValueError: a missing folder.
+    """
+    folders = [("data", d) for d in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
+    if cfg.distractors:
+        folders.append(("distractors", cfg.distractors))
+    if cfg.ssl_weight > 0 or cfg.unlabelled:
+        if not cfg.unlabelled:
+            raise ValueError("ssl_weight > 0 needs an 'unlabelled' folder of face crops")
+        folders.append(("unlabelled", cfg.unlabelled))
+    if cfg.fusion != "none":
+        folders.append(("human_data", cfg.human_data))
+    hints = {
+        "distractors": " (make it with `acfd recognize crops IMAGES BOXES.csv DIR`, or set distractors=null)",
+        "unlabelled": " (make it with `acfd recognize crops IMAGES BOXES.csv DIR`)",
+    }
+    for key, folder in folders:
+        if not Path(folder).is_dir():
+            raise ValueError(f"{folder}: not a folder (setting {key}){hints.get(key, '')}")
 
 
 def _to_tensor(crops: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous() if crops else torch.zeros(0, 3, 1, 1, dtype=torch.uint8)
 
 
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Batch augmentation of uint8 ``(B, 3, S, S)``: horizontal flip, shift by up to 1/8 of the side
-    (reflect padding), brightness/contrast +-20 %. No hue change: hair colour names characters."""
+def augment(images: torch.Tensor, generator: torch.Generator, crop_scale: Sequence[float] = (0.75, 1.0)) -> torch.Tensor:
+    """Batch augmentation of uint8 ``(B, 3, S, S)``: horizontal flip, a random resized crop (a side
+    of ``crop_scale`` of the crop's, aspect +-10 %, anywhere inside; reflect padding past the
+    border), brightness/contrast +-20 %. No hue change: hair colour names characters."""
     b, _, s, _ = images.shape
     x = images.float()
-    flip = torch.rand(b, generator=generator) < 0.5
-    x[flip] = x[flip].flip(-1)
-    pad = max(1, s // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    x = torch.stack([padded[i, :, dy[i] : dy[i] + s, dx[i] : dx[i] + s] for i in range(b)])
+    lo, hi = float(crop_scale[0]), float(crop_scale[-1])
+    side = lo + (hi - lo) * torch.rand(b, generator=generator)
+    aspect = torch.exp((torch.rand(b, generator=generator) - 0.5) * 0.2)
+    sx, sy = side * aspect.sqrt(), side / aspect.sqrt()
+    tx = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sx).abs()
+    ty = (torch.rand(b, generator=generator) * 2 - 1) * (1 - sy).abs()
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx * flip, tx, sy, ty
+    grid = F.affine_grid(theta, [b, 3, s, s], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     gain = 1 + (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.4
     bias = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 0.4 * 128
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return ((x - mean) * gain + mean + bias).clamp(0, 255)
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Instance-contrastive loss (SimCLR's NT-Xent): row i of ``a`` and of ``b`` are two views of one
+    face; every other row of either is a negative."""
+    z = F.normalize(torch.cat([a, b]), dim=1)
+    n = a.shape[0]
+    sim = z @ z.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
 
 
 def uir_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -177,6 +229,12 @@ class RecognitionModel(nn.Module):
             nn.Sequential(nn.Linear(cfg.embedding_dim, 64), nn.ReLU(inplace=True), nn.Linear(64, 1))
             if cfg.fusion == "mtda" else None
         )
+        # SimCLR's projection head: the contrastive loss acts on it, the embedding stays the feature
+        self.projection = (
+            nn.Sequential(nn.Linear(cfg.embedding_dim, cfg.embedding_dim), nn.ReLU(inplace=True),
+                          nn.Linear(cfg.embedding_dim, cfg.embedding_dim))
+            if cfg.ssl_weight > 0 else None
+        )
 
 
 class RecognitionTrainer:
@@ -192,7 +250,7 @@ class RecognitionTrainer:
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
 
-        everything = scan_identity_folder(cfg.data, min_identities=2, min_images=2)
+        everything = scan_identity_folders(cfg.data, min_identities=2, min_images=2)
         train_ids = [n for n in everything.identities if n not in set(cfg.dev_identities)]
         self.train_set = everything.subset(train_ids)
         self.dev_set = everything.subset(list(cfg.dev_identities)) if cfg.dev_identities else None
@@ -207,6 +265,14 @@ class RecognitionTrainer:
             if cfg.fusion == "intra":
                 perm = np.random.default_rng(cfg.seed).permutation(self.num_human)
                 self.human_labels = torch.as_tensor(perm[self.human_labels.numpy()] % self.num_cartoon)
+        self.unlabelled: torch.Tensor | None = None
+        if cfg.ssl_weight > 0:
+            crops, _, errors = load_crops(list_images(cfg.unlabelled), cfg.input_size)
+            for e in errors:
+                logger.warning("skipped %s", e)
+            if len(crops) < 2:
+                raise ValueError(f"{cfg.unlabelled}: fewer than 2 readable face crops for the self-supervised loss")
+            self.unlabelled = _to_tensor(crops)
         self.human_batch = int(round(cfg.batch_size * cfg.human_fraction)) if self.uses_human else 0
         self.cartoon_batch = cfg.batch_size - self.human_batch
 
@@ -215,6 +281,7 @@ class RecognitionTrainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.sampler = ResumableSampler(len(self.cartoon), cfg.seed)
         self.human_sampler = ResumableSampler(len(self.human), cfg.seed + 1) if self.uses_human else None
+        self.unlabelled_sampler = ResumableSampler(len(self.unlabelled), cfg.seed + 2) if self.unlabelled is not None else None
         self.iters_per_epoch = max(1, len(self.cartoon) // self.cartoon_batch)
         self.peak_lr = cfg.base_lr
         self.optimizer = build_optimizer(self.model, cfg, self.peak_lr)
@@ -283,15 +350,27 @@ class RecognitionTrainer:
             images.append(self.human[hidx_t])
             labels.append(self.human_labels[hidx_t])
         is_cartoon = torch.cat([torch.ones(self.cartoon_batch, dtype=torch.bool), torch.zeros(self.human_batch, dtype=torch.bool)])
-        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.iteration)
-        return augment(torch.cat(images), g), torch.cat(labels), is_cartoon
+        return torch.cat(images), torch.cat(labels), is_cartoon
+
+    def _unlabelled_batch(self) -> torch.Tensor:
+        """``ssl_batch`` unlabelled crops of the current step (epochs of their own, seeded)."""
+        assert self.unlabelled is not None and self.unlabelled_sampler is not None
+        per_epoch = len(self.unlabelled)
+        pos = self.iteration * self.cfg.ssl_batch
+        idx = []
+        for p in range(pos, pos + min(self.cfg.ssl_batch, per_epoch)):
+            self.unlabelled_sampler.set_epoch(p // per_epoch)
+            idx.append(self.unlabelled_sampler.indices()[p % per_epoch])
+        return self.unlabelled[torch.as_tensor(idx)]
 
     # -- step -------------------------------------------------------------------------------
 
     def compute_loss(self, images: torch.Tensor, labels: torch.Tensor, is_cartoon: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The loss of the configured fusion mode (module docstring) on one batch."""
+        """The loss of the configured fusion mode (module docstring) on one batch of augmented images."""
+        return self._classification_loss(self.model.embedder(self.model.embedder.normalize(images)), labels, is_cartoon)
+
+    def _classification_loss(self, emb: torch.Tensor, labels: torch.Tensor, is_cartoon: torch.Tensor) -> dict[str, torch.Tensor]:
         cfg, m = self.cfg, self.model
-        emb = m.embedder(m.embedder.normalize(images))
         c, h = is_cartoon, ~is_cartoon
         losses: dict[str, torch.Tensor] = {}
         if cfg.fusion in ("none", "intra"):
@@ -314,11 +393,30 @@ class RecognitionTrainer:
 
     def train_step(self) -> dict[str, float]:
         self.model.train()
+        cfg, m = self.cfg, self.model
         images, labels, is_cartoon = self._batch()
-        images, labels, is_cartoon = images.to(self.device), labels.to(self.device), is_cartoon.to(self.device)
-        if self.cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        losses = self.compute_loss(images, labels, is_cartoon)
+        labels, is_cartoon = labels.to(self.device), is_cartoon.to(self.device)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.iteration)
+        n = len(images)
+        if self.unlabelled is not None:
+            # two views of every crop: the labelled ones feed the classification loss (both views),
+            # all of them the instance-contrastive loss on the projection head
+            images = torch.cat([images, self._unlabelled_batch()])
+            views = torch.cat([augment(images, g, cfg.crop_scale), augment(images, g, cfg.crop_scale)])
+        else:
+            views = augment(images, g, cfg.crop_scale)
+        views = views.to(self.device)
+        if cfg.channels_last:
+            views = views.contiguous(memory_format=torch.channels_last)
+        emb = m.embedder(m.embedder.normalize(views))
+        if self.unlabelled is not None:
+            half = len(images)
+            first, second = emb[:half], emb[half:]
+            losses = self._classification_loss(torch.cat([first[:n], second[:n]]), labels.repeat(2), is_cartoon.repeat(2))
+            losses["loss_ssl"] = info_nce(m.projection(first), m.projection(second), cfg.ssl_temperature)
+            losses["loss"] = losses["loss"] + cfg.ssl_weight * losses["loss_ssl"]
+        else:
+            losses = self._classification_loss(emb, labels, is_cartoon)
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
@@ -424,6 +522,8 @@ class RecognitionTrainer:
                           "dev_auc": f"{self.last_report.verification.auc:.4f}"})
         if threshold is not None:
             net.cfg = dataclasses.replace(net.cfg, unknown_threshold=float(threshold))
+        if self.cfg.colour_weight:
+            net.cfg = dataclasses.replace(net.cfg, colour_weight=float(self.cfg.colour_weight))
         return save_embedder(net, self.output / f"{self.cfg.weights_name}.safetensors", half=True, extra=extra)
 
 
@@ -432,6 +532,11 @@ def evaluate_folder(embedder: Recognizer | PixelEmbedder, identities: Any, distr
     """Embed an :class:`~acfd.recognition.data.IdentitySet`'s images and run both protocols."""
     crops, kept, errors = load_crops(identities.paths)
     labels = identities.labels[kept]
+    counts = np.bincount(labels, minlength=len(identities.identities))
+    short = [f"{identities.identities[i]} ({int(n)})" for i, n in enumerate(counts) if n < 2]
+    if short:
+        unreadable = f"; unreadable: {'; '.join(errors[:3])}" + (" ..." if len(errors) > 3 else "") if errors else ""
+        raise ValueError(f"identities with fewer than 2 readable images: {', '.join(short)}{unreadable}")
     report = evaluate_embeddings(embedder.embed(crops), labels, distractors, seed=seed, num_pairs=num_pairs,
                                  model_id=embedder.model_id)
     report.failed = errors
