@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,10 +19,19 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from acfd.engine.infer import DEFAULT_SCALES, DEFAULT_SCORE_THRESH, Detections, Detector
+from acfd import Detector
+from acfd.predict.presets import shipped_presets
 from acfd.serve import ServeSettings, create_app
 
 SAMPLE = "personai_icartoonface_dettrain_00330.jpg"
+
+
+@dataclass
+class Dets:
+    """What the service reads from a detector's result."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
 
 
 class FixedDetector:
@@ -46,7 +56,7 @@ class FixedDetector:
         for im in images:
             h, w = im.shape[:2]
             boxes = [[0.1 * w, 0.1 * h, 0.3 * w, 0.4 * h], [0.5 * w, 0.2 * h, 0.8 * w, 0.6 * h]]
-            out.append(Detections(np.array(boxes), np.array([0.9, 0.3]), (h, w)))
+            out.append(Dets(np.array(boxes), np.array([0.9, 0.3])))
         return out
 
 
@@ -98,8 +108,9 @@ def test_threshold_and_scale_settings():
             assert bad.status_code == 422 and needle in json.dumps(bad.json()), (query, bad.text)
     assert [f["score"] for f in both.json()["faces"]] == [0.9, 0.3]
     assert [f["score"] for f in default.json()["faces"]] == [0.9]  # the detector's default threshold (0.5)
-    assert ServeSettings().score_thr == DEFAULT_SCORE_THRESH
-    assert (ServeSettings().scale,) == tuple(int(s) for s in DEFAULT_SCALES)  # the detector's default scale
+    interactive = shipped_presets()["interactive"]  # the shipped detector's own settings
+    assert ServeSettings().score_thr == interactive.score_thresh
+    assert (str(ServeSettings().scale),) == tuple(interactive.scales)
     assert default.json()["faces"][0]["box"] == [4.0, 3.0, 12.0, 12.0]  # pixels of the 40x30 upload
     assert scaled.json()["scale"] == 512 and default.json()["scale"] == 320
 
@@ -226,10 +237,8 @@ def test_health_docs_and_demo_page():
 
 
 def test_demo_page_starts_at_the_servers_threshold():
-    from acfd.engine.defaults import DEFAULT_SCORE_THRESH
-
     with client_for(FixedDetector()) as client:
-        assert f'value="{DEFAULT_SCORE_THRESH:.2f}"' in client.get("/").text
+        assert f'value="{shipped_presets()["interactive"].score_thresh:.2f}"' in client.get("/").text
     with client_for(FixedDetector(), score_thr=0.3, min_score_thr=0.1) as client:
         page = client.get("/").text
         assert 'value="0.30"' in page and 'min="0.1"' in page and "{{" not in page

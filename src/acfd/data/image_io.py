@@ -353,6 +353,14 @@ class OpenedImage:
         w, h = self.decoded_size(min_long_side)
         return w * h
 
+    def check_pixels(self, max_pixels: int | None, min_long_side: int | None = None) -> None:
+        """Raise :class:`TooManyPixelsError` if :meth:`decode` would decode more than ``max_pixels``."""
+        w, h = self.decoded_size(min_long_side)
+        if max_pixels is not None and w * h > max_pixels:
+            raise TooManyPixelsError(
+                self.name, f"too many pixels: {w}x{h} = {w * h:,} > limit {max_pixels:,} (max_pixels)"
+            )
+
     def decode(self, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_long_side: int | None = None) -> DecodedImage:
         """Decode the pixels (see the module docstring).
 
@@ -364,11 +372,7 @@ class OpenedImage:
             ImageReadError: too many pixels, truncated or corrupt data, unsupported colour mode.
         """
         im, name = self._im, self.name
-        w, h = self.decoded_size(min_long_side)
-        if max_pixels is not None and w * h > max_pixels:
-            raise TooManyPixelsError(
-                name, f"too many pixels: {w}x{h} = {w * h:,} > limit {max_pixels:,} (max_pixels)"
-            )
+        self.check_pixels(max_pixels, min_long_side)
         reduction = self.reduction_for(min_long_side)
         if reduction > 1:
             # PIL picks the largest reduction whose result is at least the size asked for

@@ -4,7 +4,9 @@ Requests put a :class:`Job` on a queue and await its future; the thread takes th
 queued jobs of the same scale (up to ``max_batch``), waits up to ``batch_wait_s`` for more *only
 while other admitted requests are still on their way* (a lone client never waits), runs one
 network call, and resolves the futures on the event loop. Jobs whose request timed out are skipped.
-The queue itself is bounded by the admission limit in :mod:`acfd.serve.app`.
+Each job's ``on_done`` runs on the event loop once the thread has let go of its image (answered or
+skipped): the service gives the image's pixels back to its budget then. The queue itself is
+bounded by the admission limit and the pixel budget in :mod:`acfd.serve.service`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Job:
         future: resolved with ``finish(result, image)`` (or the detector's result).
         loop: the event loop that owns ``future``.
         finish: optional post-step run on the inference thread (e.g. recognition).
+        on_done: called on ``loop`` when the thread no longer holds ``image``.
     """
 
     image: np.ndarray
@@ -44,6 +47,7 @@ class Job:
     future: asyncio.Future
     loop: asyncio.AbstractEventLoop
     finish: Callable[[Any, np.ndarray], Any] | None = None
+    on_done: Callable[[], None] | None = None
     cancelled: bool = False
     queued_at: float = field(default_factory=time.monotonic)
 
@@ -148,6 +152,11 @@ class BatchingWorker:
             if live:
                 self._run(live)
             self.running = 0
+            for job in batch:
+                job.image = None  # type: ignore[assignment]  # the thread's reference goes now
+                if job.on_done is not None:
+                    _call_on_loop(job.loop, job.on_done)
+            del batch, live
 
     def _run(self, jobs: list[Job]) -> None:
         start = time.perf_counter()
@@ -170,6 +179,13 @@ class BatchingWorker:
                 _resolve(job, job.finish(result, job.image))
             except Exception as exc:  # noqa: BLE001 - this request fails, the others go on
                 _resolve(job, exc=exc)
+
+
+def _call_on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(callback)
+    except RuntimeError:  # the loop is closed (shutdown)
+        pass
 
 
 def _resolve(job: Job, result: Any = None, exc: BaseException | None = None) -> None:

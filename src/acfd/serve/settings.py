@@ -1,79 +1,122 @@
-"""Settings of the detection service, as data (one frozen dataclass; the CLI and the tests fill it).
+"""Settings of the detection service: one ``pydantic-settings`` model.
 
-The settings travel to uvicorn's worker processes as JSON in ``$ACFD_SERVE_SETTINGS``
-(:meth:`ServeSettings.to_env` / :meth:`ServeSettings.from_env`), so each worker builds the same app.
+Every field can be set by keyword (the CLI and the tests), or by an environment variable named
+``ACFD_SERVE_<FIELD>`` (``ACFD_SERVE_API_KEY``, ``ACFD_SERVE_MAX_IN_FLIGHT``...), which is also how
+uvicorn's worker processes (``--workers N``) get the settings the CLI was given
+(:meth:`ServeSettings.to_env`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_SCORE_THRESH
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ENV_VAR = "ACFD_SERVE_SETTINGS"
+from acfd.data.image_io import DEFAULT_MAX_PIXELS
+from acfd.predict.presets import shipped_presets
+from acfd.predict.scales import parse_scales
+
+ENV_PREFIX = "ACFD_SERVE_"
 
 
-@dataclass(frozen=True)
-class ServeSettings:
-    """What the service loads and the limits it enforces.
+def interactive_defaults() -> tuple[int, float]:
+    """The shipped detector's interactive test scale (its longer side) and score threshold."""
+    preset = shipped_presets()["interactive"]
+    first = parse_scales(preset.scales)[0]
+    return int(first.long_side or max(first.height or 0, first.width or 0)), float(preset.score_thresh)
 
-    Args:
-        model: detector name or weights file (``None``: the shipped model).
-        weights: weights for a model given by name.
-        device: ``cpu``, ``cuda``...
-        scale: default test scale (longer side in pixels); a request may ask for another in
-            ``[min_scale, max_scale]``.
-        score_thr: default score threshold of a request.
-        min_score_thr: the detector runs at this floor and each request filters above its own
-            threshold (greedy NMS keeps the same boxes above any threshold, so filtering after
-            NMS equals running at that threshold, and requests with different thresholds batch).
-        max_upload_bytes: larger request bodies get 413 before they are read.
-        max_pixels: larger decoded images get 413 (checked from the header, before decoding).
-        request_timeout_s: a request not answered within this gets 503 with Retry-After.
-        max_in_flight: requests admitted at once per worker (reading, decoding, queued or
-            running); one more gets 429 with Retry-After. Bounds memory.
-        max_batch: dynamic batching: at most this many queued images per network call
-            (1 turns batching off).
-        batch_wait_ms: how long the inference thread waits for more requests to fill a batch.
-        threads: torch CPU threads per worker (``None``: CPU cores / workers).
-        workers: worker processes (one model each).
-        gallery: a recognition gallery file; enables ``POST /v1/identify``.
-        recognizer_weights: the recognition model for ``/v1/identify`` (``None``: shipped one).
-    """
 
-    model: str | None = None
-    weights: str | None = None
-    device: str = "cpu"
-    scale: int = DEFAULT_LONG_SIDE
+DEFAULT_SCALE, DEFAULT_SCORE_THR = interactive_defaults()
+
+
+class ServeSettings(BaseSettings):
+    """What the service loads and the limits it enforces (docs/SERVING.md explains each limit)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    # -- models --------------------------------------------------------------------------------
+    model: str | None = Field(None, description="detector name or weights file (None: the shipped model)")
+    weights: str | None = Field(None, description="weights for a model given by name")
+    device: str = Field("cpu", description="cpu, cuda, cuda:1...")
+    gallery: str | None = Field(None, description="recognition gallery file; enables POST /v1/identify")
+    recognizer_weights: str | None = Field(None, description="recognition model for /v1/identify (None: shipped)")
+
+    # -- detection defaults --------------------------------------------------------------------
+    scale: int = Field(DEFAULT_SCALE, description="default test scale (longer side, pixels)")
     min_scale: int = 128
     max_scale: int = 1600
-    score_thr: float = DEFAULT_SCORE_THRESH
-    min_score_thr: float = 0.05
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
-    request_timeout_s: float = 30.0
-    max_in_flight: int = 32
-    max_batch: int = 8
-    batch_wait_ms: float = 5.0
-    threads: int | None = None
-    workers: int = 1
-    gallery: str | None = None
-    recognizer_weights: str | None = None
+    score_thr: float = Field(DEFAULT_SCORE_THR, description="default score threshold of a request")
+    min_score_thr: float = Field(
+        0.05,
+        description="the detector runs at this floor and each request keeps the faces above its own "
+        "threshold (greedy NMS keeps the same boxes above any threshold, so requests with different "
+        "thresholds share a batch)",
+    )
 
-    def __post_init__(self) -> None:
+    # -- memory and time per request -----------------------------------------------------------
+    max_upload_bytes: int = Field(20 * 1024 * 1024, description="larger bodies get 413")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, description="larger decoded images get 413 (from the header)")
+    max_pixels_in_flight: int | None = Field(
+        None, description="decoded pixels held at once (decoding, queued, running); None: max_pixels"
+    )
+    max_upload_bytes_in_flight: int | None = Field(
+        None, description="request bodies being received at once, by declared size; None: 8 x max_upload_bytes"
+    )
+    upload_read_timeout_s: float = Field(10.0, description="longest pause in a body (408)")
+    min_upload_rate: float = Field(8192.0, description="least average upload speed after the grace, bytes/s (408)")
+    upload_grace_s: float = Field(5.0, description="time a body may take before min_upload_rate applies")
+    request_timeout_s: float = Field(30.0, description="from a complete body to the answer, else 503")
+    max_in_flight: int = Field(32, description="requests with their body in, admitted at once (429 beyond)")
+
+    # -- connections (uvicorn) -------------------------------------------------------------------
+    header_timeout_s: float = Field(10.0, description="a connection must send complete request headers within this")
+    keep_alive_timeout_s: float = Field(5.0, description="an idle keep-alive connection is closed after this")
+    max_connections: int = Field(256, description="open connections per worker; more are closed at once")
+
+    # -- batching and processes ------------------------------------------------------------------
+    max_batch: int = Field(8, description="dynamic batching: most queued images per network call (1: off)")
+    batch_wait_ms: float = Field(5.0, description="longest wait for more requests to fill a batch")
+    threads: int | None = Field(None, description="torch CPU threads per worker (None: cores / workers)")
+    workers: int = Field(1, description="worker processes, one model each")
+
+    # -- access ------------------------------------------------------------------------------------
+    api_key: SecretStr | None = Field(None, description="if set, POST /v1/* need the header X-API-Key with it")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServeSettings:
         if not self.min_scale <= self.scale <= self.max_scale:
             raise ValueError(f"scale {self.scale} is outside [{self.min_scale}, {self.max_scale}]")
         if not 0.0 <= self.min_score_thr <= self.score_thr <= 1.0:
             raise ValueError(f"need 0 <= min_score_thr <= score_thr <= 1, got {self.min_score_thr}, {self.score_thr}")
-        for name in ("max_upload_bytes", "max_pixels", "max_in_flight", "max_batch", "workers"):
+        for name in ("max_upload_bytes", "max_pixels", "max_in_flight", "max_batch", "workers", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.request_timeout_s <= 0:
-            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+        for name in ("request_timeout_s", "upload_read_timeout_s", "min_upload_rate", "header_timeout_s",
+                     "keep_alive_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.pixel_budget < self.max_pixels:
+            raise ValueError(
+                f"max_pixels_in_flight ({self.pixel_budget:,}) must be at least max_pixels ({self.max_pixels:,}): "
+                "else the largest image allowed could never be decoded"
+            )
+        if self.api_key is not None and not self.api_key.get_secret_value():
+            raise ValueError("api_key is empty")
+        return self
+
+    @property
+    def pixel_budget(self) -> int:
+        """Decoded pixels held at once by one worker."""
+        return self.max_pixels if self.max_pixels_in_flight is None else self.max_pixels_in_flight
+
+    @property
+    def upload_budget(self) -> int:
+        """Body bytes being received at once by one worker."""
+        if self.max_upload_bytes_in_flight is not None:
+            return self.max_upload_bytes_in_flight
+        return 8 * self.max_upload_bytes
 
     @property
     def torch_threads(self) -> int:
@@ -81,13 +124,28 @@ class ServeSettings:
         return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
 
     def replace(self, **changes: Any) -> ServeSettings:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (validated)."""
+        return type(self)(**{**self.model_dump(), "api_key": self.api_key, **changes})
 
-    def to_env(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+    def to_env(self) -> dict[str, str]:
+        """``ACFD_SERVE_*`` variables that give these settings to a process reading the environment."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if name == "api_key":
+                value = None if self.api_key is None else self.api_key.get_secret_value()
+            if value is not None:
+                env[ENV_PREFIX + name.upper()] = str(value)
+        return env
 
     @classmethod
     def from_env(cls) -> ServeSettings:
-        """The settings in ``$ACFD_SERVE_SETTINGS`` (defaults when it is not set)."""
-        raw = os.environ.get(ENV_VAR)
-        return cls(**json.loads(raw)) if raw else cls()
+        """The settings in the ``ACFD_SERVE_*`` environment variables (defaults for the others)."""
+        return cls()
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line for a settings error (the first problem, without pydantic's decoration)."""
+    first = exc.errors()[0]
+    message = str(first.get("msg", exc)).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {message}" if where else message

@@ -3,8 +3,8 @@
 "use strict";
 (function () {
   const $ = (id) => document.getElementById(id);
-  const canvas = $("canvas"), slider = $("threshold"), download = $("download");
-  const state = { result: null, image: null, floor: 0.05, downloadUrl: null };
+  const canvas = $("canvas"), slider = $("threshold"), download = $("download"), keyInput = $("api-key");
+  const state = { result: null, image: null, name: null, floor: 0.05, downloadUrl: null };
 
   function setStatus(text) { $("status").textContent = text; }
   function showError(text) {
@@ -16,6 +16,27 @@
     if (!state.result) return [];
     const thr = parseFloat(slider.value);
     return state.result.faces.filter((f) => f.score > thr);
+  }
+  // "page.jpg" -> "page.faces.json": the download is named after the image it describes.
+  function jsonName(imageName) {
+    const base = (imageName || "image").replace(/^.*[\\/]/, "");
+    const dot = base.lastIndexOf(".");
+    return `${dot > 0 ? base.slice(0, dot) : base}.faces.json`;
+  }
+
+  function clearResult() {
+    state.result = null;
+    state.image = null;
+    state.name = null;
+    canvas.hidden = true;
+    canvas.width = 0;
+    canvas.height = 0;
+    if (state.downloadUrl) URL.revokeObjectURL(state.downloadUrl);
+    state.downloadUrl = null;
+    download.removeAttribute("href");
+    download.setAttribute("download", "faces.json");
+    download.setAttribute("aria-disabled", "true");
+    draw();
   }
 
   function draw() {
@@ -51,6 +72,7 @@
     const body = { ...state.result, faces, score_thr: parseFloat(slider.value) };
     state.downloadUrl = URL.createObjectURL(new Blob([JSON.stringify(body, null, 1)], { type: "application/json" }));
     download.href = state.downloadUrl;
+    download.setAttribute("download", jsonName(state.name));
     download.setAttribute("aria-disabled", "false");
   }
 
@@ -65,11 +87,17 @@
 
   async function detect(file) {
     showError("");
+    clearResult();  // a failure must not leave the previous image's faces beside its message
     setStatus(`Detecting faces in ${file.name}…`);
     const form = new FormData();
     form.append("file", file, file.name);
+    const headers = {};
+    if (keyInput && keyInput.value) {
+      headers["X-API-Key"] = keyInput.value;
+      sessionStorage.setItem("acfd-api-key", keyInput.value);
+    }
     try {
-      const response = await fetch(`/v1/detect?score_thr=${state.floor}`, { method: "POST", body: form });
+      const response = await fetch(`/v1/detect?score_thr=${state.floor}`, { method: "POST", body: form, headers });
       const body = await response.json().catch(() => ({ detail: response.statusText }));
       if (!response.ok) {
         const detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail);
@@ -78,18 +106,25 @@
       const image = await loadImage(file);
       state.result = body;
       state.image = image;
+      state.name = file.name;
       canvas.width = image.naturalWidth;
       canvas.height = image.naturalHeight;
       canvas.hidden = false;
       setStatus(`${file.name}: ${body.image_size[0]}x${body.image_size[1]}, ${body.faces.length} faces above ${state.floor}, ${body.ms} ms (${body.model})`);
       draw();
     } catch (err) {
+      clearResult();
       setStatus(`${file.name}: failed`);
       showError(err.message);
     }
   }
 
-  $("file-input").addEventListener("change", (e) => { if (e.target.files[0]) detect(e.target.files[0]); });
+  const input = $("file-input");
+  $("choose-file").addEventListener("click", () => input.click());
+  input.addEventListener("change", (e) => {
+    if (e.target.files[0]) detect(e.target.files[0]);
+    e.target.value = "";  // choosing the same file again is a new upload
+  });
   slider.addEventListener("input", draw);
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
@@ -99,6 +134,7 @@
     zone.classList.remove("dragging");
     if (e.dataTransfer.files[0]) detect(e.dataTransfer.files[0]);
   });
+  if (keyInput) keyInput.value = sessionStorage.getItem("acfd-api-key") || "";
 
   fetch("/healthz").then((r) => r.json()).then((h) => {
     state.floor = h.min_score_thr;  // the slider's min and start value come rendered in the page
@@ -106,5 +142,5 @@
     draw();
   }).catch(() => showError("cannot reach the service (/healthz)"));
 
-  window.acfdDemo = { state, shownFaces };
+  window.acfdDemo = { state, shownFaces, jsonName };
 })();

@@ -1,0 +1,1 @@
+"""The service's routes: detection (``/v1``), health (``/healthz``), pages (``/``, ``/docs``)."""
