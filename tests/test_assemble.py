@@ -88,7 +88,7 @@ def test_quality_helpers() -> None:
 def test_config_defaults_are_the_papers() -> None:
     cfg = AssembleConfig()
     assert (cfg.every_seconds, cfg.enlarge_rate, cfg.min_resolution, cfg.blur_size, cfg.blur_thr) == (1.0, 1.0, 100, 256, 30.0)
-    assert (cfg.dup_sim, cfg.candidate_sim) == (0.95, 0.6)
+    assert cfg.dup_sim == 0.95 and cfg.candidate_sim is None  # None: calibrated on the references
     with pytest.raises(ValueError):
         AssembleConfig(dup_sim=2.0)
 
@@ -349,3 +349,54 @@ def test_detector_finder_and_gallery_references(dataset: dict[str, Path], tmp_pa
     with pytest.raises(ValueError, match="another-model"):
         stages.add_references(project, embedder, gallery=tmp_path / "o.gallery", progress=False)
     project.close()
+
+
+# --- references and re-ranking (recognition side of the pipeline) --------------------------------
+
+
+def test_references_from_another_folder_are_refused(tmp_path) -> None:
+    from acfd.assemble import stages
+    from acfd.assemble.project import Project
+    from acfd.recognition import PixelEmbedder
+
+    refs_a, refs_b = tmp_path / "a", tmp_path / "b"
+    for root in (refs_a, refs_b):
+        (root / "red").mkdir(parents=True)
+        cv2.imwrite(str(root / "red" / "r.png"), np.full((32, 32, 3), (30, 30, 220), np.uint8))
+    project = Project(tmp_path / "proj", create=True)
+    emb = PixelEmbedder()
+    stages.add_references(project, emb, refs_a, progress=False)
+    stages.add_references(project, emb, refs_a, progress=False)  # the same folder again: fine
+    with pytest.raises(ValueError, match="the project's references come from .*a, not .*b"):
+        stages.add_references(project, emb, refs_b, progress=False)
+
+
+def test_refit_moves_crops_to_the_character_their_confirmed_neighbours_have(tmp_path) -> None:
+    """A confirmed crop joins its character's prototype: a crop close to it (and far from the
+    reference) gets that character as candidate after the refit."""
+    from acfd.assemble import review, stages
+    from acfd.assemble.config import AssembleConfig
+    from acfd.assemble.db import to_blob
+    from acfd.assemble.project import Project
+
+    project = Project(tmp_path / "proj", create=True)
+    db = project.db
+
+    def unit(v):  # noqa: ANN001, ANN202
+        v = np.asarray(v, np.float32)
+        return v / np.linalg.norm(v)
+
+    with db.transaction() as c:
+        c.execute("INSERT INTO identities (name, origin, created_at) VALUES ('ann', 'references', 'now')")
+        c.execute("INSERT INTO refs (identity_id, file, origin, embedding) VALUES (1, NULL, 'r', ?)", (to_blob(unit([1, 0, 0])),))
+        c.execute("INSERT INTO sources (path, key, kind) VALUES ('s', 's', 'image')")
+        c.execute("INSERT INTO frames (source_id, file, key, width, height) VALUES (1, 'f.jpg', 'f', 10, 10)")
+        for i, v in enumerate(([0.8, 0.6, 0], [0.5, 0.85, 0.1]), start=1):
+            c.execute("INSERT INTO faces (id, frame_id, x1, y1, x2, y2, score, status, dedup_done, embedding)"
+                      " VALUES (?, 1, 0, 0, 10, 10, 1.0, 'kept', 1, ?)", (i, to_blob(unit(v))))
+    cfg = AssembleConfig(candidate_sim=0.7)
+    stages.refit_candidates(project, cfg)
+    assert [r["face_id"] for r in db.query("SELECT face_id FROM candidates")] == [1]  # face 2: cos 0.5 to the reference
+    review.record_answer(db, "oracle", [1], "yes", 1)
+    stages.refit_candidates(project, cfg)  # the prototype is now the reference and face 1: cos 0.75 to face 2
+    assert (2, 1) in [(r["face_id"], r["identity_id"]) for r in db.query("SELECT face_id, identity_id FROM candidates")]

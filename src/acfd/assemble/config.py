@@ -9,7 +9,11 @@ Defaults are the iCartoonFace papers' values (arXiv recognition paper, section "
 - crops whose resolution is below 100 pixels, or whose sharpness (variance of the Laplacian on the
   crop resized to 256x256) is below 30, are thrown away;
 - near-duplicates: cosine similarity above 0.95 (Faiss);
-- candidate identity: the best reference when its similarity is above 0.6.
+- candidate identity: the papers take the best reference when its similarity is above 0.6, a
+  value that belongs to their model; here a character is a candidate when the crop's similarity to
+  its prototype (references and confirmed crops) is above a threshold calibrated on the project's
+  own references (``candidate_sim = None``, :mod:`acfd.recognition.gallery_model`), or above a
+  ``candidate_sim`` that is set.
 
 ``cluster_sim`` (grouping the crops that no reference claims, so that a person names a whole group
 at once) is this project's addition: the papers do not cluster, they only start from references.
@@ -37,7 +41,8 @@ class AssembleConfig:
         blur_thr: drop crops whose variance of the Laplacian is below this.
         crop_size: side of the saved crop images (JPEG, shown in the app and exported).
         dup_sim: two crops with cosine similarity above this are near-duplicates.
-        candidate_sim: a reference identity is a candidate when its similarity is above this.
+        candidate_sim: a character is a candidate when the similarity to its prototype is above
+            this; ``None``: calibrated on the references.
         cluster_sim: a crop joins a cluster when its similarity to the cluster's leader is above this.
     """
 
@@ -50,7 +55,7 @@ class AssembleConfig:
     blur_thr: float = 30.0
     crop_size: int = 256
     dup_sim: float = 0.95
-    candidate_sim: float = 0.6
+    candidate_sim: float | None = None
     cluster_sim: float = 0.5
 
     def __post_init__(self) -> None:
@@ -60,7 +65,7 @@ class AssembleConfig:
             raise ValueError(f"every_frames must be >= 1, got {self.every_frames}")
         for name in ("score_thr", "dup_sim", "candidate_sim", "cluster_sim"):
             v = getattr(self, name)
-            if not -1.0 <= v <= 1.0:
+            if v is not None and not -1.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [-1, 1], got {v}")
         if self.enlarge_rate < 0:
             raise ValueError(f"enlarge_rate must be >= 0, got {self.enlarge_rate}")

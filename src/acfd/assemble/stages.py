@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import faiss
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -33,6 +32,8 @@ from acfd.assemble.project import Project, thumbnail, write_jpeg
 from acfd.assemble.quality import crop_resolution, laplacian_variance, quality_verdict
 from acfd.data.image_io import ImageReadError, is_image_file, load_image, read_image_size
 from acfd.recognition.crops import crop_face
+from acfd.recognition.faiss_index import faiss
+from acfd.recognition.gallery_model import fit_gallery_model
 from acfd.utils import FileReadError
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ def ingest(project: Project, sources: Iterable[str], cfg: AssembleConfig, progre
         cfg: the settings (video sampling).
         progress: show a progress bar.
     """
-    from acfd.predict.sources import collect_inputs  # the one expansion of files/folders/globs
+    from acfd.cli.detect_cmd import collect_inputs  # the one expansion of files/folders/globs
     from acfd.data.video import iter_video_frames
 
     t0, started = time.perf_counter(), now_iso()
@@ -561,11 +562,24 @@ def add_references(
     add``), whose stored embeddings are used as they are. Images already loaded are skipped.
 
     Raises:
-        ValueError: a references path that is not a folder, a gallery of another model.
+        ValueError: a references path that is not a folder, a references folder or gallery other
+            than the one the project was started with (as changed settings are refused), a
+            gallery of another model.
     """
     t0, started = time.perf_counter(), now_iso()
     db = project.db
     _check_model(project, "embedder_model_id", embedder)
+    for key, given, option in (("references_root", references, "--references"), ("references_gallery", gallery, "--gallery")):
+        if given is None:
+            continue
+        resolved, stored = str(Path(given).resolve()), db.get_meta(key)
+        if stored is None:
+            db.set_meta(key, resolved)
+        elif stored != resolved:
+            raise ValueError(
+                f"{project.root}: the project's references come from {stored}, not {resolved} ({option}); "
+                "add images to that folder (new ones are loaded) or start a new project"
+            )
     dropped: Counter = Counter()
     done_now = 0
     if references is not None:
@@ -626,52 +640,67 @@ def add_references(
 
 
 def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> StageReport:
-    """Give each representative crop the reference identities whose similarity is above
-    ``candidate_sim`` (the best reference image of each identity counts), best first.
+    """Give each open representative crop its candidate identities, best first.
 
-    When the reference set has changed since the last run, every representative is matched
-    again (answers are kept: they name identities, not candidate rows).
+    A character is a candidate when the crop's cosine to its prototype (the mean of its
+    reference images and of the crops already confirmed as it: :mod:`acfd.recognition.gallery_model`)
+    is above ``candidate_sim``, or, when that is ``None``, above the threshold calibrated on the
+    references themselves. Run again (or :func:`refit_candidates`) after answers, the confirmed
+    crops sharpen the prototypes and the open crops are re-ranked.
     """
     t0, started = time.perf_counter(), now_iso()
+    with _bar(1, "candidates", "refit", progress) as bar:
+        threshold, n_open = refit_candidates(project, cfg)
+        bar.update(1)
     db = project.db
-    refs = db.query("SELECT id, identity_id, embedding FROM refs ORDER BY id")
-    digest = f"{len(refs)}:{refs[-1]['id'] if refs else 0}"
-    if db.get_meta("candidates_refs") != digest:
-        with db.transaction() as c:
-            c.execute("DELETE FROM candidates")
-            c.execute("UPDATE faces SET cand_done = 0")
-            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('candidates_refs', ?)", (digest,))
-    todo = db.query(
-        "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cand_done = 0 ORDER BY id"
-    )
-    ref_vectors = _matrix(refs)
-    ref_identity = np.asarray([r["identity_id"] for r in refs], dtype=np.int64)
-    index = _index(ref_vectors, ref_vectors.shape[1]) if len(refs) else None
-    with _bar(len(todo), "candidates", "crop", progress) as bar:
-        for start in range(0, len(todo), 256):
-            rows = todo[start : start + 256]
-            inserts = []
-            if index is not None:
-                sims, idx = index.search(_matrix(rows), len(refs))
-                for row, s_row, i_row in zip(rows, sims, idx):
-                    best: dict[int, float] = {}
-                    for s, i in zip(s_row, i_row):
-                        if i >= 0 and s > cfg.candidate_sim:
-                            ident = int(ref_identity[i])
-                            best[ident] = max(best.get(ident, -2.0), float(s))
-                    inserts += [(row["id"], ident, s) for ident, s in best.items()]
-            with db.transaction() as c:
-                c.executemany("INSERT OR REPLACE INTO candidates (face_id, identity_id, similarity) VALUES (?, ?, ?)", inserts)
-                c.executemany("UPDATE faces SET cand_done = 1 WHERE id = ?", [(r["id"],) for r in rows])
-            bar.update(len(rows))
-    n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE cand_done = 1") or 0)
     with_cand = int(db.scalar("SELECT COUNT(DISTINCT face_id) FROM candidates") or 0)
+    shown = "calibrated" if cfg.candidate_sim is None else "set"
     report = StageReport(
-        "candidates", "crops", n_in=n, kept=with_cand,
-        dropped={f"no reference above {cfg.candidate_sim} (left for clustering)": n - with_cand},
-        done_now=len(todo), seconds=time.perf_counter() - t0,
+        "candidates", "crops", n_in=n_open, kept=with_cand,
+        dropped={f"no character above {threshold:.3f} ({shown}; left for clustering)": n_open - with_cand},
+        done_now=n_open, seconds=time.perf_counter() - t0,
     )
     return _record(project, report, started)
+
+
+def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]:
+    """Re-rank every open representative against prototypes of the references and the confirmed
+    crops (what the answers so far taught); answered crops keep their answers.
+
+    Returns:
+        The candidate threshold used, and the number of open crops re-ranked.
+    """
+    from acfd.assemble.review import face_states
+
+    db = project.db
+    states = face_states(db)
+    rows = db.query(
+        "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id"
+    )
+    embedding = {r["id"]: from_blob(r["embedding"]) for r in rows}
+    refs = db.query("SELECT identity_id, embedding FROM refs ORDER BY id")
+    confirmed = [(fid, st.label) for fid, st in states.items() if st.label is not None and fid in embedding]
+    vectors = [from_blob(r["embedding"]) for r in refs] + [embedding[fid] for fid, _ in confirmed]
+    labels = [int(r["identity_id"]) for r in refs] + [int(label) for _, label in confirmed]
+    open_ids = [fid for fid in embedding if fid not in states or not states[fid].reviewed]
+    threshold = cfg.candidate_sim if cfg.candidate_sim is not None else float("nan")
+    inserts: list[tuple[int, int, float]] = []
+    if vectors and open_ids:
+        model = fit_gallery_model(np.stack(vectors), np.asarray(labels), fallback_threshold=DEFAULT_CANDIDATE_SIM)
+        if cfg.candidate_sim is None:
+            threshold = model.threshold
+        scores = model.scores(np.stack([embedding[fid] for fid in open_ids]))
+        for fid, row in zip(open_ids, scores):
+            inserts += [(fid, int(model.classes[j]), float(row[j])) for j in np.flatnonzero(row > threshold)]
+    with db.transaction() as c:
+        c.executemany("DELETE FROM candidates WHERE face_id = ?", [(fid,) for fid in open_ids])
+        c.executemany("INSERT OR REPLACE INTO candidates (face_id, identity_id, similarity) VALUES (?, ?, ?)", inserts)
+        c.executemany("UPDATE faces SET cand_done = 1 WHERE id = ?", [(fid,) for fid in embedding])
+    return float(threshold), len(open_ids)
+
+
+#: The candidate threshold when the references cannot calibrate one (one image per character).
+DEFAULT_CANDIDATE_SIM = 0.6
 
 
 # ------------------------------------------------------------------------------------------------
