@@ -70,3 +70,96 @@ def test_demo_page_shows_a_bad_upload_error(browser, live_server, tmp_path):
     error = browser.find_element("id", "error").text
     assert error.startswith("415") and "not an image" in error
     assert "broken.png: failed" in browser.find_element("id", "status").text
+
+
+def _open_demo(browser, base: str) -> None:
+    browser.get(base + "/")
+    _wait(browser, "document.getElementById('model-name').textContent.includes('fixed')")
+
+
+def test_download_is_named_after_the_image(browser, live_server, samples_dir):
+    _open_demo(browser, live_server(create_app(lambda s: FixedDetector(), ServeSettings())))
+    _upload(browser, samples_dir / SAMPLE)
+    _wait(browser, "window.acfdDemo.state.result !== null")
+    download = browser.find_element("id", "download")
+    assert download.get_attribute("download") == SAMPLE.rsplit(".", 1)[0] + ".faces.json"
+    assert download.get_attribute("aria-disabled") == "false"
+
+
+def test_a_failed_upload_clears_the_previous_image_and_faces(browser, live_server, samples_dir, tmp_path):
+    _open_demo(browser, live_server(create_app(lambda s: FixedDetector(), ServeSettings())))
+    _upload(browser, samples_dir / SAMPLE)
+    _wait(browser, "window.acfdDemo.state.result !== null")
+    assert browser.find_element("id", "face-count").text == "1"
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a png")
+    _upload(browser, bad)
+    _wait(browser, "!document.getElementById('error').hidden")
+    assert browser.find_element("id", "face-count").text == "0"
+    assert browser.find_elements("css selector", "#face-list li") == []
+    assert browser.execute_script("return document.getElementById('canvas').hidden") is True
+    assert browser.find_element("id", "download").get_attribute("aria-disabled") == "true"
+    assert browser.execute_script("return window.acfdDemo.state.result") is None
+    browser.save_screenshot("/tmp/serve_demo_failed_upload.png")
+
+
+def test_the_file_picker_opens_from_the_keyboard(browser, live_server):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    _open_demo(browser, live_server(create_app(lambda s: FixedDetector(), ServeSettings())))
+    # the file dialog cannot show in a headless browser: record that the input was asked to open
+    browser.execute_script(
+        "window.pickerOpened = false;"
+        "document.getElementById('file-input').addEventListener('click', (e) => {"
+        "  window.pickerOpened = true; e.preventDefault(); });"
+    )
+    focused = []
+    for _ in range(6):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        focused.append(browser.execute_script("return document.activeElement.id"))
+        if focused[-1] == "choose-file":
+            break
+    assert focused[-1] == "choose-file", focused
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    _wait(browser, "window.pickerOpened === true", 5)
+
+
+def test_a_narrow_window_shows_the_image_full_width_without_overflow(browser, live_server, samples_dir):
+    base = live_server(create_app(lambda s: FixedDetector(), ServeSettings()))
+    size = browser.get_window_size()
+    try:
+        browser.set_window_size(420, 900)
+        _open_demo(browser, base)
+        _upload(browser, samples_dir / SAMPLE)
+        _wait(browser, "window.acfdDemo.state.result !== null")
+        inner, scroll, canvas_w = browser.execute_script(
+            "return [window.innerWidth, document.documentElement.scrollWidth,"
+            " document.getElementById('canvas').getBoundingClientRect().width];"
+        )
+        browser.save_screenshot("/tmp/serve_demo_420.png")
+    finally:
+        browser.set_window_size(size["width"], size["height"])
+    assert scroll <= inner, (scroll, inner)  # nothing wider than the window
+    assert canvas_w >= inner - 60, (canvas_w, inner)  # the image spans the window, not a thumbnail
+
+
+def test_api_docs_work_offline(browser, live_server, monkeypatch):
+    from acfd.serve.routers import pages
+
+    assert pages.swagger_ui_dir() is not None, "fastapi-offline ships the Swagger UI files"
+    base = live_server(create_app(lambda s: FixedDetector(), ServeSettings()))
+    browser.get(base + "/docs")
+    _wait(browser, "document.querySelector('.swagger-ui .info .title') !== null")
+    assert "acfd detection service" in browser.find_element("css selector", ".swagger-ui .info .title").text
+    assert browser.find_elements("css selector", ".opblock-summary-path[data-path='/v1/detect']")
+    scripts = browser.execute_script("return Array.from(document.scripts).map((s) => s.src).filter(Boolean)")
+    assert scripts and all(src.startswith(base) for src in scripts), scripts
+    browser.save_screenshot("/tmp/serve_docs.png")
+    # without the files: the page and /docs say so instead of loading them from the internet
+    monkeypatch.setattr(pages, "swagger_ui_dir", lambda: None)
+    bare = live_server(create_app(lambda s: FixedDetector(), ServeSettings()))
+    browser.get(bare + "/")
+    assert "not installed" in browser.find_element("id", "docs-note").text
+    browser.get(bare + "/docs")
+    assert "fastapi-offline" in browser.find_element("id", "no-docs").text
