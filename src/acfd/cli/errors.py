@@ -272,7 +272,7 @@ def check_not_inputs(
 
 #: The top-level modules of each optional extra of ``pyproject.toml`` (``pip install 'acfd[serve]'``).
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "starlette", "uvicorn"),
+    "serve": ("fastapi", "starlette", "uvicorn", "pydantic_settings", "jinja2"),
     "recognition": ("faiss",),
     "train": ("sklearn",),
     "ray": ("ray", "pyarrow"),
