@@ -161,6 +161,7 @@ def test_large_requests_give_memory_back(monkeypatch):
     from acfd.serve import memory, service
 
     assert memory.trim_memory() is (sys.platform == "linux")  # glibc here
+    assert memory.limit_malloc_arenas() is (sys.platform == "linux")
     trims: list[int] = []
     monkeypatch.setattr(service, "trim_memory", lambda: trims.append(1))
     with TestClient(create_app(lambda s: FixedDetector(), ServeSettings())) as client:
@@ -393,3 +394,18 @@ def test_cli_warns_and_passes_the_settings(monkeypatch):
     settings, host, _ = calls[0]
     assert (settings.scale, settings.header_timeout_s, settings.max_in_flight, host) == (320, 3.0, 7, "0.0.0.0")
     assert calls[1][0].api_key.get_secret_value() == "k"
+
+
+# -- A13: one pixel limit ---------------------------------------------------------------------------------------
+
+
+def test_serve_and_the_image_readers_share_one_pixel_limit():
+    import inspect
+
+    from acfd.data.image_io import DEFAULT_MAX_PIXELS, load_image
+
+    assert ServeSettings().max_pixels == DEFAULT_MAX_PIXELS
+    assert inspect.signature(load_image).parameters["max_pixels"].default == DEFAULT_MAX_PIXELS
+    with TestClient(create_app(lambda s: FixedDetector(), ServeSettings(max_pixels=1000))) as client:
+        r = client.post("/v1/detect", content=png_bytes(40, 30), headers=PNG)
+    assert r.status_code == 413 and r.json()["detail"] == "upload: too many pixels: 40x30 = 1,200 > limit 1,000 (max_pixels)"

@@ -34,7 +34,7 @@ from acfd.serve.batching import BatchingWorker, Job
 from acfd.serve.budget import PixelBudget
 from acfd.serve.decode import check_pixels, decode_opened, open_upload
 from acfd.serve.errors import ServiceError
-from acfd.serve.memory import TRIM_AFTER_PIXELS, trim_memory
+from acfd.serve.memory import TRIM_AFTER_PIXELS, TRIM_DELAY_S, limit_malloc_arenas, trim_memory
 from acfd.serve.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -112,11 +112,13 @@ class Service:
         self.in_flight = 0
         self.rejected = 0
         self.pixels: PixelBudget | None = None  # made on the serving event loop, in start()
+        self._trim: asyncio.TimerHandle | None = None
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self, detector: Any, identifier: Any) -> None:
         settings = self.settings
+        limit_malloc_arenas()
         self.model = model_name(detector)
         self.identifier = identifier
         self.pixels = PixelBudget(settings.pixel_budget)
@@ -206,8 +208,14 @@ class Service:
     def _give_back(self, taken: int) -> None:
         assert self.pixels is not None
         self.pixels.release(taken)
-        if taken >= TRIM_AFTER_PIXELS:
-            asyncio.get_running_loop().run_in_executor(None, trim_memory)
+        if taken >= TRIM_AFTER_PIXELS and self._trim is None:
+            # a moment later, once the request's body and answer are freed too; one trim for a burst
+            loop = asyncio.get_running_loop()
+            self._trim = loop.call_later(TRIM_DELAY_S, self._trim_now, loop)
+
+    def _trim_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._trim = None
+        loop.run_in_executor(None, trim_memory)
 
 
 def timer() -> Callable[[], float]:
