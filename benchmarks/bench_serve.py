@@ -225,9 +225,10 @@ async def large_uploaders(base: str, clients: int, data: bytes, stop: asyncio.Ev
     return {"large_statuses": statuses}
 
 
-async def slow_uploaders(port: int, count: int, stop: asyncio.Event) -> dict:
-    """Connections sending a 100,000-byte body one byte a second, each replaced when it ends."""
-    answers: dict[str, int] = {}
+async def replaced_connections(port: int, count: int, stop: asyncio.Event, session) -> tuple[dict[str, int], list[float]]:
+    """``count`` connections at once, each running ``session(reader, writer) -> outcome`` and replaced
+    when it ends, until ``stop``: how each ended (counted) and how long each lasted."""
+    outcomes: dict[str, int] = {}
     lifetimes: list[float] = []
 
     async def one() -> None:
@@ -238,60 +239,59 @@ async def slow_uploaders(port: int, count: int, stop: asyncio.Event) -> dict:
             except OSError:
                 await asyncio.sleep(0.5)
                 continue
-            writer.write(b"POST /v1/detect HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
-                         b"Content-Length: 100000\r\n\r\n")
-            status = "closed"
+            outcome = "closed"
             try:
-                while not stop.is_set():
-                    writer.write(b"\0")
-                    await writer.drain()
-                    try:
-                        line = await asyncio.wait_for(reader.readline(), 1.0)
-                    except TimeoutError:
-                        continue
-                    status = line.split()[1].decode() if line.startswith(b"HTTP/") else "closed"
-                    break
+                outcome = await session(reader, writer)
             except (OSError, IndexError):
                 pass
             finally:
                 writer.close()
             if not stop.is_set():
-                answers[status] = answers.get(status, 0) + 1
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
                 lifetimes.append(time.monotonic() - start)
 
     await asyncio.gather(*(one() for _ in range(count)))
-    return {"slow_answers": answers, "slow_lifetime_s": round(float(np.median(lifetimes)), 1) if lifetimes else None}
+    return outcomes, lifetimes
+
+
+def _median_s(values: list[float]) -> float | None:
+    return round(float(np.median(values)), 1) if values else None
+
+
+async def slow_uploaders(port: int, count: int, stop: asyncio.Event) -> dict:
+    """Connections sending a 100,000-byte body one byte a second, each replaced when it ends."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
+        writer.write(b"POST /v1/detect HTTP/1.1\r\nHost: bench\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: 100000\r\n\r\n")
+        while not stop.is_set():
+            writer.write(b"\0")
+            await writer.drain()
+            try:
+                line = await asyncio.wait_for(reader.readline(), 1.0)
+            except TimeoutError:
+                continue
+            return line.split()[1].decode() if line.startswith(b"HTTP/") else "closed"
+        return "stopped"
+
+    answers, lifetimes = await replaced_connections(port, count, stop, session)
+    return {"slow_answers": answers, "slow_lifetime_s": _median_s(lifetimes)}
 
 
 async def idle_connections(port: int, count: int, stop: asyncio.Event) -> dict:
     """Connections that send nothing, each replaced when the server closes it."""
-    lifetimes: list[float] = []
 
-    async def one() -> None:
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
         while not stop.is_set():
-            start = time.monotonic()
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.5)
+                if not await asyncio.wait_for(reader.read(1024), 0.5):
+                    return "closed"
+            except TimeoutError:
                 continue
-            try:
-                while not stop.is_set():
-                    try:
-                        if not await asyncio.wait_for(reader.read(1024), 0.5):
-                            break
-                    except TimeoutError:
-                        continue
-            except OSError:
-                pass
-            finally:
-                writer.close()
-            if not stop.is_set():
-                lifetimes.append(time.monotonic() - start)
+        return "stopped"
 
-    await asyncio.gather(*(one() for _ in range(count)))
-    return {"idle_closed_by_server": len(lifetimes),
-            "idle_lifetime_s": round(float(np.median(lifetimes)), 1) if lifetimes else None}
+    ended, lifetimes = await replaced_connections(port, count, stop, session)
+    return {"idle_closed_by_server": ended.get("closed", 0), "idle_lifetime_s": _median_s(lifetimes)}
 
 
 async def run_hostile(case: str, base: str, port: int, pid: int, good: bytes, opts: dict) -> dict:
