@@ -3,8 +3,8 @@ true/false questions "Is this <name>?" about each representative crop, and group
 accept or reject a name for many crops at once.
 
 Answers are rows of ``answers`` grouped in ``actions`` (one click = one action, one transaction);
-undo marks the annotator's last action undone, nothing is deleted. A face's state is derived from
-its answers in order:
+undo marks the last action of the same browser session undone, nothing is deleted. A face's state
+is derived from its answers in order:
 
 - ``yes`` (with an identity) labels it; ``not_face`` excludes it; ``skip`` only moves it back;
 - ``no`` rejects that identity; the next question about the face proposes its next-best candidate;
@@ -12,21 +12,76 @@ its answers in order:
   cluster in the group view, where a person gives the group a name.
 
 Only representatives are asked about; their near-duplicates share their label at export.
+
+Several people at once (the annotation app, :mod:`acfd.annotate.app`):
+
+- a question is *leased* to one browser session (``session``: an id per browser tab) for
+  :data:`LEASE_SECONDS`, renewable, so two sessions never hold the same question; a session holds
+  one question at a time and gives it back when it leaves (:func:`release_leases`);
+- every face has a ``version`` that each answer about it (and each undo) increments; an answer sent
+  with the versions the browser saw is refused with :class:`StaleAnswer` when any of them changed
+  meanwhile, so an old page never overwrites a newer answer;
+- undo takes back the last action of the session (or, without a session, of the annotator name);
+- a name is created only when asked to (``create_name``; :class:`NewName` otherwise), names that
+  differ only in case are one name, names can be renamed and merged (:func:`rename_identity`), and
+  a name nothing refers to any more (no reference, candidate or standing answer) is not shown.
 """
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from acfd.assemble.db import ProjectDB, now_iso
 
 ANSWERS = ("yes", "no", "not_face", "skip")
-#: How long a question given to one annotator is kept from the others (two browsers at once).
+#: Action kinds that undo takes back.
+UNDOABLE = ("question", "group")
+#: How long a question given to one browser session is kept from the others (renewed while shown).
 LEASE_SECONDS = 120.0
 MAX_NAME_LENGTH = 100
+
+
+class StaleAnswer(ValueError):
+    """Some faces changed since the browser loaded them; nothing was saved.
+
+    Attributes:
+        face_ids: the faces whose version changed.
+    """
+
+    def __init__(self, message: str, face_ids: list[int]) -> None:
+        super().__init__(message)
+        self.face_ids = face_ids
+
+
+class NewName(ValueError):
+    """The answer would create a new name and ``create_name`` was not given; nothing was saved.
+
+    Attributes:
+        name: the name as it would be stored.
+        similar: existing names that look alike (a typo?).
+    """
+
+    def __init__(self, name: str, similar: list[str]) -> None:
+        near = f" (existing names that look alike: {', '.join(similar)})" if similar else ""
+        super().__init__(f"'{name}' is a new name{near}; confirm to create it")
+        self.name, self.similar = name, similar
+
+
+class NameTaken(ValueError):
+    """A rename onto a name in use: it merges two names, which needs ``merge=True``.
+
+    Attributes:
+        name: the other identity's name.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"'{name}' is already a name: renaming merges the two into '{name}'; confirm to merge")
+        self.name = name
 
 
 @dataclass
@@ -107,8 +162,8 @@ def identity_names(db: ProjectDB) -> dict[int, str]:
 
 def _face_info(db: ProjectDB, face_id: int) -> dict[str, Any]:
     r = db.query(
-        "SELECT f.id, f.x1, f.y1, f.x2, f.y2, f.score, f.sharpness, f.cluster_id, fr.key, fr.frame_index,"
-        " fr.timestamp, (SELECT COUNT(*) FROM faces d WHERE d.dup_of = f.id) AS duplicates"
+        "SELECT f.id, f.x1, f.y1, f.x2, f.y2, f.score, f.sharpness, f.cluster_id, f.version, fr.key, fr.frame_index,"
+        " fr.timestamp, fr.width, fr.height, (SELECT COUNT(*) FROM faces d WHERE d.dup_of = f.id) AS duplicates"
         " FROM faces f JOIN frames fr ON fr.id = f.frame_id WHERE f.id = ?",
         (face_id,),
     )[0]
@@ -116,7 +171,8 @@ def _face_info(db: ProjectDB, face_id: int) -> dict[str, Any]:
         "face_id": r["id"], "box": [round(r[k], 1) for k in ("x1", "y1", "x2", "y2")],
         "score": round(r["score"], 4), "sharpness": round(r["sharpness"] or 0.0, 1),
         "source": r["key"], "frame_index": r["frame_index"], "timestamp": r["timestamp"],
-        "duplicates": r["duplicates"], "cluster_id": r["cluster_id"],
+        "duplicates": r["duplicates"], "cluster_id": r["cluster_id"], "version": r["version"],
+        "frame_size": [r["width"], r["height"]],
     }
 
 
@@ -134,23 +190,50 @@ def pending_questions(db: ProjectDB) -> list[tuple[int, int, float, int]]:
     return out
 
 
-def next_question(db: ProjectDB, annotator: str, exclude: tuple[int, ...] = ()) -> dict[str, Any] | None:
-    """The next open question for ``annotator`` (least skipped, most similar first), leased to them
-    for :data:`LEASE_SECONDS` so that another annotator gets another one; ``None`` when none is left.
+def _lease_key(annotator: str, session: str | None) -> str:
+    return f"session:{session}" if session else f"annotator:{annotator}"
+
+
+def next_question(
+    db: ProjectDB,
+    annotator: str,
+    exclude: tuple[int, ...] = (),
+    *,
+    session: str | None = None,
+    reserve: bool = True,
+    prefer: int | None = None,
+) -> dict[str, Any] | None:
+    """The next open question (least skipped, most similar first) that no other session holds;
+    ``None`` when none is left.
+
+    Args:
+        db: the project database.
+        annotator: who asks.
+        exclude: face ids not to ask about.
+        session: the browser session asking (leases and undo belong to it); without one, the
+            annotator name stands for the session.
+        reserve: lease the question to the session for :data:`LEASE_SECONDS` (the page does when
+            it shows it); a session holds one question at a time, so its other leases are
+            released, and a question it already holds is given again first. ``False`` only looks.
+        prefer: this face when it is an open question no other session holds (the page asks
+            again about a question whose answer it just undid).
     """
     now = time.time()
+    me = _lease_key(annotator, session)
     with db.transaction() as c:
         open_q = pending_questions(db)
         leases = {r["id"]: (r["lease_by"], r["lease_until"]) for r in c.execute(
             "SELECT id, lease_by, lease_until FROM faces WHERE lease_until IS NOT NULL").fetchall()}
-        free = [
-            q for q in open_q
-            if q[0] not in exclude and not (q[0] in leases and leases[q[0]][0] != annotator and (leases[q[0]][1] or 0) > now)
-        ]
+        held = lambda fid: fid in leases and leases[fid][0] != me and (leases[fid][1] or 0) > now  # noqa: E731
+        free = [q for q in open_q if q[0] not in exclude and not held(q[0])]
         if not free:
             return None
-        fid, ident, sim, skips = min(free, key=lambda q: (q[3], -q[2], q[0]))
-        c.execute("UPDATE faces SET lease_by = ?, lease_until = ? WHERE id = ?", (annotator, now + LEASE_SECONDS, fid))
+        mine = [q for q in free if q[0] in leases and leases[q[0]][0] == me and (leases[q[0]][1] or 0) > now]
+        preferred = [q for q in free if q[0] == prefer]
+        fid, ident, sim, skips = min(preferred or mine or free, key=lambda q: (q[3], -q[2], q[0]))
+        if reserve:
+            c.execute("UPDATE faces SET lease_by = NULL, lease_until = NULL WHERE lease_by = ?", (me,))
+            c.execute("UPDATE faces SET lease_by = ?, lease_until = ? WHERE id = ?", (me, now + LEASE_SECONDS, fid))
     refs = db.query("SELECT id FROM refs WHERE identity_id = ? AND file IS NOT NULL ORDER BY id LIMIT 4", (ident,))
     return {
         **_face_info(db, fid),
@@ -159,22 +242,124 @@ def next_question(db: ProjectDB, annotator: str, exclude: tuple[int, ...] = ()) 
         "similarity": round(sim, 4),
         "references": [r["id"] for r in refs],
         "remaining": len(open_q),
+        "reserved_seconds": LEASE_SECONDS if reserve else 0.0,
     }
 
 
-def identity_for(db: ProjectDB, identity_id: int | None, name: str | None, c: Any) -> int | None:
-    """The identity an answer is about: an existing id, or a name (created when new)."""
+def renew_lease(db: ProjectDB, face_id: int, annotator: str, session: str | None = None) -> bool:
+    """Extend the session's lease on ``face_id`` by :data:`LEASE_SECONDS` (the page does while it
+    shows the question); ``False`` when another session holds it now (the lease ran out and was
+    given away) or the face is no longer an open question."""
+    now = time.time()
+    me = _lease_key(annotator, session)
+    with db.transaction() as c:
+        row = c.execute("SELECT lease_by, lease_until FROM faces WHERE id = ?", (int(face_id),)).fetchone()
+        if row is None or (row["lease_by"] not in (None, me) and (row["lease_until"] or 0) > now):
+            return False
+        if face_id not in {q[0] for q in pending_questions(db)}:
+            return False
+        c.execute("UPDATE faces SET lease_by = ?, lease_until = ? WHERE id = ?", (me, now + LEASE_SECONDS, int(face_id)))
+    return True
+
+
+def release_leases(db: ProjectDB, annotator: str, session: str | None = None) -> int:
+    """Give back the questions the session holds (it left the page or the questions view); their count."""
+    with db.transaction() as c:
+        return c.execute(
+            "UPDATE faces SET lease_by = NULL, lease_until = NULL WHERE lease_by = ?", (_lease_key(annotator, session),)
+        ).rowcount
+
+
+def normalise_name(name: str) -> str:
+    """``name`` with its white space collapsed.
+
+    Raises:
+        ValueError: empty, too long, or with control characters.
+    """
+    name = " ".join(name.split())
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValueError(f"a name must have 1 to {MAX_NAME_LENGTH} characters")
+    if any(ord(ch) < 32 or 0x7F <= ord(ch) < 0xA0 for ch in name):
+        raise ValueError("a name cannot hold control characters")
+    return name
+
+
+def used_identities(db: ProjectDB | Any) -> set[int]:
+    """Identities something refers to: a reference, a candidate or an answer not undone. The
+    others (a name whose only answers were undone) are not shown anywhere."""
+    run = db.query if isinstance(db, ProjectDB) else (lambda sql: db.execute(sql).fetchall())
+    return {r[0] for r in run(
+        "SELECT identity_id FROM refs UNION SELECT identity_id FROM candidates UNION"
+        " SELECT a.identity_id FROM answers a JOIN actions t ON t.id = a.action_id"
+        " WHERE t.undone_at IS NULL AND a.identity_id IS NOT NULL"
+    )}
+
+
+def shown_identity_names(db: ProjectDB) -> dict[int, str]:
+    """``{id: name}`` of the identities in use (:func:`used_identities`)."""
+    used = used_identities(db)
+    return {i: n for i, n in identity_names(db).items() if i in used}
+
+
+def _same_name(c: Any, name: str, used: set[int], other_than: int | None = None) -> int | None:
+    """The identity called ``name`` ignoring case (an exact match first, then one in use)."""
+    rows = [r for r in c.execute("SELECT id, name FROM identities").fetchall() if r["id"] != other_than]
+    exact = [r["id"] for r in rows if r["name"] == name]
+    if exact:
+        return exact[0]
+    folded = sorted((r["id"] not in used, r["id"]) for r in rows if r["name"].casefold() == name.casefold())
+    return folded[0][1] if folded else None
+
+
+def _similar_names(c: Any, name: str, used: set[int]) -> list[str]:
+    names = {r["name"].casefold(): r["name"] for r in c.execute("SELECT id, name FROM identities").fetchall() if r["id"] in used}
+    return [names[n] for n in difflib.get_close_matches(name.casefold(), list(names), n=3, cutoff=0.6)]
+
+
+def identity_for(db: ProjectDB, identity_id: int | None, name: str | None, c: Any, create: bool = True) -> int | None:
+    """The identity an answer is about: an existing id, or a name (the same name in another case
+    is that name; a new one is created only with ``create``).
+
+    Raises:
+        ValueError: no such identity id, or a bad name.
+        NewName: a name not in use and ``create`` is false.
+    """
     if identity_id is not None:
         if not c.execute("SELECT 1 FROM identities WHERE id = ?", (identity_id,)).fetchone():
             raise ValueError(f"no identity {identity_id}")
         return identity_id
     if name is None:
         return None
-    name = " ".join(name.split())
-    if not name or len(name) > MAX_NAME_LENGTH:
-        raise ValueError(f"a name must have 1 to {MAX_NAME_LENGTH} characters")
-    c.execute("INSERT OR IGNORE INTO identities (name, origin, created_at) VALUES (?, 'annotator', ?)", (name, now_iso()))
-    return int(c.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0])
+    name = normalise_name(name)
+    used = used_identities(c)
+    found = _same_name(c, name, used)
+    if found is not None and found in used:
+        return found
+    if not create:
+        raise NewName(name, _similar_names(c, name, used))
+    if found is not None:  # a name left unused (its answers undone) comes back as typed now
+        c.execute("UPDATE identities SET name = ? WHERE id = ?", (name, found))
+        return found
+    return int(c.execute(
+        "INSERT INTO identities (name, origin, created_at) VALUES (?, 'annotator', ?)", (name, now_iso())
+    ).lastrowid)
+
+
+def face_versions(db: ProjectDB, face_ids: list[int]) -> dict[int, int]:
+    """``{face_id: version}`` (the version counts the answers and undos about the face)."""
+    marks = ",".join("?" * len(face_ids))
+    return {r[0]: r[1] for r in db.query(f"SELECT id, version FROM faces WHERE id IN ({marks})", tuple(face_ids))}
+
+
+def _last_change(c: Any, face_id: int) -> str:
+    r = c.execute(
+        "SELECT a.answer, i.name, t.annotator, t.undone_at FROM answers a JOIN actions t ON t.id = a.action_id"
+        " LEFT JOIN identities i ON i.id = a.identity_id WHERE a.face_id = ? ORDER BY t.undone_at IS NULL, a.id DESC"
+        " LIMIT 1", (face_id,)).fetchone()
+    if r is None:
+        return ""
+    what = r["answer"].replace("_", " ") + (f" {r['name']}" if r["name"] else "")
+    return f" ({r['annotator']} answered '{what}'{', since undone' if r['undone_at'] else ''})"
 
 
 def record_answer(
@@ -185,56 +370,148 @@ def record_answer(
     identity_id: int | None = None,
     name: str | None = None,
     kind: str = "question",
+    *,
+    session: str | None = None,
+    versions: Mapping[int, int] | None = None,
+    create_name: bool = True,
 ) -> int:
     """Store one action (one question, or one group answer) in one transaction; returns its id.
+
+    Args:
+        db: the project database.
+        annotator: who answers.
+        face_ids: the representative crops answered about.
+        answer: one of :data:`ANSWERS`.
+        identity_id: the identity a ``yes``/``no`` is about; or ``name`` (see :func:`identity_for`).
+        name: the identity by name.
+        kind: ``question`` or ``group``.
+        session: the browser session (for undo and leases).
+        versions: ``{face_id: version}`` as the browser saw them; when given, an answer about a
+            face whose version changed since is refused (:class:`StaleAnswer`).
+        create_name: create ``name`` when it is new (the app asks the person first).
 
     Raises:
         ValueError: unknown answer, a face that is not a representative crop, ``yes``/``no``
             without an identity, or an empty name.
+        StaleAnswer: ``versions`` are out of date.
+        NewName: ``name`` is new and ``create_name`` is false.
     """
     if answer not in ANSWERS:
         raise ValueError(f"answer must be one of {', '.join(ANSWERS)}")
     if not face_ids:
         raise ValueError("no face given")
+    face_ids = list(dict.fromkeys(int(f) for f in face_ids))
     with db.transaction() as c:
-        ident = identity_for(db, identity_id, name, c)
-        if answer in ("yes", "no") and ident is None:
-            raise ValueError(f"a '{answer}' answer needs the identity it is about")
         marks = ",".join("?" * len(face_ids))
-        found = {r[0] for r in c.execute(
-            f"SELECT id FROM faces WHERE id IN ({marks}) AND status = 'kept' AND dup_of IS NULL AND dedup_done = 1",
+        found = {r[0]: r[1] for r in c.execute(
+            f"SELECT id, version FROM faces WHERE id IN ({marks}) AND status = 'kept' AND dup_of IS NULL AND dedup_done = 1",
             tuple(face_ids)).fetchall()}
         missing = [f for f in face_ids if f not in found]
         if missing:
             raise ValueError(f"not a crop to review: {missing[:5]}")
+        if versions is not None:
+            stale = [f for f in face_ids if versions.get(f) != found[f]]
+            if stale:
+                raise StaleAnswer(
+                    f"{len(stale)} of the {len(face_ids)} crop(s) changed since this page showed them "
+                    f"(face {stale[0]}{_last_change(c, stale[0])}); nothing was saved", stale)
+        ident = identity_for(db, identity_id, name, c, create=create_name)
+        if answer in ("yes", "no") and ident is None:
+            raise ValueError(f"a '{answer}' answer needs the identity it is about")
         action = int(c.execute(
-            "INSERT INTO actions (annotator, kind, created_at) VALUES (?, ?, ?)", (annotator, kind, now_iso())
+            "INSERT INTO actions (annotator, kind, created_at, session) VALUES (?, ?, ?, ?)",
+            (annotator, kind, now_iso(), session),
         ).lastrowid)
         c.executemany(
             "INSERT INTO answers (action_id, face_id, identity_id, answer) VALUES (?, ?, ?, ?)",
-            [(action, f, ident if answer != "not_face" else None, answer) for f in dict.fromkeys(face_ids)],
+            [(action, f, ident if answer != "not_face" else None, answer) for f in face_ids],
         )
-        c.execute(f"UPDATE faces SET lease_by = NULL, lease_until = NULL WHERE id IN ({marks})", tuple(face_ids))
+        c.execute(
+            f"UPDATE faces SET version = version + 1, lease_by = NULL, lease_until = NULL WHERE id IN ({marks})",
+            tuple(face_ids),
+        )
     return action
 
 
-def undo_last(db: ProjectDB, annotator: str) -> dict[str, Any] | None:
-    """Undo ``annotator``'s last action that is not undone yet; returns it (``None`` if none)."""
+def undo_last(db: ProjectDB, annotator: str, session: str | None = None) -> dict[str, Any] | None:
+    """Undo the session's last answer that is not undone yet (without a session: the annotator's).
+
+    Returns:
+        What was undone (``action``, ``kind``, ``answer``, ``name``, ``face_ids``), ``None`` if nothing.
+    """
+    who, value = ("session", session) if session else ("annotator", annotator)
+    kinds = ",".join("?" * len(UNDOABLE))
     with db.transaction() as c:
         row = c.execute(
-            "SELECT id, kind FROM actions WHERE annotator = ? AND undone_at IS NULL ORDER BY id DESC LIMIT 1",
-            (annotator,),
+            f"SELECT id, kind, annotator FROM actions WHERE {who} = ? AND undone_at IS NULL AND kind IN ({kinds})"
+            " ORDER BY id DESC LIMIT 1",
+            (value, *UNDOABLE),
         ).fetchone()
         if row is None:
             return None
         c.execute("UPDATE actions SET undone_at = ? WHERE id = ?", (now_iso(), row["id"]))
-        faces = [r[0] for r in c.execute("SELECT face_id FROM answers WHERE action_id = ?", (row["id"],)).fetchall()]
-    return {"action": row["id"], "kind": row["kind"], "face_ids": faces}
+        answers = c.execute(
+            "SELECT a.face_id, a.answer, i.name FROM answers a LEFT JOIN identities i ON i.id = a.identity_id"
+            " WHERE a.action_id = ? ORDER BY a.id", (row["id"],)).fetchall()
+        faces = [r["face_id"] for r in answers]
+        marks = ",".join("?" * len(faces))
+        c.execute(f"UPDATE faces SET version = version + 1 WHERE id IN ({marks})", tuple(faces))
+    return {"action": row["id"], "kind": row["kind"], "annotator": row["annotator"], "face_ids": faces,
+            "answer": answers[0]["answer"], "name": answers[0]["name"]}
+
+
+def rename_identity(
+    db: ProjectDB, identity_id: int, name: str, annotator: str, session: str | None = None, merge: bool = False
+) -> dict[str, Any]:
+    """Rename an identity; onto a name in use, merge it into that one (its answers, candidates and
+    reference images move there). Every face concerned gets a new version, so pages showing the old
+    names must reload them. The change is logged in ``identity_changes``.
+
+    Returns:
+        ``{"identity_id": the identity now bearing the name, "name": ..., "merged": bool}``.
+
+    Raises:
+        ValueError: no such identity, a bad name.
+        NameTaken: the name is in use by another identity and ``merge`` is false.
+    """
+    new = normalise_name(name)
+    with db.transaction() as c:
+        row = c.execute("SELECT id, name FROM identities WHERE id = ?", (int(identity_id),)).fetchone()
+        if row is None:
+            raise ValueError(f"no identity {identity_id}")
+        used = used_identities(c)
+        other = _same_name(c, new, used, other_than=row["id"])
+        if other is not None and other in used and not merge:
+            raise NameTaken(c.execute("SELECT name FROM identities WHERE id = ?", (other,)).fetchone()[0])
+        faces = [r[0] for r in c.execute(
+            "SELECT face_id FROM answers WHERE identity_id IN (?, ?) UNION"
+            " SELECT face_id FROM candidates WHERE identity_id IN (?, ?)", (row["id"], other, row["id"], other)).fetchall()]
+        if other is None:
+            c.execute("UPDATE identities SET name = ? WHERE id = ?", (new, row["id"]))
+            target = row["id"]
+        else:
+            target = other
+            c.execute("UPDATE answers SET identity_id = ? WHERE identity_id = ?", (target, row["id"]))
+            c.execute(
+                "INSERT INTO candidates (face_id, identity_id, similarity) SELECT face_id, ?, similarity FROM candidates"
+                " WHERE identity_id = ? ON CONFLICT (face_id, identity_id) DO UPDATE SET"
+                " similarity = max(similarity, excluded.similarity)", (target, row["id"]))
+            c.execute("DELETE FROM candidates WHERE identity_id = ?", (row["id"],))
+            c.execute("UPDATE refs SET identity_id = ? WHERE identity_id = ?", (target, row["id"]))
+            c.execute("DELETE FROM identities WHERE id = ?", (row["id"],))
+            c.execute("UPDATE identities SET name = ? WHERE id = ?", (new, target))
+        c.execute(
+            "INSERT INTO identity_changes (identity_id, old_name, new_name, merged_into, annotator, session, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["id"], row["name"], new, other, annotator, session, now_iso()))
+        if faces:
+            c.execute(f"UPDATE faces SET version = version + 1 WHERE id IN ({','.join('?' * len(faces))})", tuple(faces))
+    return {"identity_id": target, "name": new, "merged": other is not None}
 
 
 def groups(db: ProjectDB, max_faces: int = 200) -> list[dict[str, Any]]:
     """Open crops in groups for the group view: one per candidate identity (the crops whose current
-    candidate it is) and one per cluster of unnamed crops; largest first."""
+    candidate it is) and one per cluster of unnamed crops; largest first. Each group carries the
+    faces' ``versions`` (in ``face_ids`` order) for the answer to send back."""
     states = face_states(db)
     cands = candidate_lists(db)
     names = identity_names(db)
@@ -257,14 +534,20 @@ def groups(db: ProjectDB, max_faces: int = 200) -> list[dict[str, Any]]:
         for k, f in by_cluster.items()
     ]
     out.sort(key=lambda g: (-g["size"], g["key"]))
+    shown = [f for g in out for f in g["face_ids"]]
+    versions = face_versions(db, shown) if shown else {}
+    for g in out:
+        g["versions"] = [versions[f] for f in g["face_ids"]]
     return out
 
 
-def progress(db: ProjectDB) -> dict[str, Any]:
-    """Answered / remaining per identity, and the totals."""
+def progress(db: ProjectDB, annotator: str | None = None) -> dict[str, Any]:
+    """Answered / remaining per identity in use, and the totals; with ``annotator``, also how many
+    answers (not undone) that annotator gave (``mine``)."""
     states = face_states(db)
     cands = candidate_lists(db)
-    names = identity_names(db)
+    names = shown_identity_names(db)
+    refs = {r[0]: r[1] for r in db.query("SELECT identity_id, COUNT(*) FROM refs GROUP BY identity_id")}
     per: dict[int, dict[str, int]] = {i: {"confirmed": 0, "pending": 0, "rejected": 0} for i in names}
     unnamed = not_face = 0
     for fid, st in states.items():
@@ -283,10 +566,17 @@ def progress(db: ProjectDB) -> dict[str, Any]:
     actions = db.query(
         "SELECT kind, COUNT(*) AS n FROM actions WHERE undone_at IS NULL GROUP BY kind"
     )
+    mine = None
+    if annotator is not None:
+        mine = int(db.scalar(
+            f"SELECT COUNT(*) FROM actions WHERE annotator = ? AND undone_at IS NULL AND kind IN ({','.join('?' * len(UNDOABLE))})",
+            (annotator, *UNDOABLE)) or 0)
     return {
         "identities": sorted(
-            ({"identity_id": i, "name": names[i], **c} for i, c in per.items()), key=lambda d: (-d["confirmed"] - d["pending"], d["name"])
+            ({"identity_id": i, "name": names[i], "references": refs.get(i, 0), **c} for i, c in per.items()),
+            key=lambda d: (-d["confirmed"] - d["pending"], d["name"]),
         ),
+        "mine": mine,
         "representatives": len(states),
         "reviewed": sum(st.reviewed for st in states.values()),
         "not_face": not_face,

@@ -3,32 +3,62 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
-from acfd.cli.errors import CliError, check_output_dir, fail, one_line_errors
+from acfd.cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, CliError, check_output_dir, fail, one_line_errors
 
 logger = logging.getLogger(__name__)
 
 
 def _export(args: list[str], output: Path | None) -> None:
-    from acfd.assemble.export import export_project
+    from acfd.assemble.export import IMAGES, export_project, export_target
     from acfd.assemble.project import Project
 
     if len(args) != 1:
         fail("usage: acfd assemble export PROJECT_DIR [-o OUT]", 2)
     with Project(args[0]) as project:
-        if output is not None:
-            check_output_dir(output, "-o")
-        target = output if output is not None else project.root / "export"
-        summary = export_project(project, target)
+        target = export_target(project, output)  # refused before any work: see export_target
+        check_output_dir(target, "-o")
+        try:
+            summary = export_project(project, target)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: nothing was exported ({target} is as it was)", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+    shown = output if output is not None else target
     typer.echo(
-        f"{target}: {summary['confirmed']} confirmed crops of {summary['identities']} identities, "
+        f"{shown}: {summary['confirmed']} confirmed crops of {summary['identities']} identities, "
         f"{summary['unreviewed']} unreviewed, {summary['not_face']} not faces; "
-        f"{summary['boxes']} boxes on {summary['images_with_boxes']} images (boxes.csv, boxes_coco.json, manifest.json)"
+        f"{summary['boxes']} boxes on {summary['images_with_boxes']} images in {IMAGES}/ "
+        "(boxes.csv, boxes_coco.json, manifest.json)"
     )
+    if summary["images_missing"]:
+        typer.echo(
+            f"error: {summary['images_missing']} image(s) with boxes could not be copied, their boxes are left "
+            f"out (first: {summary['first_missing']}; all in manifest.json images_missing)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_ERROR)
+
+
+@contextlib.contextmanager
+def _resume_note(project_dir: Path) -> Iterator[None]:
+    """On Ctrl-C: one line saying what is kept and how to resume, and exit 130."""
+    from acfd.assemble.db import DB_NAME
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: the work done so far is saved in {project_dir / DB_NAME}; "
+            "run the same command again to resume where it stopped",
+            err=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _make_embedder(features: str, recognizer_weights: Path | None, device: str):  # noqa: ANN202
@@ -61,7 +91,7 @@ def assemble(
     min_resolution: int | None = typer.Option(None, "--min-resolution", min=0, help="Drop crops smaller than this (pixels).", show_default="100 (the papers)"),
     blur_thr: float | None = typer.Option(None, "--blur-thr", min=0.0, help="Drop crops whose Laplacian variance (at 256x256) is below this.", show_default="30 (the papers)"),
     dup_sim: float | None = typer.Option(None, "--dup-sim", min=-1.0, max=1.0, help="Near-duplicates above this cosine.", show_default="0.95 (the papers)"),
-    candidate_sim: float | None = typer.Option(None, "--candidate-sim", min=-1.0, max=1.0, help="Candidate identity above this cosine.", show_default="0.6 (the papers)"),
+    candidate_sim: float | None = typer.Option(None, "--candidate-sim", min=-1.0, max=1.0, help="Candidate character above this cosine to its prototype.", show_default="calibrated on the references"),
     cluster_sim: float | None = typer.Option(None, "--cluster-sim", min=-1.0, max=1.0, help="Cluster leader similarity.", show_default="0.5"),
     model: str | None = typer.Option(None, "--model", help="Detector: a model name or weights file.", show_default="the shipped model"),
     weights: Path | None = typer.Option(None, "--weights", help="Detector weights for --model."),
@@ -111,7 +141,7 @@ def assemble(
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if every_frames is not None:
         explicit["every_seconds"] = None  # sample by frames
-    with Project(output, create=True) as project:
+    with _resume_note(output), Project(output, create=True) as project:
         cfg = project.settle_config(AssembleConfig().merged(explicit), explicit)
         if boxes is not None:
             finder = boxes_finder(boxes)
