@@ -80,7 +80,7 @@ class GuardedH11Protocol(H11Protocol):
         self._header_timer = None
         if not self.transport.is_closing():
             client = "%s:%d" % self.client if self.client else "a client"
-            logger.info("closing the connection of %s: no complete request headers within %g s",
+            logger.debug("closing the connection of %s: no complete request headers within %g s",
                         client, self.limits().header_timeout_s)
             self.transport.close()
 

@@ -97,7 +97,8 @@ class BodyLimits:
         limits = self.limits
         declared = _declared_length(scope)
         if declared is not None and declared > limits.max_bytes:
-            await error_response(413, too_large_message(limits.max_bytes))(scope, receive, send)
+            close = {"Connection": "close"}  # rather than receive the body only to drop it
+            await error_response(413, too_large_message(limits.max_bytes), close)(scope, receive, send)
             return
         reserved = limits.max_bytes if declared is None else declared
         if limits.max_bytes_in_flight is not None and self.bytes_in_flight + reserved > limits.max_bytes_in_flight:
