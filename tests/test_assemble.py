@@ -88,7 +88,17 @@ def test_quality_helpers() -> None:
 def test_config_defaults_are_the_papers() -> None:
     cfg = AssembleConfig()
     assert (cfg.every_seconds, cfg.enlarge_rate, cfg.min_resolution, cfg.blur_size, cfg.blur_thr) == (1.0, 1.0, 100, 256, 30.0)
-    assert cfg.dup_sim == 0.95 and cfg.candidate_sim is None  # None: calibrated on the references
+    assert (cfg.dup_sim, cfg.candidate_sim, cfg.cluster_sim) == (None, None, None)  # the recognition model's
+    papers = cfg.for_embedder(PixelEmbedder())  # a model that stores none: the papers' values
+    assert (papers.dup_sim, papers.candidate_sim, papers.cluster_sim) == (0.95, None, 0.5)
+
+
+def test_unset_similarities_come_from_the_recognition_weights() -> None:
+    class Tuned:
+        assemble_settings = {"dup_sim": 0.99, "candidate_sim": 0.9, "cluster_sim": 0.85}
+
+    cfg = AssembleConfig(cluster_sim=0.7).for_embedder(Tuned())
+    assert (cfg.dup_sim, cfg.candidate_sim, cfg.cluster_sim) == (0.99, 0.9, 0.7)  # a set value wins
     with pytest.raises(ValueError):
         AssembleConfig(dup_sim=2.0)
 

@@ -9,6 +9,11 @@ Defaults are the iCartoonFace papers' values (arXiv recognition paper, section "
 - crops whose resolution is below 100 pixels, or whose sharpness (variance of the Laplacian on the
   crop resized to 256x256) is below 30, are thrown away;
 - near-duplicates: cosine similarity above 0.95 (Faiss);
+
+The three similarity thresholds (near-duplicates, candidates, clusters) are properties of the
+recognition model's similarity scale, not of the show: left unset (``None``), they come from the
+recognition weights, which store the values chosen for them on characters they were not trained on
+(:meth:`AssembleConfig.for_embedder`), else from the papers' values below.
 - candidate identity: the papers take the best reference when its similarity is above 0.6, a
   value that belongs to their model; here a character is a candidate when the crop's similarity to
   its prototype (references and confirmed crops) is above a threshold calibrated on the project's
@@ -27,6 +32,14 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 
+#: The settings a recognition model's weights may carry (:meth:`AssembleConfig.for_embedder`).
+SIMILARITY_SETTINGS = ("dup_sim", "candidate_sim", "cluster_sim")
+
+#: Unset thresholds of a model that stores none: the papers' 0.95 for near-duplicates, candidates
+#: calibrated on the references (``None``), and 0.5 for clusters.
+DEFAULT_SIMILARITIES: dict[str, float | None] = {"dup_sim": 0.95, "candidate_sim": None, "cluster_sim": 0.5}
+
+
 @dataclass(frozen=True)
 class AssembleConfig:
     """Thresholds of every stage (see the module docstring for where each default comes from).
@@ -40,10 +53,12 @@ class AssembleConfig:
         blur_size: the side the crop is resized to before measuring sharpness.
         blur_thr: drop crops whose variance of the Laplacian is below this.
         crop_size: side of the saved crop images (JPEG, shown in the app and exported).
-        dup_sim: two crops with cosine similarity above this are near-duplicates.
+        dup_sim: two crops with cosine similarity above this are near-duplicates (``None``: the
+            recognition model's, else 0.95).
         candidate_sim: a character is a candidate when the similarity to its prototype is above
-            this; ``None``: calibrated on the references.
-        cluster_sim: a crop joins a cluster when its similarity to the cluster's leader is above this.
+            this (``None``: the recognition model's, else calibrated on the references).
+        cluster_sim: a crop joins a cluster when its similarity to the cluster's leader is above
+            this (``None``: the recognition model's, else 0.5).
     """
 
     every_seconds: float | None = 1.0
@@ -54,9 +69,9 @@ class AssembleConfig:
     blur_size: int = 256
     blur_thr: float = 30.0
     crop_size: int = 256
-    dup_sim: float = 0.95
+    dup_sim: float | None = None
     candidate_sim: float | None = None
-    cluster_sim: float = 0.5
+    cluster_sim: float | None = None
 
     def __post_init__(self) -> None:
         if self.every_seconds is not None and not self.every_seconds > 0:
@@ -73,6 +88,16 @@ class AssembleConfig:
             raise ValueError("min_resolution and blur_thr must be >= 0")
         if self.blur_size < 8 or self.crop_size < 8:
             raise ValueError("blur_size and crop_size must be >= 8 pixels")
+
+    def for_embedder(self, embedder: object) -> AssembleConfig:
+        """These settings with every unset similarity threshold taken from the embedder's
+        ``assemble_settings`` (what its weights store), else from :data:`DEFAULT_SIMILARITIES`."""
+        stored = dict(getattr(embedder, "assemble_settings", None) or {})
+        values = {}
+        for name in SIMILARITY_SETTINGS:
+            if getattr(self, name) is None:
+                values[name] = stored.get(name, DEFAULT_SIMILARITIES[name])
+        return dataclasses.replace(self, **values)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -29,7 +29,7 @@ def run_pipeline(
     Args:
         project: the project (its stored settings must be ``cfg``; see ``Project.settle_config``).
         sources: image files, folders, globs and videos (new ones are added on a re-run).
-        cfg: the settings.
+        cfg: the settings (unset similarity thresholds come from the embedder: ``cfg.for_embedder``).
         finder: the face detector (``stages.detector_finder(Detector(...))``), boxes from a CSV, or
             ``stages.RayDetection(detector_kwargs)`` to detect on Ray Data actors.
         embedder: the face embedder (``acfd.recognition.Recognizer``).
@@ -41,6 +41,10 @@ def run_pipeline(
     Returns:
         One report per stage, in order.
     """
+    resolved = cfg.for_embedder(embedder)
+    if resolved != cfg:  # the project records the thresholds it runs with (and refuses others later)
+        project.db.set_meta("config", resolved.to_json())
+        cfg = resolved
     reports = [
         stages.ingest(project, sources, cfg, progress=progress),
         stages.detect_on_ray(project, finder, cfg, batch_size=batch_size, progress=progress)

@@ -6,6 +6,7 @@ refuse embeddings from another model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from acfd.recognition.crops import resize_square
 from acfd.recognition.model import EmbedderConfig, EmbeddingNet, file_digest, load_embedder
@@ -82,27 +84,40 @@ class Recognizer:
             :func:`~acfd.recognition.model.save_embedder`); ``None`` for the shipped default model.
         device: ``cpu``, ``cuda``, ...
         batch_size: crops per forward pass.
+        flip: average each crop's embedding with its mirror's (default: as stored in the weights).
+        colour_weight: weight of the appended colour histogram (default: as stored in the weights).
+        feature: ``pooled`` or ``embedding`` (default: as stored in the weights).
 
     Example:
         >>> rec = Recognizer()
         >>> feats = rec.embed([crop_face(image, box)])  # (1, rec.embedding_dim), unit rows
     """
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, weights: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 64,
+        flip: bool | None = None, colour_weight: float | None = None, feature: str | None = None,
+    ) -> None:
         path = Path(weights) if weights is not None else default_recognition_weights()
         if weights is None and not path.is_file():
             raise FileNotFoundError(f"{path}: no default recognition model is shipped; pass weights=")
         self.net, self.metadata = load_embedder(path)
         self.device = torch.device(device)
         self.net.to(self.device)
+        stored = self.net.cfg
+        changes = {
+            k: v for k, v in (("flip", flip), ("colour_weight", colour_weight), ("feature", feature))
+            if v is not None and v != getattr(stored, k)
+        }
+        self.net.cfg = dataclasses.replace(stored, **changes)
         self.cfg: EmbedderConfig = self.net.cfg
         self.weights_path = path
         self.batch_size = batch_size
-        self.embedding_dim = self.cfg.embedding_dim + (HISTOGRAM_LEVELS**3 if self.cfg.colour_weight else 0)
+        self.embedding_dim = self.net.feature_dim + (HISTOGRAM_LEVELS**3 if self.cfg.colour_weight else 0)
         self.input_size = self.cfg.input_size
         self.enlarge_rate = self.cfg.enlarge_rate
         self.unknown_threshold = self.cfg.unknown_threshold
-        self.model_id = f"{path.stem}@{file_digest(path)}"
+        # embeddings made with other test-time settings than the file's are not comparable with its own
+        self.model_id = f"{path.stem}@{file_digest(path)}" + "".join(f"+{k}={v}" for k, v in sorted(changes.items()))
 
     @classmethod
     def from_network(cls, net: EmbeddingNet, model_id: str, device: str | torch.device = "cpu") -> Recognizer:
@@ -113,11 +128,16 @@ class Recognizer:
         self.cfg = net.cfg
         self.weights_path = None
         self.batch_size = 64
-        self.embedding_dim = net.cfg.embedding_dim + (HISTOGRAM_LEVELS**3 if net.cfg.colour_weight else 0)
+        self.embedding_dim = net.feature_dim + (HISTOGRAM_LEVELS**3 if net.cfg.colour_weight else 0)
         self.input_size = net.cfg.input_size
         self.enlarge_rate, self.unknown_threshold = net.cfg.enlarge_rate, net.cfg.unknown_threshold
         self.model_id = model_id
         return self
+
+    @property
+    def assemble_settings(self) -> dict[str, float]:
+        """The assembling thresholds stored with the weights (may be empty)."""
+        return dict(self.cfg.assemble)
 
     def __repr__(self) -> str:
         return f"Recognizer({self.model_id!r}, backbone={self.cfg.backbone!r}, dim={self.embedding_dim}, input={self.input_size})"
@@ -134,8 +154,12 @@ class Recognizer:
             with torch.inference_mode():
                 for start in range(0, len(crops), self.batch_size):
                     batch = np.stack([resize_square(c, self.input_size) for c in crops[start : start + self.batch_size]])
-                    x = torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device)
-                    out.append(self.net(self.net.normalize(x)).float().cpu().numpy())
+                    x = self.net.normalize(torch.from_numpy(batch).permute(0, 3, 1, 2).to(self.device))
+                    if self.cfg.flip:
+                        both = F.normalize(self.net.features(torch.cat([x, x.flip(-1)])).float(), dim=1)
+                        out.append((both[: len(x)] + both[len(x) :]).cpu().numpy())
+                    else:
+                        out.append(self.net.features(x).float().cpu().numpy())
         finally:
             self.net.train(was_training)
         features = l2_normalize(np.concatenate(out))

@@ -35,6 +35,9 @@ BACKBONES: dict[str, tuple[str, dict[str, Any]]] = {
     "lcnet-100": ("lcnet_100", {}),
 }
 
+#: What a recognition network hands out as the face's feature (:attr:`EmbedderConfig.feature`).
+FEATURES = ("embedding", "pooled")
+
 #: The backbone of the shipped default recognition model.
 DEFAULT_BACKBONE = "resnet10t"
 
@@ -70,6 +73,16 @@ class EmbedderConfig:
     #: weight of the colour histogram (:func:`~acfd.recognition.embedder.colour_histogram`) appended
     #: to the network's embedding; 0 for the network's embedding alone
     colour_weight: float = 0.0
+    #: embed each crop and its mirror image and average the two (test-time flip)
+    flip: bool = False
+    #: the face's feature: ``pooled`` (the backbone's pooled features) or ``embedding`` (the
+    #: trained embedding layer after them). On characters unseen in training the pooled features
+    #: generalise better: the embedding layer specialises in the training characters, as a
+    #: contrastive projection head does (SimCLR).
+    feature: str = "embedding"
+    #: assembling thresholds chosen for these weights on characters they were not trained on
+    #: (``dup_sim``, ``candidate_sim``, ``cluster_sim``: :class:`acfd.assemble.config.AssembleConfig`)
+    assemble: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +95,8 @@ class EmbedderConfig:
         if unknown:
             raise ValueError(f"unknown recognition model settings: {', '.join(unknown)}")
         values = dict(data)
+        if values.get("feature", "embedding") not in FEATURES:
+            raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {values['feature']!r}")
         for key in ("mean", "std"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
@@ -107,6 +122,16 @@ class EmbeddingNet(nn.Module):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (or 0..255 float) ``(N, 3, S, S)`` -> normalised float."""
         return (images.float() - self.mean) / self.std
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images -> the configured face feature (``cfg.feature``), not normalised."""
+        pooled = self.backbone(x)
+        return pooled if self.cfg.feature == "pooled" else self.bn(self.embedding(pooled))
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of :meth:`features`' rows."""
+        return int(self.backbone.num_features) if self.cfg.feature == "pooled" else self.cfg.embedding_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images ``(N, 3, S, S)`` -> embeddings ``(N, D)``."""

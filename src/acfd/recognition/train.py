@@ -54,7 +54,7 @@ from acfd.engine.train import (
 from acfd.recognition.data import list_images, load_crops, scan_identity_folder, scan_identity_folders
 from acfd.recognition.embedder import PixelEmbedder, Recognizer
 from acfd.recognition.heads import create_head
-from acfd.recognition.model import EmbedderConfig, EmbeddingNet, save_embedder
+from acfd.recognition.model import FEATURES, EmbedderConfig, EmbeddingNet, save_embedder
 from acfd.recognition.protocols import RecognitionReport, evaluate_embeddings
 from acfd.utils import atomic_write_text
 
@@ -93,6 +93,12 @@ class RecognitionTrainConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.75, 1.0])
     #: weight of the colour histogram appended to the embedding at test time (0: none), stored in the weights
     colour_weight: float = 0.0
+    #: the face feature the weights hand out: ``pooled`` backbone features or the ``embedding`` layer
+    feature: str = "embedding"
+    #: identities left out of training and of the dev figures (e.g. a benchmark's unseen characters)
+    exclude_identities: list[str] = field(default_factory=list)
+    #: also write ``<weights_name>-e<epoch>.safetensors`` at every dev evaluation
+    snapshots: bool = False
     human_data: str = "../shared/data/lfw-faces/images"
     human_fraction: float = 0.25  # of every batch, when human faces are used (MM'20)
     alpha: float = 1.0  # MM'20 eq. 4 weights
@@ -136,6 +142,8 @@ def load_recognition_config(path: str | os.PathLike[str] | None, overrides: Sequ
         raise ValueError("need at least 2 dev identities (or none: train on every identity)")
     if cfg.batch_size < 4:
         raise ValueError(f"batch_size must be at least 4, got {cfg.batch_size}")
+    if cfg.feature not in FEATURES:
+        raise ValueError(f"feature must be one of {', '.join(FEATURES)}, got {cfg.feature!r}")
     check_inputs(cfg)
     return cfg
 
@@ -221,7 +229,8 @@ class RecognitionModel(nn.Module):
     def __init__(self, cfg: RecognitionTrainConfig, num_cartoon: int, num_human: int) -> None:
         super().__init__()
         self.embedder = EmbeddingNet(
-            EmbedderConfig(backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size)
+            EmbedderConfig(backbone=cfg.backbone, embedding_dim=cfg.embedding_dim, input_size=cfg.input_size,
+                           feature=cfg.feature)
         )
         self.head = create_head(cfg.head, cfg.embedding_dim, num_cartoon, **cfg.head_kwargs)
         self.human_head = create_head(cfg.head, cfg.embedding_dim, num_human, **cfg.head_kwargs) if cfg.fusion in ("inter", "mtda") else None
@@ -251,7 +260,8 @@ class RecognitionTrainer:
         np.random.seed(cfg.seed)
 
         everything = scan_identity_folders(cfg.data, min_identities=2, min_images=2)
-        train_ids = [n for n in everything.identities if n not in set(cfg.dev_identities)]
+        held_out = set(cfg.dev_identities) | set(cfg.exclude_identities)
+        train_ids = [n for n in everything.identities if n not in held_out]
         self.train_set = everything.subset(train_ids)
         self.dev_set = everything.subset(list(cfg.dev_identities)) if cfg.dev_identities else None
         self.cartoon, self.cartoon_labels = self._load(self.train_set.paths, self.train_set.labels)
@@ -408,7 +418,7 @@ class RecognitionTrainer:
         views = views.to(self.device)
         if cfg.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
-        emb = m.embedder(m.embedder.normalize(views))
+        emb = m.embedder(m.embedder.normalize(views))  # the training heads act on the embedding layer
         if self.unlabelled is not None:
             half = len(images)
             first, second = emb[:half], emb[half:]
@@ -489,6 +499,8 @@ class RecognitionTrainer:
                                       "seconds": time.monotonic() - start, "epoch_seconds": time.monotonic() - t0}
             if cfg.eval_every and self.epoch % cfg.eval_every == 0 and self.epoch < cfg.epochs:
                 record.update(self._eval_record())
+                if cfg.snapshots:
+                    self.export(f"{cfg.weights_name}-e{self.epoch}")
             self._log(record)
         save_checkpoint(self.output / "last.pt", self.state_dict())
         final = self._eval_record()
@@ -509,7 +521,7 @@ class RecognitionTrainer:
                 "dev_verification_accuracy": report.verification.accuracy, "dev_auc": report.verification.auc,
                 "dev_threshold": report.verification.threshold}
 
-    def export(self) -> Path:
+    def export(self, name: str | None = None) -> Path:
         """fp16 safetensors of the embedding network, with the unknown threshold and dev figures."""
         net = self.model.embedder
         threshold = self.cfg.unknown_threshold
@@ -524,7 +536,7 @@ class RecognitionTrainer:
             net.cfg = dataclasses.replace(net.cfg, unknown_threshold=float(threshold))
         if self.cfg.colour_weight:
             net.cfg = dataclasses.replace(net.cfg, colour_weight=float(self.cfg.colour_weight))
-        return save_embedder(net, self.output / f"{self.cfg.weights_name}.safetensors", half=True, extra=extra)
+        return save_embedder(net, self.output / f"{name or self.cfg.weights_name}.safetensors", half=True, extra=extra)
 
 
 def evaluate_folder(embedder: Recognizer | PixelEmbedder, identities: Any, distractors: np.ndarray | None = None,
