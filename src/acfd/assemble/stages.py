@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
-from acfd.assemble.config import AssembleConfig
+from acfd.assemble.config import DEFAULT_SIMILARITIES, AssembleConfig
 from acfd.assemble.db import from_blob, now_iso, to_blob
 from acfd.assemble.project import Project, thumbnail, write_jpeg
 from acfd.assemble.quality import crop_resolution, laplacian_variance, quality_verdict
@@ -465,6 +465,12 @@ def _matrix(rows: Sequence[Any], column: str = "embedding") -> np.ndarray:
     return np.ascontiguousarray(np.stack([from_blob(r[column]) for r in rows]), dtype=np.float32)
 
 
+def _similarity(cfg: AssembleConfig, name: str) -> float:
+    """A similarity threshold of ``cfg``, the default one when unset (``cfg.for_embedder`` sets the model's)."""
+    value = getattr(cfg, name)
+    return float(DEFAULT_SIMILARITIES[name] if value is None else value)
+
+
 def _index(vectors: np.ndarray, dim: int) -> faiss.IndexFlatIP:
     index = faiss.IndexFlatIP(dim)
     if len(vectors):
@@ -508,6 +514,7 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     """
     t0, started = time.perf_counter(), now_iso()
     db = project.db
+    dup_sim = _similarity(cfg, "dup_sim")
     reps = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id")
     todo = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 0 AND embedding IS NOT NULL ORDER BY id")
     leaders = _Leaders(reps, [r["id"] for r in reps])
@@ -521,7 +528,7 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     with _bar(len(todo), "dedup", "crop", progress) as bar:
         for row in todo:
             v = from_blob(row["embedding"]).reshape(1, -1)
-            dup_of = leaders.match(v, cfg.dup_sim)
+            dup_of = leaders.match(v, dup_sim)
             if dup_of is None:
                 leaders.add(v, row["id"])
             pending.append((dup_of, row["id"]))
@@ -533,7 +540,7 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dedup_done = 1") or 0)
     dups = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dup_of IS NOT NULL") or 0)
     report = StageReport(
-        "dedup", "crops", n_in=n, kept=n - dups, dropped={f"near-duplicate (cos > {cfg.dup_sim})": dups},
+        "dedup", "crops", n_in=n, kept=n - dups, dropped={f"near-duplicate (cos > {dup_sim})": dups},
         done_now=len(todo), seconds=time.perf_counter() - t0,
     )
     return _record(project, report, started)
@@ -546,6 +553,19 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
 def _identity_id(c: Any, name: str, origin: str) -> int:
     c.execute("INSERT OR IGNORE INTO identities (name, origin, created_at) VALUES (?, ?, ?)", (name, origin, now_iso()))
     return int(c.execute("SELECT id FROM identities WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _pin_reference_source(project: Project, key: str, given: Path, option: str) -> None:
+    """Record the project's reference folder / gallery on first use; refuse another one later (as
+    changed settings are refused: candidates made from two reference sets would not be comparable)."""
+    resolved, stored = str(given.resolve()), project.db.get_meta(key)
+    if stored is None:
+        project.db.set_meta(key, resolved)
+    elif stored != resolved:
+        raise ValueError(
+            f"{project.root}: the project's references come from {stored}, not {resolved} ({option}); "
+            "add images to that folder (new ones are loaded) or start a new project"
+        )
 
 
 def add_references(
@@ -569,23 +589,13 @@ def add_references(
     t0, started = time.perf_counter(), now_iso()
     db = project.db
     _check_model(project, "embedder_model_id", embedder)
-    for key, given, option in (("references_root", references, "--references"), ("references_gallery", gallery, "--gallery")):
-        if given is None:
-            continue
-        resolved, stored = str(Path(given).resolve()), db.get_meta(key)
-        if stored is None:
-            db.set_meta(key, resolved)
-        elif stored != resolved:
-            raise ValueError(
-                f"{project.root}: the project's references come from {stored}, not {resolved} ({option}); "
-                "add images to that folder (new ones are loaded) or start a new project"
-            )
     dropped: Counter = Counter()
     done_now = 0
     if references is not None:
         root = Path(references)
         if not root.is_dir():
             raise ValueError(f"{root}: --references must be a folder with one subfolder per character")
+        _pin_reference_source(project, "references_root", root, "--references")
         files = [p for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
                  for p in sorted(d.iterdir()) if p.is_file() and is_image_file(p)]
         known = {r["origin"] for r in db.query("SELECT origin FROM refs")}
@@ -616,6 +626,7 @@ def add_references(
 
         g = Gallery.load(gallery)
         g.check_model(embedder.model_id, embedder.embedding_dim)
+        _pin_reference_source(project, "references_gallery", Path(gallery), "--gallery")
         vectors = g.index.reconstruct_n(0, g.index.ntotal) if len(g) else np.zeros((0, g.dim), np.float32)
         with db.transaction() as c:
             for i, (name, vector) in enumerate(zip(g.names, vectors)):
@@ -649,10 +660,15 @@ def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> 
     crops sharpen the prototypes and the open crops are re-ranked.
     """
     t0, started = time.perf_counter(), now_iso()
-    with _bar(1, "candidates", "refit", progress) as bar:
-        threshold, n_open = refit_candidates(project, cfg)
-        bar.update(1)
     db = project.db
+    state = _candidates_state(db)
+    n_open = 0
+    if db.get_meta("candidates_state") != state:
+        with _bar(1, "candidates", "refit", progress) as bar:
+            _, n_open = refit_candidates(project, cfg)
+            bar.update(1)
+        db.set_meta("candidates_state", _candidates_state(db))
+    threshold = _candidate_threshold(project)
     with_cand = int(db.scalar("SELECT COUNT(DISTINCT face_id) FROM candidates") or 0)
     shown = "calibrated" if cfg.candidate_sim is None else "set"
     report = StageReport(
@@ -661,6 +677,22 @@ def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> 
         done_now=n_open, seconds=time.perf_counter() - t0,
     )
     return _record(project, report, started)
+
+
+def _candidates_state(db: Any) -> str:
+    """What the candidates depend on: the references, the answers (and undos), the representatives."""
+    row = db.query(
+        "SELECT (SELECT COUNT(*) FROM refs) AS r, (SELECT MAX(id) FROM refs) AS rm, (SELECT COUNT(*) FROM actions) AS a,"
+        " (SELECT COUNT(undone_at) FROM actions) AS u,"
+        " (SELECT COUNT(*) FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL) AS f"
+    )[0]
+    return f"{row['r']}:{row['rm']}:{row['a']}:{row['u']}:{row['f']}"
+
+
+def _candidate_threshold(project: Project) -> float:
+    """The candidate threshold the last refit used (NaN before any)."""
+    stored = project.db.get_meta("candidate_threshold")
+    return float(stored) if stored is not None else float("nan")
 
 
 def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]:
@@ -692,6 +724,7 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
         scores = model.scores(np.stack([embedding[fid] for fid in open_ids]))
         for fid, row in zip(open_ids, scores):
             inserts += [(fid, int(model.classes[j]), float(row[j])) for j in np.flatnonzero(row > threshold)]
+    db.set_meta("candidate_threshold", repr(float(threshold)))
     with db.transaction() as c:
         c.executemany("DELETE FROM candidates WHERE face_id = ?", [(fid,) for fid in open_ids])
         c.executemany("INSERT OR REPLACE INTO candidates (face_id, identity_id, similarity) VALUES (?, ?, ?)", inserts)
@@ -717,6 +750,7 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
     """
     t0, started = time.perf_counter(), now_iso()
     db = project.db
+    cluster_sim = _similarity(cfg, "cluster_sim")
     rows_l = db.query(
         "SELECT c.id AS cid, f.embedding AS embedding FROM clusters c JOIN faces f ON f.id = c.leader_face_id ORDER BY c.id"
     )
@@ -730,7 +764,7 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
             with db.transaction() as c:
                 for row in rows:
                     v = from_blob(row["embedding"]).reshape(1, -1)
-                    target = leaders.match(v, cfg.cluster_sim)
+                    target = leaders.match(v, cluster_sim)
                     if target is None:
                         target = int(c.execute("INSERT INTO clusters (leader_face_id) VALUES (?)", (row["id"],)).lastrowid)
                         leaders.add(v, target)
