@@ -34,9 +34,10 @@ def main(
     import ray
     import torch
 
-    from acfd.cli.detect_cmd import collect_inputs, run_detection
-    from acfd.engine.infer import Detector
-    from acfd.engine.ray_engine import run_detection_ray
+    from acfd.predict.batch import run_detection
+    from acfd.predict.detector import Detector
+    from acfd.predict.ray_engine import run_detection_ray
+    from acfd.predict.sources import collect_inputs
 
     files = sorted(p for p in images.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:limit]
     items, _ = collect_inputs([str(p) for p in files])

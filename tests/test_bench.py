@@ -1,4 +1,4 @@
-"""The pipeline benchmark (``acfd.deploy.bench``) and the ``export`` / ``bench`` commands."""
+"""The pipeline benchmark (``acfd.engine.bench``) and the ``export`` / ``bench`` commands."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from acfd.cli.export_cmd import register
-from acfd.deploy.bench import (
+from acfd.engine.bench import (
     BenchResult,
     format_table,
     parse_backends,
@@ -25,7 +25,7 @@ from acfd.deploy.bench import (
 )
 from acfd.deploy.onnx_runner import OnnxRunner
 from acfd.models import create_model
-from acfd.models.registry import save_weights
+from acfd.predict.modelfile import save_weights
 
 
 @pytest.fixture()

@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from acfd.cli import app
 from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, fit_score_calibration
 from acfd.engine.calibrate import calibration_samples, save_calibrated_weights
-from acfd.engine.infer import Detector, Scale
-from acfd.models.registry import read_metadata, save_weights
+from acfd.predict.detector import Detector
+from acfd.predict.modelfile import read_metadata, save_weights
+from acfd.predict.scales import Scale
 
 
 def _table(fn, shape=(6, 5), logits=(-3.0, 3.0), log_sides=(math.log(4), math.log(1024))) -> ScoreCalibration:
@@ -47,16 +48,16 @@ def test_calibration_is_exact_at_the_nodes_bilinear_between_and_clamped_outside(
     assert cal(torch.zeros(0), torch.zeros(0, 4)).shape == (0,)
 
 
-def test_raw_floor_loses_nothing_the_threshold_keeps() -> None:
+def test_raw_score_floor_loses_nothing_the_threshold_keeps() -> None:
     cal = _table(lambda p, side: p ** (2.0 if side < 100 else 1.0))
     raw = torch.linspace(0.001, 0.999, 2000).repeat(3)
     sides = torch.tensor([8.0, 120.0, 900.0]).repeat_interleave(2000)
     calibrated = cal(raw, _square(sides.tolist()))
     for thresh in (0.0, 0.1, 0.3, 0.45, 0.8):
-        floor = cal.raw_floor(thresh)
+        floor = cal.raw_score_floor(thresh)
         assert not bool((calibrated[raw <= floor] > thresh).any()), thresh
         assert bool((calibrated[raw > floor] > thresh).any()) or thresh >= max(map(max, cal.table))
-    assert cal.raw_floor(1.0) == 1.0  # nothing calibrates above 1
+    assert cal.raw_score_floor(1.0) == 1.0  # nothing calibrates above 1
 
 
 def test_calibration_checks_its_table_and_round_trips_json() -> None:
@@ -161,10 +162,7 @@ def test_calibration_travels_with_the_weights_and_the_onnx_export(tiny_model, im
     result = CliRunner().invoke(app, ["export", str(out), "-o", str(onnx_path), "--size", "128x128"])
     assert result.exit_code == 0, result.output
     assert Detector(onnx_path).calibration == det.calibration
-    from acfd.deploy.onnx_runner import load_onnx_detector
-
-    assert load_onnx_detector(onnx_path).calibration == det.calibration
-    assert load_onnx_detector(onnx_path, calibration=None).calibration is None
+    assert Detector(onnx_path, calibration=None).calibration is None
     with pytest.raises(ValueError, match="not a valid score calibration"):
         save_weights(tiny_model, tmp_path / "bad.safetensors", extra={METADATA_KEY: "{}"})
         Detector(tmp_path / "bad.safetensors", backend="torch")
@@ -210,7 +208,7 @@ def test_calibration_samples_label_with_the_official_matching(tmp_path: Path) ->
 
 
 def test_calibrate_cli_writes_calibrated_weights_and_keeps_the_input(samples_dir: Path, tmp_path: Path) -> None:
-    from acfd.models.registry import default_weights_path
+    from acfd.predict.modelfile import default_weights_path
 
     src = default_weights_path()
     digest = hashlib.sha256(src.read_bytes()).hexdigest()

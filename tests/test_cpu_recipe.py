@@ -245,7 +245,7 @@ def test_overfit_reaches_ap50_90_on_its_own_images(tmp_path):
 
 
 def test_init_weights_starts_from_a_file(tmp_path):
-    from acfd.models.registry import save_weights
+    from acfd.predict.modelfile import save_weights
 
     source = create_model("acfd-tiny", **{"head.norm": "gn", "head.norm_groups": 4})
     save_weights(source, tmp_path / "leg1.safetensors")

@@ -14,9 +14,10 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from acfd.cli.detect_cmd import collect_inputs, register
+from acfd.cli.detect_cmd import register
+from acfd.predict.sources import collect_inputs
 
-FAST = ["--scales", "128", "--score-thr", "0", "--no-progress"]
+FAST = ["--scales", "128", "--score-thresh", "0", "--no-progress"]
 
 
 @pytest.fixture()
@@ -34,7 +35,7 @@ def app() -> typer.Typer:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from acfd.models import create_model
-    from acfd.models.registry import save_weights
+    from acfd.predict.modelfile import save_weights
 
     torch.manual_seed(0)
     return save_weights(create_model("acfd-tiny"), tmp_path_factory.mktemp("w") / "tiny.safetensors")
@@ -244,8 +245,12 @@ def test_bad_options_are_usage_errors(app: typer.Typer, weights: Path, tmp_path:
     assert res.exit_code == 2 and "cannot load the model" in res.stderr
 
 
-def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from acfd.engine import infer
+def test_eval_flag_uses_the_evaluation_preset(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.predict import detector as infer
+    from acfd.predict.modelfile import write_presets
+    from acfd.predict.presets import shipped_presets
+
+    tuned = write_presets(weights, shipped_presets(), tmp_path / "tuned.safetensors")  # the shipped model's presets
 
     seen: dict[str, object] = {}
     original = infer.Detector.__init__
@@ -259,23 +264,51 @@ def test_eval_flag_uses_the_evaluation_settings(app: typer.Typer, weights: Path,
 
     monkeypatch.setattr(infer.Detector, "__init__", spy)
     Image.fromarray(rand_rgb(30, 40)).save(tmp_path / "a.png")
-    res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", weights, "--no-progress"])
+    res = invoke(app, [tmp_path / "a.png", "--eval", "--weights", tuned, "--no-progress"])
     assert res.exit_code == 0, res.output
-    # EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU (chosen on dev, MODEL_CARD)
-    # score: the paper's 0.08 on the network's scores, every (calibrated) score above it kept
+    # the weights' evaluation preset; score: the paper's 0.08 on the network's scores, every
+    # (calibrated) score above it kept
     assert seen == {"scales": infer.parse_scales(["480", "640", "960:max128:noflip"]), "score": (0.0, 0.08), "flip": True, "nms": 0.45, "agree": 0.75}
+    paper = {"scales": infer.parse_scales("paper"), "score": (0.0, 0.08), "flip": False, "nms": 0.55, "agree": None}
     res = invoke(app, [tmp_path / "a.png", "--eval", "--scales", "paper", "--no-flip", "--nms-thresh", "0.55",
-                       "--agreement-iou", "0", "--weights", weights, "--no-progress"])
+                       "--agreement-iou", "0", "--weights", tuned, "--no-progress"])
     assert res.exit_code == 0, res.output
-    # the paper's protocol
-    assert seen == {"scales": infer.parse_scales("paper"), "score": (0.0, 0.08), "flip": False, "nms": 0.55, "agree": None}
-    res = invoke(app, [tmp_path / "a.png", "--flip", "--agreement-iou", "0.6", "--weights", weights, "--no-progress"])
+    assert seen == paper  # the paper's protocol, by hand ...
+    res = invoke(app, [tmp_path / "a.png", "--preset", "paper", "--weights", tuned, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen == paper  # ... and as a preset
+    res = invoke(app, [tmp_path / "a.png", "--flip", "--agreement-iou", "0.6", "--weights", tuned, "--no-progress"])
     assert res.exit_code == 0, res.output
     # interactive + flip + rescoring
     assert seen == {"scales": infer.parse_scales("640"), "score": (0.35, None), "flip": True, "nms": 0.45, "agree": 0.6}
-    res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--no-progress"])
+    res = invoke(app, [tmp_path / "a.png", "--weights", tuned, "--no-progress"])
     assert res.exit_code == 0, res.output
     assert seen["agree"] is None  # interactive: plain NMS
+    # weights without presets: the generic ones
+    res = invoke(app, [tmp_path / "a.png", "--weights", weights, "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert seen == {"scales": infer.parse_scales("640"), "score": (0.5, None), "flip": False, "nms": 0.5, "agree": None}
+    res = invoke(app, [tmp_path / "a.png", "--eval", "--preset", "paper", "--weights", weights])
+    assert res.exit_code == 2 and "--eval is --preset evaluation" in res.output
+
+
+def test_old_option_spellings_work_and_warn_once(app: typer.Typer, weights: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    from acfd.cli import options
+
+    options._warned.clear()
+    Image.fromarray(rand_rgb(30, 40)).save(tmp_path / "a.png")
+    args = [tmp_path / "a.png", "--weights", weights, "--scales", "128", "--no-progress"]
+    with caplog.at_level("WARNING"):
+        thr = invoke(app, [*args, "--score-thr", "0.99", "-o", tmp_path / "thr.json"])
+        thr_again = invoke(app, [*args, "--score-thr", "0.99", "-o", tmp_path / "thr2.json"])
+    thresh = invoke(app, [*args, "--score-thresh", "0.99", "-o", tmp_path / "thresh.json"])
+    assert thr.exit_code == thr_again.exit_code == thresh.exit_code == 0
+    assert (tmp_path / "thr.json").read_text() == (tmp_path / "thresh.json").read_text()
+    warned = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert warned == ["--score-thr is deprecated and will be removed; use --score-thresh"]  # once
+    clash = invoke(app, [*args, "--score-thr", "0.5", "--score-thresh", "0.6"])
+    assert clash.exit_code == 2 and "give --score-thresh only" in clash.stderr
 
 
 def test_collect_inputs_globs_and_keys(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -293,10 +326,10 @@ def test_registered_in_the_root_app() -> None:
 
     res = CliRunner().invoke(root, ["detect", "--help"], env={"COLUMNS": "200"})  # no wrapping in the check
     assert res.exit_code == 0 and "--save-images" in res.output and "--video-every" in res.output
-    from acfd.engine.defaults import DEFAULT_SCORE_THRESH
-
-    assert f"{DEFAULT_SCORE_THRESH};" in res.output  # the help shows the detector's real default
-    assert "480,640,960:max128:noflip with --eval" in res.output
+    # the help shows the shipped model's presets
+    assert "0.35 (interactive), 0 (evaluation)" in res.output
+    assert "640 (interactive), 480,640,960:max128:noflip (evaluation)" in res.output
+    assert "--score-thr " not in res.output  # the deprecated spelling is hidden
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,7 +363,7 @@ def test_ctrl_c_writes_a_partial_file_under_another_name(
     app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 10.3: the partial results went to the real output name."""
-    from acfd.engine import infer
+    from acfd.predict import detector as infer
 
     for i in range(3):
         Image.fromarray(rand_rgb(60, 80, i)).save(tmp_path / f"{i}.png")
@@ -352,7 +385,7 @@ def test_ctrl_c_writes_a_partial_file_under_another_name(
 
 
 def test_ctrl_c_while_loading_says_so(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from acfd.engine import infer
+    from acfd.predict import detector as infer
 
     def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise KeyboardInterrupt
@@ -367,7 +400,7 @@ def test_outputs_and_ground_truth_checked_before_the_work(
     app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 10.4: an unwritable -o or a missing --coco-gt failed only after all inference."""
-    from acfd.engine import infer
+    from acfd.predict import detector as infer
 
     def no_model(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the model must not be loaded")
@@ -399,7 +432,7 @@ def test_device_scales_and_onnx_model_errors(app: typer.Typer, weights: Path, tm
 def test_onnx_file_as_model(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from acfd.deploy.export import export_onnx
-    from acfd.models.registry import load_model
+    from acfd.predict.modelfile import load_model
 
     onnx = export_onnx(load_model(weights), tmp_path / "m.onnx", sample_size=(128, 128))
     Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")

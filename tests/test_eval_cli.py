@@ -121,8 +121,8 @@ def test_model_needs_images(app: typer.Typer, tmp_path: Path) -> None:
 
 
 def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    infer = pytest.importorskip("acfd.engine.infer")
     from acfd.data.formats import read_icartoon_csv
+    from acfd.predict import detector as infer
 
     gt = _write(tmp_path / "gt.csv", GT_ROWS)
     gt_records, _ = read_icartoon_csv(gt)
@@ -137,13 +137,8 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
             self.scores = np.linspace(0.9, 0.5, len(boxes)).astype(np.float32)
 
     class FakeDetector:
-        def __init__(self, model, weights=None, device="cpu", scales=None, score_thresh=None) -> None:
-            calls.update(model=model, weights=weights, device=device, scales=scales, score_thresh=score_thresh)
-
-        @classmethod
-        def for_evaluation(cls, model, weights=None, *, scales=infer.EVAL_SCALES,
-                           score_thresh=infer.EVAL_SCORE_THRESH, **kwargs):
-            return cls(model, weights, scales=scales, score_thresh=score_thresh, **kwargs)
+        def __init__(self, model, weights=None, device="cpu", **settings) -> None:
+            calls.update(model=model, weights=weights, device=device, **settings)
 
         def detect_paths(self, paths, batch_size=1):
             calls["batch_size"] = batch_size
@@ -158,9 +153,9 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
          "--scales", "640x860,800x1075", "--batch-size", "2", "--save-csv", str(sub), "--no-coco"],
     )
     assert result.exit_code == 0, result.output
-    # the paper's test protocol: score > 0.08 (not the interactive threshold)
-    assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu",
-                     "scales": ["640x860", "800x1075"], "score_thresh": 0.08, "batch_size": 2}
+    # the weights' evaluation preset (score > 0.08, not the interactive threshold), other scales
+    assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu", "preset": "evaluation",
+                     "scales": ("640x860", "800x1075"), "batch_size": 2}
     assert "img2.jpg: error: image not found" in result.output
     assert "AP50 66.67" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
     saved, _ = read_icartoon_csv(sub)
@@ -170,31 +165,35 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     assert "AP50 66.67" in _lines(again.stdout)
 
 
-def test_scoring_a_model_defaults_to_the_evaluation_scales(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    infer = pytest.importorskip("acfd.engine.infer")
+def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from acfd.predict import detector as infer
+
     gt = _write(tmp_path / "gt.csv", GT_ROWS)
     images = tmp_path / "images"
     images.mkdir()
     seen: dict = {}
 
-    def fake_for_evaluation(model, weights=None, **kwargs):
+    def fake_detector(self, model, weights=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
         seen.update(kwargs)
         raise ValueError("stop here")
 
-    monkeypatch.setattr(infer.Detector, "for_evaluation", staticmethod(fake_for_evaluation))
+    monkeypatch.setattr(infer.Detector, "__init__", fake_detector)
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
-    assert seen == {"device": "cpu"}  # for_evaluation's defaults: EVAL_SCALES, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_AGREEMENT_IOU
+    assert seen == {"device": "cpu", "preset": "evaluation"}  # everything from the weights' evaluation preset
     seen.clear()
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco",
                                       "--no-flip", "--nms-thresh", "0.55", "--scales", "paper", "--agreement-iou", "0"])
     assert result.exit_code == 1 and "stop here" in result.output
-    assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ["480x645", "640x860", "800x1075"])
+    assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ("480x645", "640x860", "800x1075"))
     assert seen["agreement_iou"] is None  # 0 turns the rescoring off
     assert "calibration" not in seen  # the weights' own calibration ("auto")
     seen.clear()
     result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco", "--no-calibration"])
     assert result.exit_code == 1 and seen["calibration"] is None  # raw network scores
+    seen.clear()
+    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco", "--preset", "paper"])
+    assert result.exit_code == 1 and seen == {"device": "cpu", "preset": "paper"}
 
 
 # --- hardening (issue 10) ---------------------------------------------------------------------

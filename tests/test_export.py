@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from acfd.config import config_to_dict
-from acfd.deploy.export import check_onnx, export_onnx, export_tensorrt
+from acfd.deploy.export import export_onnx, export_tensorrt
 from acfd.deploy.fuse import count_asymmetric_convs, fuse_model
-from acfd.deploy.onnx_runner import OnnxRunner, load_onnx_detector
+from acfd.deploy.onnx_runner import OnnxRunner, check_onnx
 from acfd.models import ACFD, create_model
+from acfd.predict.detector import Detector
 
 ATOL = 1e-4
 
@@ -205,11 +206,10 @@ def _image(h: int, w: int, seed: int = 0) -> np.ndarray:
 def test_onnx_detector_matches_pytorch_detector(
     tiny_model: ACFD, onnx_path: Path, scales: list[str]
 ) -> None:
-    infer = pytest.importorskip("acfd.engine.infer")
     image = _image(210, 330)
     kwargs = {"scales": scales, "score_thresh": 0.3, "max_det": 50}
-    ref = infer.Detector(tiny_model, **kwargs)(image)
-    det = load_onnx_detector(onnx_path, providers=["CPUExecutionProvider"], num_threads=1, **kwargs)
+    ref = Detector(tiny_model, **kwargs)(image)
+    det = Detector(onnx_path, **kwargs)
     assert isinstance(det.backend, OnnxRunner)
     got = det(image)
     assert len(ref) > 0
@@ -218,9 +218,10 @@ def test_onnx_detector_matches_pytorch_detector(
     np.testing.assert_allclose(got.scores, ref.scores, rtol=0, atol=1e-4)
 
 
-def test_load_onnx_detector_rejects_a_second_model(onnx_path: Path) -> None:
-    with pytest.raises(ValueError, match="model="):
-        load_onnx_detector(onnx_path, model="acfd-tiny")
+def test_onnx_detector_rejects_other_weights_or_backend(onnx_path: Path) -> None:
+    for kwargs in ({"weights": "w.safetensors"}, {"backend": "torch"}, {"backend": lambda x: x}):
+        with pytest.raises(ValueError, match="runs in ONNX Runtime"):
+            Detector(onnx_path, **kwargs)
 
 
 # -- TensorRT ---------------------------------------------------------------------------------

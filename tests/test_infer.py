@@ -1,4 +1,4 @@
-"""The Python API (acfd.engine.infer): inputs, scales, coordinates, multi-scale merge, batching."""
+"""The Python API (acfd.predict): inputs, scales, presets, coordinates, multi-scale merge, batching."""
 
 from __future__ import annotations
 
@@ -15,22 +15,15 @@ from acfd.config import ModelConfig
 from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.box_coder import BoxCoder
 from acfd.detection.postprocess import view_agreement_scores
-from acfd.engine.infer import (
-    DEFAULT_NMS_THRESH,
-    DEFAULT_SCALES,
-    DEFAULT_SCORE_THRESH,
-    EVAL_AGREEMENT_IOU,
-    EVAL_FLIP,
-    EVAL_NMS_THRESH,
-    EVAL_SCALES,
-    EVAL_SCORE_THRESH,
-    PAPER_SCALES,
-    Detections,
-    Detector,
-    Scale,
-    as_rgb_array,
-    parse_scales,
-)
+from acfd.detection.protocol import PAPER_SCALES
+from acfd.predict import detector as detector_module
+from acfd.predict import modelfile
+from acfd.predict.detector import Detector
+from acfd.predict.inputs import as_rgb_array
+from acfd.predict.modelfile import ModelFile, save_weights, write_presets
+from acfd.predict.presets import GENERIC_PRESETS, Preset, presets_path, shipped_presets
+from acfd.predict.results import Detections
+from acfd.predict.scales import Scale, parse_scales
 
 # --------------------------------------------------------------------------------------------
 # fixtures
@@ -133,12 +126,12 @@ def test_scale_parsing() -> None:
     assert parse_scales("640x860,800x1075") == (Scale(640, 860), Scale(800, 1075))
     assert parse_scales(["480x645", 960]) == (Scale(480, 645), Scale(long_side=960))
     assert parse_scales((640, 860)) == (Scale(640, 860),)
-    assert parse_scales(None) == parse_scales(DEFAULT_SCALES) == (Scale(long_side=640),)
     assert parse_scales("paper") == parse_scales(PAPER_SCALES) == (
         Scale(480, 645), Scale(640, 860), Scale(800, 1075)
     )
-    with pytest.raises(ValueError):
-        parse_scales([])
+    for empty in ([], None, ""):
+        with pytest.raises(ValueError):
+            parse_scales(empty)
 
 
 def test_scale_options_parse_and_print() -> None:
@@ -182,24 +175,57 @@ def test_scale_target_size() -> None:
     assert Scale(long_side=100).target_size(33, 50) == (66, 100)  # small images are enlarged
 
 
-def test_interactive_and_evaluation_defaults(tiny_model: torch.nn.Module) -> None:
+def _settings(det: Detector) -> tuple:
+    return (tuple(str(s) for s in det.scales), det.score_thresh, det.raw_score_floor, det.nms_thresh, det.flip,
+            det.agreement_iou)
+
+
+def test_weights_without_presets_get_the_generic_ones(tiny_model: torch.nn.Module) -> None:
     det = Detector(model=tiny_model)
-    assert det.score_thresh == DEFAULT_SCORE_THRESH == 0.35  # half the shipped model's best calibrated F1 on dev (MODEL_CARD)
-    assert det.scales == (Scale(long_side=640),)
-    assert (det.nms_thresh, det.max_det, det.topk) == (0.45, 100, 1000)
+    assert _settings(det) == (("640",), 0.5, None, 0.5, False, None)  # generic interactive
+    assert (det.max_det, det.topk) == (100, 1000)
     ev = Detector.for_evaluation(tiny_model)
-    # the paper's 0.08 on the network's scores; every (calibrated) score above it is kept
-    assert (ev.score_thresh, ev.raw_score_floor) == (0.0, EVAL_SCORE_THRESH) == (0.0, 0.08)
-    # the shipped model's best (MODEL_CARD): 480 and 640, and 960 for boxes under 128 px, not mirrored
-    assert ev.scales == parse_scales(["480", "640", "960:max128:noflip"]) == parse_scales(EVAL_SCALES)
-    assert Detector.for_evaluation(tiny_model, scales="paper").scales == parse_scales(PAPER_SCALES)
-    assert (ev.flip, ev.nms_thresh) == (EVAL_FLIP, EVAL_NMS_THRESH) == (True, 0.45)  # chosen on dev (MODEL_CARD)
-    assert (det.flip, det.nms_thresh) == (False, DEFAULT_NMS_THRESH) == (False, 0.45)  # interactive: chosen on dev (MODEL_CARD)
-    assert (ev.agreement_iou, det.agreement_iou) == (EVAL_AGREEMENT_IOU, None) == (0.75, None)  # chosen on dev (MODEL_CARD)
-    assert Detector.for_evaluation(tiny_model, agreement_iou=None).agreement_iou is None
+    # the paper's protocol: its scales, 0.08 on the network's scores, every score above it kept, NMS 0.55
+    assert _settings(ev) == (PAPER_SCALES, 0.0, 0.08, 0.55, False, None)
+    assert _settings(Detector(model=tiny_model, preset="paper")) == _settings(ev)
+    assert Detector.for_evaluation(tiny_model, agreement_iou=0.6, flip=True).agreement_iou == 0.6
     with pytest.raises(ValueError, match="agreement_iou"):
         Detector(model=tiny_model, agreement_iou=1.5)
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        Detector(model=tiny_model, preset="fast")
     assert Detector.for_evaluation(tiny_model, scales="128").scales == (Scale(long_side=128),)
+
+
+def test_the_shipped_weights_carry_their_tuned_presets() -> None:
+    """acfd-n's settings chosen on dev (docs/MODEL_CARD.md) live beside its weights, not in code."""
+    if modelfile.default_weights_path() is None:
+        pytest.skip("no shipped weights")
+    shipped = ModelFile.open()
+    assert shipped.presets == shipped_presets() and shipped.own_presets
+    interactive, evaluation = shipped.preset("interactive"), shipped.preset("evaluation")
+    assert (interactive.scales, interactive.score_thresh, interactive.nms_thresh) == (("640",), 0.35, 0.45)
+    assert (evaluation.scales, evaluation.flip, evaluation.nms_thresh, evaluation.agreement_iou,
+            evaluation.raw_score_floor) == (("480", "640", "960:max128:noflip"), True, 0.45, 0.75, 0.08)
+    assert shipped.preset("paper").scales == PAPER_SCALES
+
+
+def test_presets_travel_with_the_weights_file(tiny_model: torch.nn.Module, tmp_path: Path) -> None:
+    weights = save_weights(tiny_model, tmp_path / "tiny.safetensors")
+    assert ModelFile.open(weights).presets["interactive"] == GENERIC_PRESETS["interactive"]
+    mine = {"interactive": Preset(("320",), score_thresh=0.6, nms_thresh=0.4),
+            "evaluation": Preset(("320", "480"), score_thresh=0.0, nms_thresh=0.5, flip=True, raw_score_floor=0.05)}
+    # in the file's metadata ...
+    tuned = write_presets(weights, mine, tmp_path / "tuned.safetensors")
+    assert _settings(Detector(tuned, backend="torch")) == (("320",), 0.6, None, 0.4, False, None)
+    assert _settings(Detector.for_evaluation(tuned, backend="torch")) == (("320", "480"), 0.0, 0.05, 0.5, True, None)
+    assert _settings(Detector(tuned, backend="torch", nms_thresh=0.3, scales="256")) == (("256",), 0.6, None, 0.3, False, None)
+    # ... or beside it (a file can set one preset; the other stays generic)
+    presets_path(weights).write_text('{"interactive": {"scales": ["256"], "score_thresh": 0.2, "nms_thresh": 0.45}}')
+    assert _settings(Detector(weights, backend="torch"))[:4] == (("256",), 0.2, None, 0.45)
+    assert ModelFile.open(weights).presets["evaluation"] == GENERIC_PRESETS["evaluation"]
+    presets_path(weights).write_text('{"interactive": {"scales": ["256"], "score_thresh": 2}}')
+    with pytest.raises(ValueError, match="tiny-presets.json: not valid inference presets"):
+        Detector(weights)
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,24 +618,20 @@ def test_timings_are_recorded(detector: Detector) -> None:
 
 
 def test_no_default_weights_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from acfd.models import registry
-
-    monkeypatch.setattr(registry, "default_weights_path", lambda: None)
+    monkeypatch.setattr(modelfile, "default_weights_path", lambda: None)
     with pytest.raises(FileNotFoundError, match="no default weights are shipped"):
         Detector()
 
 
 def test_default_and_file_weights_load(tiny_model: torch.nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from acfd.models import registry
-
-    weights = registry.save_weights(tiny_model, tmp_path / "tiny.safetensors")
+    weights = save_weights(tiny_model, tmp_path / "tiny.safetensors")
     image = rand_image(90, 120)
     ref = Detector(model=tiny_model, scales="128", score_thresh=0.7)(image)
     assert len(ref) > 0
     for kwargs in ({"model": weights}, {"model": str(weights)}, {"weights": weights},
                    {"model": "acfd-tiny", "weights": weights}):
         assert_same(ref, Detector(**kwargs, scales="128", score_thresh=0.7)(image), exact=False)
-    monkeypatch.setattr(registry, "default_weights_path", lambda: weights)
+    monkeypatch.setattr(modelfile, "default_weights_path", lambda: weights)
     assert_same(ref, Detector(scales="128", score_thresh=0.7)(image), exact=False)
 
 
@@ -694,9 +716,7 @@ def test_cuda_without_gpu_is_one_line(tiny_model: torch.nn.Module) -> None:
 
 @pytest.fixture()
 def weights_file(tiny_model: torch.nn.Module, tmp_path: Path) -> Path:
-    from acfd.models import registry
-
-    return registry.save_weights(tiny_model, tmp_path / "tiny.safetensors")
+    return save_weights(tiny_model, tmp_path / "tiny.safetensors")
 
 
 def test_auto_backend_is_onnx_runtime_with_the_same_boxes(
@@ -722,9 +742,9 @@ def test_auto_backend_is_onnx_runtime_with_the_same_boxes(
     assert cached[0].stat().st_mtime_ns == mtime and len(list(cache.iterdir())) == 1
     # other weights -> another cache entry
     other = weights_file.with_name("other.safetensors")
-    from acfd.models import create_model, registry
+    from acfd.models import create_model
 
-    registry.save_weights(create_model("acfd-tiny"), other)
+    save_weights(create_model("acfd-tiny"), other)
     Detector(other, **kwargs)
     assert len(list(cache.glob("*.onnx"))) == 2
 
@@ -765,9 +785,7 @@ def test_onnx_file_as_model_runs_in_onnx_runtime(tiny_model: torch.nn.Module, tm
 def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 8: the shipped model gives the same boxes in ONNX Runtime as in PyTorch."""
     pytest.importorskip("onnxruntime")
-    from acfd.models import registry
-
-    if registry.default_weights_path() is None:
+    if modelfile.default_weights_path() is None:
         pytest.skip("no shipped weights")
     monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path))
     paths = sorted(samples_dir.glob("*.jpg"))
@@ -791,16 +809,14 @@ def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_
 
 def test_detect_paths_progress_counts_images(detector: Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10.18: the evaluation progress bar must count images, to 100 %."""
-    from acfd.engine import infer
-
     ends = []
 
-    class Bar(infer.tqdm):  # type: ignore[misc, valid-type]
+    class Bar(detector_module.tqdm):  # type: ignore[misc, valid-type]
         def close(self) -> None:
             ends.append((self.n, self.total))
             super().close()
 
-    monkeypatch.setattr(infer, "tqdm", Bar)
+    monkeypatch.setattr(detector_module, "tqdm", Bar)
     for i in range(5):
         Image.fromarray(rand_image(40, 50, i)).save(tmp_path / f"{i}.png")
     list(detector.detect_paths(sorted(tmp_path.glob("*.png")), batch_size=2, progress=True))

@@ -6,13 +6,8 @@ from acfd.config import ModelConfig
 from acfd.deploy.fuse import count_asymmetric_convs, count_batchnorm, fuse_model
 from acfd.models import create_model, get_model_config, list_models
 from acfd.models.necks import bifpn_nodes
-from acfd.models.registry import (
-    count_gflops,
-    count_parameters,
-    load_model,
-    model_size_mb,
-    save_weights,
-)
+from acfd.models.registry import count_gflops, count_parameters, model_size_mb
+from acfd.predict.modelfile import load_model, save_weights
 
 SMALL = ["acfd-tiny", "acfd-n"]
 BASELINES = [n for n in list_models() if n not in ("acfd-l", "acfd-m", "acfd-s", "acfd-n", "acfd-nw", "acfd-tiny")]
@@ -175,8 +170,6 @@ def test_table2_baselines_give_six_levels(name):
 def test_weights_file_warning_is_logged_on_load(tmp_path, caplog):
     """A weights file can carry a warning (the CPU-trained placeholder does); loading shows it."""
     import logging
-
-    from acfd.models.registry import load_model, save_weights
 
     path = save_weights(create_model("acfd-tiny"), tmp_path / "w.safetensors", extra={"warning": "placeholder model"})
     with caplog.at_level(logging.WARNING):

@@ -49,7 +49,7 @@ def test_models_figures_are_cached_and_match_a_real_build(tmp_path, monkeypatch)
 def test_weights_of_another_variant_are_one_line(tmp_path):
     import pytest
 
-    from acfd.models.registry import load_model, save_weights
+    from acfd.predict.modelfile import load_model, save_weights
 
     tiny = save_weights(create_model("acfd-tiny"), tmp_path / "tiny.safetensors")
     with pytest.raises(ValueError) as info:
@@ -61,7 +61,7 @@ def test_weights_of_another_variant_are_one_line(tmp_path):
 def test_corrupt_empty_and_onnx_weights_name_the_file(tmp_path):
     import pytest
 
-    from acfd.models.registry import load_model, save_weights
+    from acfd.predict.modelfile import load_model, save_weights
 
     empty = tmp_path / "empty.safetensors"
     empty.write_bytes(b"")

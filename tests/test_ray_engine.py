@@ -9,10 +9,12 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from acfd.cli.detect_cmd import collect_inputs, run_detection  # noqa: E402
-from acfd.engine.infer import Detector  # noqa: E402
-from acfd.engine.ray_engine import run_detection_ray  # noqa: E402
-from acfd.models.registry import create_model, save_weights  # noqa: E402
+from acfd.models.registry import create_model  # noqa: E402
+from acfd.predict.batch import run_detection  # noqa: E402
+from acfd.predict.detector import Detector  # noqa: E402
+from acfd.predict.modelfile import save_weights  # noqa: E402
+from acfd.predict.ray_engine import run_detection_ray  # noqa: E402
+from acfd.predict.sources import collect_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_cli_engine_ray_writes_the_local_submission(tiny_weights, inputs, tmp_pa
     """The CLI wiring (the Ray run itself is tested above): same writer, same file, --address passed on."""
     from typer.testing import CliRunner
 
-    import acfd.engine.ray_engine as ray_engine
+    import acfd.predict.ray_engine as ray_engine
     from acfd.cli import app
 
     seen = {}

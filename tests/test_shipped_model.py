@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from acfd import Detector
-from acfd.models.registry import DEFAULT_MODEL, default_weights_path, load_model
+from acfd.models.registry import DEFAULT_MODEL
+from acfd.predict.modelfile import default_weights_path, load_model
 
 
 def test_default_weights_ship_in_the_package():

@@ -188,7 +188,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_training_evaluation_is_single_view_with_the_papers_nms(tmp_path, monkeypatch):
     # in-training dev figures stay comparable across runs: no test-time flip, NMS 0.55, cfg's scales
-    from acfd.engine import evaluate
+    from acfd.engine import train as train_module
 
     split = tmp_path / "val.txt"
     split.write_text("\n".join(sorted(p.name for p in (REPO / "samples").glob("*.jpg"))[:2]) + "\n")
@@ -198,7 +198,7 @@ def test_training_evaluation_is_single_view_with_the_papers_nms(tmp_path, monkey
         seen.update(kwargs, names=list(names))
         return type("Ev", (), {"ap50": 0.25})()
 
-    monkeypatch.setattr(evaluate, "evaluate_model", fake_evaluate_model)
+    monkeypatch.setattr(train_module, "evaluate_model", fake_evaluate_model)
     trainer = Trainer(_cfg(tmp_path, val_split=str(split), eval_scales=["256"]))
     assert trainer.evaluate() == 0.25
     assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ["256"])

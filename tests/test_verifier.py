@@ -22,19 +22,23 @@ from acfd.detection.verifier import (
     VerifierConfig,
     VerifierStacking,
     context_crops,
-    default_verifier_path,
-    detector_fingerprint,
     flip_offsets,
     flip_outputs,
     get_verifier_config,
     load_verifier,
     save_verifier,
 )
-from acfd.engine.infer import Detector
 from acfd.engine.verifier_training import held_out, predict, train_verifier
-from acfd.models.registry import create_model, default_weights_path, save_weights
+from acfd.models.registry import create_model
+from acfd.predict.detector import Detector
+from acfd.predict.modelfile import ModelFile, default_weights_path, save_weights
+from acfd.predict.modelfile import verifier_path as default_verifier_path
 
 TINY = get_verifier_config("r4-tiny")
+
+
+def detector_fingerprint(weights: Path) -> str | None:
+    return ModelFile.open(weights).fingerprint
 
 
 def _tiny_verifier(seed: int = 0) -> FaceVerifier:
@@ -132,7 +136,7 @@ def test_box_verifier_skips_boxes_that_cannot_pass_and_onnx_runtime_agrees() -> 
     kept_boxes, kept_scores = verifier(image, boxes, scores, score_thresh=0.5)
     assert len(kept_boxes) == 2 and float(all_scores[1]) <= 0.5  # the skipped box could not have passed
     assert torch.allclose(kept_boxes, all_boxes[[0, 2]]) and torch.allclose(kept_scores, all_scores[[0, 2]])
-    from acfd.deploy.onnx_runner import cache_dir
+    from acfd.utils import cache_dir
 
     for name in cache_dir().glob("verifier-r4-tiny-*.onnx"):
         name.unlink()
@@ -271,6 +275,10 @@ def test_verifier_file_round_trips_and_bad_files_are_one_line_errors(tmp_path: P
         load_verifier(tmp_path / "broken.safetensors")
     with pytest.raises(ValueError, match="unknown verifier config keys: depth"):
         VerifierConfig.from_dict({**TINY.to_dict(), "depth": 3})
+    # files written before the setting was named raw_score_floor
+    assert VerifierStacking.from_dict({"score_weight": 1.0, "verifier_weight": 1.0, "bias": 0.0, "raw_floor": 0.2}).raw_score_floor == 0.2
+    with pytest.raises(ValueError, match="unknown verifier stacking keys: floor"):
+        VerifierStacking.from_dict({"score_weight": 1.0, "verifier_weight": 1.0, "bias": 0.0, "floor": 0.2})
     with pytest.raises(ValueError, match="unknown verifier 'r9'"):
         get_verifier_config("r9")
 
@@ -295,7 +303,7 @@ def _beside(weights: Path, stacking: VerifierStacking, detector: str | None = No
 
 
 def test_detector_uses_the_verifier_fitted_for_its_weights(tiny_weights: Path, caplog: pytest.LogCaptureFixture) -> None:
-    stacking = VerifierStacking(1.0, 1.0, 0.0, box_step=1.0, raw_floor=0.3, calibrated=False)
+    stacking = VerifierStacking(1.0, 1.0, 0.0, box_step=1.0, raw_score_floor=0.3, calibrated=False)
     path = _beside(tiny_weights, stacking)
     try:
         assert path == tiny_weights.with_name("tiny-verifier.safetensors")
@@ -318,7 +326,7 @@ def test_detector_uses_the_verifier_fitted_for_its_weights(tiny_weights: Path, c
 
         # fitted for other weights: a warning, and not used unless asked for by path
         _beside(tiny_weights, stacking, detector="0123456789abcdef")
-        with caplog.at_level(logging.WARNING, logger="acfd.engine.infer"):
+        with caplog.at_level(logging.WARNING, logger="acfd.predict.modelfile"):
             assert Detector(tiny_weights, backend="torch").verifier is None
         assert "fitted for other weights" in caplog.text
         assert Detector(tiny_weights, backend="torch", verifier=path).verifier is not None
@@ -335,7 +343,7 @@ def test_detector_uses_the_verifier_fitted_for_its_weights(tiny_weights: Path, c
 def test_detect_cli_verifier_flag(tiny_weights: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    path = _beside(tiny_weights, VerifierStacking(1.0, 1.0, -4.0, box_step=0.0, raw_floor=0.08, calibrated=False))
+    path = _beside(tiny_weights, VerifierStacking(1.0, 1.0, -4.0, box_step=0.0, raw_score_floor=0.08, calibrated=False))
     try:
         Image.fromarray(_image()).save(tmp_path / "a.png")
         scores = {}
@@ -356,7 +364,7 @@ def test_export_carries_the_verifier_to_the_onnx_detector(tiny_weights: Path, tm
     import shutil
 
     weights = Path(shutil.copy(tiny_weights, tmp_path / "mine.safetensors"))
-    stacking = VerifierStacking(1.0, 1.0, -2.0, box_step=1.0, raw_floor=0.08, calibrated=False)
+    stacking = VerifierStacking(1.0, 1.0, -2.0, box_step=1.0, raw_score_floor=0.08, calibrated=False)
     _beside(weights, stacking)
     out = tmp_path / "deploy" / "mine.onnx"
     out.parent.mkdir()
@@ -373,10 +381,6 @@ def test_export_carries_the_verifier_to_the_onnx_detector(tiny_weights: Path, tm
     assert np.allclose(np.sort(got.scores), np.sort(expect.scores), atol=1e-4)
     assert not np.allclose(np.sort(got.scores), np.sort(Detector(str(out), scales="160", score_thresh=0.0,
                                                                   verifier=None)(image).scores), atol=1e-3)
-    from acfd.deploy.onnx_runner import load_onnx_detector
-
-    loaded = load_onnx_detector(out, scales="160", score_thresh=0.0)  # the same through the loader
-    assert loaded.verifier is not None and np.allclose(np.sort(loaded(image).scores), np.sort(got.scores), atol=1e-5)
     # a verifier beside the .onnx that was fitted for other weights is not used
     _beside(weights, stacking, detector="0123456789abcdef")
     shutil.copy(default_verifier_path(weights), copied)

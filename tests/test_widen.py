@@ -7,7 +7,8 @@ import torch
 from typer.testing import CliRunner
 
 from acfd.cli import app
-from acfd.models.registry import create_model, load_model, save_weights
+from acfd.models.registry import create_model
+from acfd.predict.modelfile import load_model, save_weights
 from acfd.models.widen import channel_mapping, widen_model
 
 

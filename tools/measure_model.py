@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from acfd.data.formats import ImageRecord, read_icartoon_csv, read_split
-from acfd.engine.defaults import DEFAULT_NMS_THRESH
+from acfd.predict.presets import shipped_presets
 from acfd.engine.evaluate import evaluate_model
-from acfd.engine.infer import parse_scales
+from acfd.predict.scales import parse_scales
 from acfd.evaluation.icartoonface import evaluate_official
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("weights")
     parser.add_argument("--scales", nargs="+", default=["480", "640", "800", "960", "640x860", "paper"])
-    parser.add_argument("--nms-thresh", nargs="+", type=float, default=[DEFAULT_NMS_THRESH])
+    parser.add_argument("--nms-thresh", nargs="+", type=float, default=[shipped_presets()["interactive"].nms_thresh])
     parser.add_argument("--agreement-iou", nargs="+", type=float, default=[0.0])
     parser.add_argument("--split", default=str(DATA / "splits" / "dev.txt"))
     parser.add_argument("--no-verifier", action="store_true", help="the detector alone")

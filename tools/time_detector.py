@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from acfd.data.image_io import load_image
-from acfd.engine.infer import Detector
+from acfd.predict.detector import Detector
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
 

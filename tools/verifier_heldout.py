@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from acfd.data.formats import read_icartoon_csv, read_split
-from acfd.detection.verifier import VerifierConfig, detector_fingerprint, get_verifier_config
+from acfd.detection.verifier import VerifierConfig, get_verifier_config
 from acfd.engine.verifier_training import collect_samples, fit_stacking, held_out, predict, train_verifier
+from acfd.predict.modelfile import ModelFile
 from acfd.utils import atomic_path
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))
@@ -70,7 +71,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    digest = detector_fingerprint(args.weights)[:12]
+    digest = ModelFile.open(args.weights).fingerprint[:12]
     gt, _ = read_icartoon_csv(DATA / "annotations" / "train.csv")
     names = read_split(DATA / "splits" / "train.txt")
     outputs: dict[str, np.ndarray] = {}

@@ -24,7 +24,7 @@ from torchvision.ops import box_area
 from acfd.data.formats import ImageRecord, read_icartoon_csv, read_split
 from acfd.data.image_io import read_image_size
 from acfd.detection.postprocess import merge_multiscale
-from acfd.engine.infer import Detector
+from acfd.predict.detector import Detector
 from acfd.evaluation.icartoonface import evaluate_breakdown
 
 DATA = Path(os.environ.get("ACFD_DATA", "../shared/data/icartoonface-det"))

@@ -9,14 +9,14 @@ __version__ = "0.1.0"
 __all__ = ["Detector", "create_model", "list_models", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from acfd.engine.infer import Detector
     from acfd.models.registry import create_model, list_models
+    from acfd.predict.detector import Detector
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy imports keep `import acfd` and the CLI's start-up fast.
+    # Imported on first use: `import acfd` and the command line's start-up stay fast (no torch).
     if name == "Detector":
-        from acfd.engine.infer import Detector
+        from acfd.predict.detector import Detector
 
         return Detector
     if name in ("create_model", "list_models"):

@@ -1,15 +1,29 @@
-"""Configuration dataclasses for ACFD models.
+"""Configuration dataclasses for ACFD models, the one reader of settings from dicts, and where the
+package keeps its shipped weights.
 
 Variants are data (as in timm's ``model_cfgs``): a frozen :class:`ModelConfig` composed of small
-frozen configs, named presets live in :mod:`acfd.models.registry`, and overrides go through
-:func:`dataclasses.replace` / :func:`override`.
+frozen configs, named variants live in :mod:`acfd.models.registry`, and overrides go through
+:func:`dataclasses.replace` / :func:`override`. Every settings dataclass read from a file (model
+configs, training recipes, inference presets, verifier configs) goes through
+:func:`dataclass_from_dict`, so unknown keys and wrong shapes give the same one-line errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The folder of the weights shipped inside the package.
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: The detector variant whose weights are shipped (``WEIGHTS_DIR / "acfd-n.safetensors"``).
+SHIPPED_DETECTOR = "acfd-n"
 
 
 @dataclass(frozen=True)
@@ -124,17 +138,6 @@ class ModelConfig:
     size_divisor: int = 128
 
 
-_SUBCONFIGS = {
-    "backbone": BackboneConfig,
-    "neck": NeckConfig,
-    "head": HeadConfig,
-    "anchors": AnchorConfig,
-    "match": MatchConfig,
-    "loss": LossConfig,
-    "box_coder": BoxCoderConfig,
-}
-
-
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     """A JSON/YAML-friendly dict of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)
@@ -146,25 +149,52 @@ def _coerce(value: Any, like: Any) -> Any:
     return value
 
 
-def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
-    """Inverse of :func:`config_to_dict` for :class:`ModelConfig` (unknown keys raise)."""
+def _is_tuple_type(hint: Any) -> bool:
+    """Whether a field annotation is a tuple (or a union holding one)."""
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_is_tuple_type(arg) for arg in typing.get_args(hint))
+    return False
+
+
+def dataclass_from_dict(cls: type[T], data: Any, what: str) -> T:
+    """An instance of the dataclass ``cls`` from a mapping read from a file (JSON, YAML, metadata).
+
+    Unknown keys raise one ``ValueError`` naming them (``"unknown <what> keys: a, b"``); a list for
+    a tuple field becomes a tuple; a field whose type is itself a dataclass is read recursively
+    from a nested mapping (``"<field> config"`` in messages). Values are otherwise passed as they
+    are: the dataclass's own ``__post_init__`` checks their ranges.
+
+    Args:
+        cls: the dataclass.
+        data: the mapping.
+        what: what the keys are, for messages (``"model config"``, ``"training settings"``).
+
+    Raises:
+        ValueError: ``data`` is not a mapping, an unknown key, or a nested value of the wrong shape.
+    """
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{what}: expected a mapping of keys to values, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(unknown)} (known: {', '.join(names)})")
     kwargs: dict[str, Any] = {}
-    base = ModelConfig()
     for key, value in data.items():
-        if key in _SUBCONFIGS:
-            sub_default = getattr(base, key)
-            sub_fields = {f.name for f in dataclasses.fields(sub_default)}
-            unknown = set(value) - sub_fields
-            if unknown:
-                raise ValueError(f"unknown {key} config keys: {sorted(unknown)}")
-            kwargs[key] = _SUBCONFIGS[key](
-                **{k: _coerce(v, getattr(sub_default, k)) for k, v in value.items()}
-            )
-        elif hasattr(base, key):
-            kwargs[key] = _coerce(value, getattr(base, key))
-        else:
-            raise ValueError(f"unknown model config key: {key!r}")
-    return ModelConfig(**kwargs)
+        hint = hints.get(key)
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            value = dataclass_from_dict(hint, value, f"{key} config")
+        elif isinstance(value, list) and _is_tuple_type(hint):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def model_config_from_dict(data: Mapping[str, Any]) -> ModelConfig:
+    """Inverse of :func:`config_to_dict` for :class:`ModelConfig` (see :func:`dataclass_from_dict`)."""
+    return dataclass_from_dict(ModelConfig, data, "model config")
 
 
 def override(cfg: Any, **overrides: Any) -> Any:

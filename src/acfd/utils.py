@@ -1,12 +1,14 @@
-"""Small shared helpers: atomic file writes and path handling."""
+"""Small shared helpers: atomic file writes, file digests, the cache folder and the package version."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -43,6 +45,45 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file + rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def state_sha256(module: Any) -> str:
+    """The SHA-256 (hex) of a ``torch.nn.Module``'s state dict: names and tensor bytes, in order."""
+    h = hashlib.sha256()
+    for key, value in module.state_dict().items():
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    """Where acfd caches what it can rebuild (ONNX exports, model facts): ``$ACFD_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/acfd``, else ``~/.cache/acfd``."""
+    env = os.environ.get("ACFD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME")
+    return (Path(base) if base else Path.home() / ".cache") / "acfd"
+
+
+def package_version() -> str:
+    """The installed acfd version (``"unknown"`` for a source checkout that is not installed); part of
+    every cache key, so a new release rebuilds its caches."""
+    try:
+        from importlib.metadata import version
+
+        return version("acfd")
+    except Exception:  # noqa: BLE001 - not installed (a source checkout on sys.path)
+        return "unknown"
 
 
 class FileReadError(ValueError):

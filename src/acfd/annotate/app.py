@@ -206,7 +206,7 @@ def create_app(project_dir: str | Path, token: str | None = None) -> FastAPI:
 
     @app.get("/frame/{face_id}.jpg")
     def frame(face_id: int) -> Response:
-        from acfd.engine.visualize import draw_detections
+        from acfd.predict.visualize import draw_detections
 
         rows = db.query("SELECT frame_id, x1, y1, x2, y2 FROM faces WHERE id = ?", (face_id,))
         if not rows:

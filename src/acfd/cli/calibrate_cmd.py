@@ -15,7 +15,6 @@ import typer
 
 from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors, require_extra
 from acfd.cli.fit_inputs import check_detector_weights, read_annotated_images
-from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +26,10 @@ def register(app: typer.Typer) -> None:
         images: Path = typer.Option(..., "--images", help="Folder of those images."),
         split: Path | None = typer.Option(None, "--split", help="Only the images listed in this file (e.g. train.txt)."),
         output: Path = typer.Option(..., "--output", "-o", help="Where to write the calibrated .safetensors (may be WEIGHTS itself)."),
-        scale: str = typer.Option(str(DEFAULT_LONG_SIDE), "--scale", help="The test scale to fit at (the interactive one)."),
-        nms_thresh: float = typer.Option(DEFAULT_NMS_THRESH, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold."),
+        scale: str | None = typer.Option(None, "--scale", help="The test scale to fit at.",
+                                         show_default="the first scale of the weights' interactive preset"),
+        nms_thresh: float | None = typer.Option(None, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold.",
+                                                show_default="the weights' interactive preset's"),
         batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per network call."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     ) -> None:

@@ -12,15 +12,26 @@ import numpy as np
 import typer
 
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
+from acfd.cli.options import (
+    PresetName,
+    agreement_iou_option,
+    calibration_option,
+    detector_settings,
+    flip_option,
+    nms_thresh_option,
+    preset_option,
+    scales_option,
+    verifier_option,
+)
 from acfd.data import formats
 from acfd.data.formats import ImageRecord, Problem
-from acfd.engine.defaults import EVAL_AGREEMENT_IOU, EVAL_FLIP, EVAL_NMS_THRESH, EVAL_SCALES
 from acfd.evaluation.errors import evaluate_errors
 from acfd.evaluation.icartoonface import evaluate_breakdown
 from acfd.evaluation.report import format_report, report_dict
 from acfd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
+_RUNNING = "When running a model: "
 
 
 def _echo_problems(problems: Iterable[Problem]) -> list[str]:
@@ -82,36 +93,19 @@ def _read_split(path: Path) -> set[str]:
     return {n for n in formats.read_split(path) if n}
 
 
-def _parse_scales(scales: str | None) -> list[str] | None:
-    if scales is None:
-        return None
-    from acfd.engine.infer import parse_scales
-
-    try:
-        return [str(s) for s in parse_scales(scales)]  # also "paper" and "default"
-    except ValueError as exc:
-        raise CliError(f"--scales {scales!r}: {exc}") from None
-
-
 def _run_detector(
     model: str,
     names: list[str],
     images: Path,
     weights: str | None,
     device: str,
-    scales: list[str] | None,
     batch_size: int,
-    flip: bool | None = None,
-    nms_thresh: float | None = None,
-    agreement_iou: float | None = None,
-    calibration: bool = True,
-    verifier: bool = True,
+    settings: dict[str, Any],
 ) -> tuple[dict[str, ImageRecord], list[str]]:
-    """Run ``acfd.engine.infer.Detector`` on ``images/<name>``; per-image failures are reported."""
-    try:
-        from acfd.engine.infer import Detector  # lazy: heavy, and optional for CSV scoring
-    except ImportError as exc:
-        raise CliError(f"scoring a model needs acfd.engine.infer ({exc})") from exc
+    """Run a :class:`~acfd.predict.detector.Detector` with ``settings`` (its preset and what changes
+    it) on ``images/<name>``; per-image failures are reported."""
+    from acfd.predict.detector import Detector  # loads torch: not needed to score a CSV
+
     problems: list[str] = []
     key_of: dict[str, str] = {}
     paths: list[Path] = []
@@ -125,19 +119,9 @@ def _run_detector(
     for msg in problems:
         typer.echo(msg, err=True)
     try:
-        # for_evaluation: score > 0.08 (the paper's; not the interactive 0.5 threshold, which would
-        # cut the precision-recall curve short), top 100, and EVAL_SCALES / EVAL_FLIP /
-        # EVAL_NMS_THRESH / EVAL_AGREEMENT_IOU unless the options above say otherwise (0 turns the
-        # agreement rescoring off)
-        given = {"scales": scales, "flip": flip, "nms_thresh": nms_thresh, "agreement_iou": agreement_iou}
-        kwargs = {k: v for k, v in given.items() if v is not None}
-        if "agreement_iou" in kwargs:
-            kwargs["agreement_iou"] = kwargs["agreement_iou"] or None
-        if not calibration:
-            kwargs["calibration"] = None
-        if not verifier:
-            kwargs["verifier"] = None
-        det = Detector.for_evaluation(model, weights=weights, device=device, **kwargs)
+        # the evaluation preset by default: every box above the raw-score floor, all (calibrated)
+        # scores kept; an interactive threshold would cut the precision-recall curve short
+        det = Detector(model, weights=weights, device=device, **settings)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
     logger.info("detecting faces on %d images with %s", len(paths), model)
@@ -183,31 +167,13 @@ def eval_command(
     ),
     weights: Path | None = typer.Option(None, "--weights", help="Checkpoint / safetensors for --model."),
     device: str = typer.Option("cpu", "--device", help="Device for the model: cpu, cuda, cuda:1..."),
-    scales: str | None = typer.Option(
-        None, "--scales", help="Test scales: comma list of HxW or longer sides (640x860,960; options :max<N> and :noflip, "
-        "as for acfd detect), or 'paper'.",
-        show_default=",".join(EVAL_SCALES),
-    ),
-    flip: bool | None = typer.Option(
-        None, "--flip/--no-flip", help="Test-time flip when running a model.", show_default="on" if EVAL_FLIP else "off"
-    ),
-    nms_thresh: float | None = typer.Option(
-        None, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold when running a model.",
-        show_default=str(EVAL_NMS_THRESH),
-    ),
-    agreement_iou: float | None = typer.Option(
-        None, "--agreement-iou", min=0.0, max=1.0,
-        help="When running a model: rescore each face by how many views found it at this IoU (0: off).",
-        show_default=str(EVAL_AGREEMENT_IOU or 0),
-    ),
-    calibration: bool = typer.Option(
-        True, "--calibration/--no-calibration",
-        help="When running a model: use the score calibration stored with its weights (acfd calibrate).",
-    ),
-    verifier: bool = typer.Option(
-        True, "--verifier/--no-verifier",
-        help="When running a model: use the face verifier fitted for its weights (NAME-verifier.safetensors beside them).",
-    ),
+    preset: PresetName = preset_option("evaluation"),
+    scales: str | None = scales_option(_RUNNING),
+    flip: bool | None = flip_option(_RUNNING),
+    nms_thresh: float | None = nms_thresh_option(_RUNNING),
+    agreement_iou: float | None = agreement_iou_option(_RUNNING),
+    calibration: bool = calibration_option(_RUNNING),
+    verifier: bool = verifier_option(_RUNNING),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
@@ -225,7 +191,7 @@ def eval_command(
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
         save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
-        verifier=verifier,
+        verifier=verifier, preset=preset.value,
     )
 
 
@@ -249,8 +215,13 @@ def _eval(
     agreement_iou: float | None = None,
     calibration: bool = True,
     verifier: bool = True,
+    preset: str = "evaluation",
 ) -> None:
     check_device(device)
+    try:
+        settings = detector_settings(preset, scales, None, flip, nms_thresh, agreement_iou, calibration, verifier)
+    except typer.BadParameter as exc:
+        raise CliError(f"--scales {scales!r}: {exc.message}") from None
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]
     for out, opt in ((plot, "--plot"), (json_out, "--json"), (save_csv, "--save-csv")):
         if out is not None:
@@ -289,9 +260,7 @@ def _eval(
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
         pred_records, pred_problems = _run_detector(
-            model_name, list(gt_records), images, weights_arg, device, _parse_scales(scales), batch_size,
-            flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
-            verifier=verifier,
+            model_name, list(gt_records), images, weights_arg, device, batch_size, settings
         )
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")

@@ -27,64 +27,6 @@ class ExportFormat(str, Enum):
     tensorrt = "tensorrt"
 
 
-def _load(model_or_weights: str | None, weights: Path | None, device: str = "cpu") -> ACFD:
-    """Load a model from a name, a weights/checkpoint file (alone or as ``weights``) or the default."""
-    from acfd.models.registry import load_model
-
-    if model_or_weights is None and weights is not None:
-        return load_model(weights, device=device)
-    return load_model(model_or_weights, weights=weights, device=device)
-
-
-def _source_weights(model_or_weights: str | None, weights: Path | None) -> Path | None:
-    """The weights file being exported (``None`` for a bare model name)."""
-    from acfd.models.registry import default_weights_path
-
-    if weights is not None:
-        return weights
-    if model_or_weights is None:
-        return default_weights_path()
-    return Path(model_or_weights) if Path(model_or_weights).is_file() else None
-
-
-def _source_metadata(source: Path | None) -> dict[str, str]:
-    """What the ``.onnx`` keeps of its weights file: the score calibration (so that ``acfd detect
-    --model x.onnx`` reports the same scores) and the file's fingerprint (so that its verifier,
-    copied beside the ``.onnx``, is recognised)."""
-    from acfd.deploy.export import META_SOURCE_WEIGHTS
-    from acfd.detection.calibration import METADATA_KEY
-    from acfd.detection.verifier import detector_fingerprint
-    from acfd.models.registry import read_metadata
-
-    if source is None:
-        return {}
-    meta = read_metadata(source)
-    found = {METADATA_KEY: meta[METADATA_KEY]} if METADATA_KEY in meta else {}
-    return found | ({META_SOURCE_WEIGHTS: detector_fingerprint(source)} if source.suffix == ".safetensors" else {})
-
-
-def _copy_verifier(source: Path | None, out: Path) -> Path | None:
-    """Copy the verifier fitted for ``source`` beside ``out`` (as ``OUT-verifier.safetensors``);
-    the path it is at there, or ``None`` when ``source`` has none."""
-    import shutil
-
-    from acfd.detection.verifier import default_verifier_path, detector_fingerprint, load_verifier
-    from acfd.utils import atomic_path
-
-    if source is None or source.suffix != ".safetensors":
-        return None
-    path = default_verifier_path(source)
-    if not path.is_file() or load_verifier(path).detector != detector_fingerprint(source):
-        return None
-    target = default_verifier_path(out)
-    if target.exists() and target.resolve() == path.resolve():
-        return target
-    check_output_file(target, "-o")
-    with atomic_path(target) as tmp:
-        shutil.copyfile(path, tmp)
-    return target
-
-
 def _default_output(model_or_weights: str | None, model_name: str, fmt: ExportFormat) -> Path:
     from acfd.deploy.export import tensorrt_available
 
@@ -131,31 +73,38 @@ def export_command(
 
     The exported network takes normalised images (B, 3, H, W) and returns cls_logits (B, A) and
     box_deltas (B, A, 4); the model config travels in the file's metadata. With ONNX, the score
-    calibration goes in the metadata too and the verifier fitted for the weights is copied beside
-    the file, so that ``acfd detect --model OUT.onnx`` gives the boxes the weights give.
+    calibration and the inference presets go in the metadata too and the verifier fitted for the
+    weights is copied beside the file, so that ``acfd detect --model OUT.onnx`` gives the boxes the
+    weights give.
     """
-    from acfd.deploy.bench import parse_size
-    from acfd.deploy.export import DEFAULT_OPSET, check_onnx, export_onnx, export_tensorrt
+    from acfd.deploy.export import DEFAULT_OPSET, export_tensorrt
+    from acfd.deploy.onnx_runner import check_onnx
+    from acfd.engine.bench import parse_size
+    from acfd.predict.modelfile import ModelFile, verifier_path
 
     sample_size = parse_size(size)
     if fmt is ExportFormat.onnx and not dynamic:
         _check_static_size(sample_size)
     if output is not None:  # before loading anything
         check_output_file(output, "-o")
-    model = _load(model_or_weights, weights)
-    source = _source_weights(model_or_weights, weights)
+    if model_or_weights is None and weights is not None:
+        model_or_weights, weights = str(weights), None
+    source = ModelFile.open(model_or_weights, weights)
+    if source.format == "onnx":
+        fail(f"{source.path}: already an ONNX export; export the .safetensors / .pt file it came from")
+    model = source.load_network()
     name = model.cfg.name
     out = output if output is not None else _default_output(model_or_weights, name, fmt)
     check_output_file(out, "-o")
     check_not_inputs(out, [p for p in (model_or_weights, weights) if p is not None and Path(p).is_file()], "-o")
+    copies_verifier = fmt is ExportFormat.onnx and verifier and source.fitted_verifier_path() is not None
+    if copies_verifier and verifier_path(out) != source.fitted_verifier_path():
+        check_output_file(verifier_path(out), "-o")
     with one_line_errors(also=(RuntimeError,)):  # e.g. "TensorRT export needs a CUDA GPU"
         if fmt is ExportFormat.onnx:
             opset = DEFAULT_OPSET if opset is None else opset
-            export_onnx(
-                model, out, opset=opset, dynamic=dynamic, fuse=fuse, sample_size=sample_size, half=half,
-                metadata=_source_metadata(source),
-            )
-            beside = _copy_verifier(source, out) if verifier else None
+            _, beside = source.export_onnx(out, model, verifier=verifier, opset=opset, dynamic=dynamic, fuse=fuse,
+                                           sample_size=sample_size, half=half)
         else:
             if opset is not None:
                 logger.warning("--opset is ignored for --format tensorrt")
@@ -235,7 +184,9 @@ def bench_command(
     Compares PyTorch eager, fused (paper 4.3), ONNX Runtime and, on CUDA, torch.compile and
     TensorRT, for single- and multi-scale tests at batch 1 and batched.
     """
-    from acfd.deploy.bench import parse_backends, parse_batch_sizes, parse_size, run_benchmark
+    from acfd.engine.bench import parse_backends, parse_batch_sizes, parse_size, run_benchmark
+    from acfd.predict.modelfile import ModelFile
+    from acfd.predict.scales import parse_scales
 
     check_device(device)
     if json_out is not None:
@@ -243,11 +194,12 @@ def bench_command(
     names = parse_backends(backends, device)
     batches = parse_batch_sizes(batch_sizes)
     frame = parse_size(frame_size)
-    from acfd.engine.infer import parse_scales
-
     for spec in scales:
         parse_scales(spec)
-    net = _load(model, weights, "cpu")
+    if model is None and weights is not None:
+        model, weights = str(weights), None
+    source = ModelFile.open(model, weights)
+    net = source.load_network()
     imgs = _load_images(images, max_images) if images is not None else None
     report = run_benchmark(
         net,
@@ -263,6 +215,7 @@ def bench_command(
         score_thresh=score_thresh,
         compile_mode=compile_mode,
         num_threads=threads,
+        nms_thresh=source.preset("interactive").nms_thresh,
     )
     meta = report.meta
     typer.echo(

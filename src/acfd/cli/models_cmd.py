@@ -23,12 +23,12 @@ _CACHE_NAME = "model_facts.json"
 
 def _cache_key(name: str, size: int, fused: bool) -> str:
     from acfd.config import config_to_dict
-    from acfd.deploy.export import _package_version
     from acfd.models.registry import get_model_config
+    from acfd.utils import package_version
 
     cfg = json.dumps(config_to_dict(get_model_config(name)), sort_keys=True)
     digest = hashlib.sha256(cfg.encode()).hexdigest()[:16]
-    return f"{name}|{digest}|{size}|{'fused' if fused else 'plain'}|{_package_version()}"
+    return f"{name}|{digest}|{size}|{'fused' if fused else 'plain'}|{package_version()}"
 
 
 def model_facts(name: str, size: int, fused: bool) -> dict[str, float]:
@@ -55,7 +55,7 @@ def model_facts(name: str, size: int, fused: bool) -> dict[str, float]:
 
 
 def _load_cache() -> tuple[Any, dict[str, dict[str, float]]]:
-    from acfd.deploy.onnx_runner import cache_dir
+    from acfd.utils import cache_dir
 
     path = cache_dir() / _CACHE_NAME
     try:

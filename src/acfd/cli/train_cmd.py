@@ -61,7 +61,8 @@ def check_inputs(cfg: Any, resume: str | None) -> None:
         cfg: a :class:`acfd.engine.train.TrainConfig`.
         resume: ``--resume`` (a file, ``auto`` or ``None``).
     """
-    from acfd.models.registry import _read_state_dict, get_model_config
+    from acfd.models.registry import get_model_config
+    from acfd.predict.modelfile import read_model_config
 
     try:
         get_model_config(cfg.model)
@@ -79,7 +80,7 @@ def check_inputs(cfg: Any, resume: str | None) -> None:
                 f"{path}: {key} {kind} not found (set {key}=PATH, or get the data: see README)"
             )
     if resume not in (None, "auto"):
-        _, stored = _read_state_dict(Path(resume))  # one line naming the file when unreadable
+        stored = read_model_config(Path(resume))  # one line naming the file when unreadable
         name = (stored or {}).get("name")
         if name and name != cfg.model:
             raise CliError(f"{resume}: this checkpoint trains {name}, not {cfg.model} (set model={name})")

@@ -15,7 +15,6 @@ import typer
 
 from acfd.cli.errors import check_not_inputs, check_output_file, fail, one_line_errors, require_extra
 from acfd.cli.fit_inputs import check_detector_weights, read_annotated_images
-from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 
 
 def register(app: typer.Typer) -> None:
@@ -30,8 +29,10 @@ def register(app: typer.Typer) -> None:
                                            help="Where to write the verifier (default: WEIGHTS' NAME-verifier.safetensors)."),
         variant: str = typer.Option("r4-32", "--variant", help="Verifier variant (acfd.detection.verifier.VERIFIERS)."),
         epochs: int = typer.Option(16, "--epochs", min=1, help="Training epochs (each pass is run twice: fold, then all)."),
-        scale: str = typer.Option(str(DEFAULT_LONG_SIDE), "--scale", help="The test scale to detect at."),
-        nms_thresh: float = typer.Option(DEFAULT_NMS_THRESH, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold."),
+        scale: str | None = typer.Option(None, "--scale", help="The test scale to detect at.",
+                                         show_default="the first scale of the weights' interactive preset"),
+        nms_thresh: float | None = typer.Option(None, "--nms-thresh", min=0.01, max=1.0, help="NMS IoU threshold.",
+                                                show_default="the weights' interactive preset's"),
         flip: bool = typer.Option(True, "--flip/--no-flip", help="Average each crop with its mirror image (2x verifier time)."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         max_verifier_logit: float = typer.Option(
@@ -40,14 +41,15 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     ) -> None:
         """Train the second-stage face verifier of WEIGHTS on annotated images."""
-        from acfd.detection.verifier import VERIFIERS, default_verifier_path, save_verifier
+        from acfd.detection.verifier import VERIFIERS, save_verifier
         from acfd.engine.verifier_training import fit_verifier
+        from acfd.predict.modelfile import verifier_path
 
         require_extra("train", "acfd train-verifier")  # scikit-learn fits at the end: say so before the long pass
         check_detector_weights(weights, "a verifier is fitted for a .safetensors weights file")
         if variant not in VERIFIERS:
             fail(f"unknown verifier variant {variant!r}; choose from {', '.join(sorted(VERIFIERS))}")
-        out = output or default_verifier_path(weights)
+        out = output or verifier_path(weights)
         if out.resolve() == weights.resolve():
             fail(f"{out}: would overwrite the detector weights")
         check_output_file(out)

@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from acfd.models.registry import get_model_config, load_model, save_weights
+        from acfd.models.registry import get_model_config
+        from acfd.predict.modelfile import load_model, save_weights
         from acfd.models.widen import widen_model
 
         check_output_file(output)

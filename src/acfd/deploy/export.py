@@ -3,8 +3,9 @@
 Export means copy, fuse (:func:`~acfd.deploy.fuse.fuse_model`), eval, export. The exported graph is
 the network of :meth:`ACFD.forward`: input ``images`` ``(B, 3, H, W)`` normalised float, outputs
 ``cls_logits (B, A)`` and ``box_deltas (B, A, 4)``. Pre-processing (resize, normalise), anchors and
-post-processing stay in Python (:class:`acfd.engine.infer.Detector`, fed by
-:class:`acfd.deploy.onnx_runner.OnnxRunner`).
+post-processing stay in Python (:class:`acfd.predict.Detector`, fed by
+:class:`acfd.deploy.onnx_runner.OnnxRunner`). :func:`cached_onnx` keeps one export per weights
+file in the cache folder, for the detector's ONNX Runtime backend.
 
 ONNX uses the TorchScript exporter (``dynamo=False``): with torch 2.14 it exports the model's
 pad-to-128 step with fully dynamic batch, height and width in about a second, so any input size
@@ -13,7 +14,9 @@ fails in ``solve_univariate_inequality``); with ``H = 128 * k`` it works but tak
 even for ``acfd-tiny`` and then only accepts multiples of 128.
 
 The model name and its full config (JSON) go into the ONNX ``metadata_props`` (keys ``model`` and
-``config``), so a runner can rebuild anchors and the box coder without any other file.
+``config``), so a runner can rebuild anchors and the box coder without any other file; what the
+weights file adds (score calibration, presets, the fingerprint tying its verifier) is chosen by
+:meth:`acfd.predict.modelfile.ModelFile.export_onnx`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import importlib.util
 import io
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +38,7 @@ from torch import nn
 
 from acfd.config import config_to_dict
 from acfd.deploy.fuse import fuse_model
-from acfd.utils import atomic_path, atomic_write_bytes, atomic_write_text
+from acfd.utils import atomic_path, atomic_write_bytes, atomic_write_text, cache_dir, package_version, state_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +49,6 @@ OUTPUT_NAMES = ("cls_logits", "box_deltas")
 #: ``metadata_props`` keys written by :func:`export_onnx`.
 META_MODEL = "model"
 META_CONFIG = "config"
-#: ONNX metadata: fingerprint of the weights file exported (``detector_fingerprint``), so that the
-#: verifier fitted for those weights is found beside the ``.onnx`` too.
-META_SOURCE_WEIGHTS = "acfd_source_weights"
 
 
 def _model_name(model: nn.Module) -> str:
@@ -110,7 +112,7 @@ def export_onnx(
     Raises:
         ValueError: a bad ``opset`` or ``sample_size``.
     """
-    import onnx
+    import onnx  # only needed to write an export: the detector itself runs without it
 
     if opset < 11:
         raise ValueError(f"opset must be >= 11 (dynamic padding needs it), got {opset}")
@@ -149,7 +151,7 @@ def export_onnx(
     proto = onnx.load_from_string(buffer.getvalue())
     props = {
         META_MODEL: _model_name(model),
-        "acfd_version": _package_version(),
+        "acfd_version": package_version(),
         "fused": str(bool(fuse)).lower(),
         "dynamic": str(bool(dynamic)).lower(),
         "dtype": "float16" if half else "float32",
@@ -171,43 +173,26 @@ def export_onnx(
     return path
 
 
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
+def cached_onnx(model: nn.Module, digest: str | None = None, opset: int = DEFAULT_OPSET) -> Path:
+    """The fused dynamic-size ONNX export of ``model``, made once and kept in :func:`acfd.utils.cache_dir`.
 
-        return version("acfd")
-    except Exception:  # noqa: BLE001 - not installed (a source checkout on sys.path)
-        return "unknown"
-
-
-@torch.no_grad()
-def check_onnx(
-    model: nn.Module,
-    path: str | Path,
-    input_shape: Sequence[int] = (1, 3, 640, 640),
-    seed: int = 0,
-) -> dict[str, float]:
-    """Largest absolute difference between ``model`` (PyTorch, float32) and the ONNX file.
+    The file name holds the model name, ``digest`` (the SHA-256 of the weights file the model was
+    loaded from, its model file's cache key; without it, of the state dict), the opset and the acfd
+    version, so new weights or a new release export again. The export is written atomically, so
+    two processes racing for it both end with a whole file.
 
     Args:
-        model: the network that was exported.
-        path: the ``.onnx`` file.
-        input_shape: ``(B, 3, H, W)`` of the random normalised test input.
-        seed: random seed of the input.
-
-    Returns:
-        ``{"cls_logits": max_abs_diff, "box_deltas": max_abs_diff, "scale": max_abs_output}``.
+        model: the loaded PyTorch network (left untouched).
+        digest: the weights file's SHA-256 (hashing the file is cheaper than the state dict).
+        opset: ONNX opset.
     """
-    from acfd.deploy.onnx_runner import OnnxRunner
-
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(*input_shape, generator=gen)
-    net = copy.deepcopy(model).float().cpu().eval()
-    ref = [t.float().numpy() for t in net(x)]
-    got = OnnxRunner(path, providers=["CPUExecutionProvider"])(x.numpy())
-    out = {name: float(abs(g - r).max()) for name, g, r in zip(OUTPUT_NAMES, got, ref)}
-    out["scale"] = float(max(abs(r).max() for r in ref))
-    return out
+    digest = digest or state_sha256(model)
+    name = getattr(getattr(model, "cfg", None), "name", "model")
+    path = cache_dir() / f"{name}-{digest[:24]}-opset{opset}-v{package_version()}.onnx"
+    if not path.is_file():
+        logger.info("exporting %s to ONNX once (cached as %s)", name, path)
+        export_onnx(model, path, opset=opset, dynamic=True, fuse=True)
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +282,7 @@ def export_tensorrt(
 
 
 def _save_tensorrt(net: nn.Module, sample: torch.Tensor, path: Path, max_batch: int) -> None:
-    import torch_tensorrt
+    import torch_tensorrt  # optional (CUDA machines only): tensorrt_available() checked it
 
     _, c, h, w = sample.shape
     spec = torch_tensorrt.Input(
@@ -313,9 +298,6 @@ def _save_tensorrt(net: nn.Module, sample: torch.Tensor, path: Path, max_batch: 
 
 
 def _save_aoti(net: nn.Module, sample: torch.Tensor, path: Path, max_batch: int) -> None:
-    import os
-    import tempfile
-
     batch = torch.export.Dim("batch", min=1, max=max_batch) if max_batch > 1 else None
     dynamic_shapes = {"images": {0: batch}} if batch is not None else None
     with torch.no_grad():
@@ -333,8 +315,10 @@ def _save_aoti(net: nn.Module, sample: torch.Tensor, path: Path, max_batch: int)
 __all__ = [
     "DEFAULT_OPSET",
     "INPUT_NAME",
+    "META_CONFIG",
+    "META_MODEL",
     "OUTPUT_NAMES",
-    "check_onnx",
+    "cached_onnx",
     "export_onnx",
     "export_tensorrt",
     "prepare_for_export",

@@ -1,44 +1,42 @@
-"""Run an exported ACFD network with ONNX Runtime, alone or inside a :class:`Detector`.
+"""Run an exported ACFD network with ONNX Runtime.
 
 :class:`OnnxRunner` has the raw-tensor contract of :meth:`ACFD.forward` on NumPy arrays, which is
-what ``Detector(backend=...)`` takes; :func:`load_onnx_detector` wires the two together from the
-``.onnx`` file alone (the model config is read from its metadata).
+what ``Detector(backend=...)`` takes; ``Detector("model.onnx")`` runs an exported file through it
+(:class:`acfd.predict.modelfile.ModelFile` reads the model config and the rest from its metadata).
+:func:`check_onnx` compares an export with the PyTorch network it came from.
 
 Example::
 
-    from acfd.deploy.onnx_runner import load_onnx_detector
+    from acfd import Detector
 
-    det = load_onnx_detector("acfd-s.onnx", scales="640")
+    det = Detector("acfd-n.onnx", scales="640")
     faces = det("page.png")
 """
 
 from __future__ import annotations
 
-import hashlib
+import copy
 import json
-import logging
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from acfd.deploy.export import DEFAULT_OPSET, META_CONFIG, META_MODEL
+from acfd.config import ModelConfig, model_config_from_dict
+from acfd.deploy.export import META_CONFIG, META_MODEL, OUTPUT_NAMES
 
-if TYPE_CHECKING:  # pragma: no cover
-    from torch import nn
 
-    from acfd.config import ModelConfig
-    from acfd.engine.infer import Detector
+def _onnxruntime() -> Any:
+    import onnxruntime  # optional: the detector falls back to PyTorch without it
 
-logger = logging.getLogger(__name__)
+    return onnxruntime
 
 
 def default_providers() -> list[str]:
     """``["CUDAExecutionProvider", "CPUExecutionProvider"]`` when ONNX Runtime has CUDA, else CPU."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
+    available = _onnxruntime().get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider",) if p in available]
     return providers + ["CPUExecutionProvider"]
 
@@ -62,8 +60,7 @@ class OnnxRunner:
         providers: list[str] | None = None,
         num_threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: ONNX model not found")
@@ -72,7 +69,7 @@ class OnnxRunner:
         options.log_severity_level = 3  # errors only (fp16 graphs warn about constant folding)
         # ORT's idle workers spin after each run and take the cores from the post-processing that
         # follows in PyTorch (decode + NMS of up to 1,000 boxes at the protocol's score 0.08: 12-15 ms
-        # -> 1.7 ms per 1080p frame on 2 cores, network time unchanged; docs/MODEL_CARD.md, Speed).
+        # -> 1.7 ms per 1080p frame on 2 cores, network time unchanged).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if num_threads is not None:
             if num_threads < 1:
@@ -115,8 +112,6 @@ class OnnxRunner:
 
     def model_config(self) -> ModelConfig | None:
         """The stored config as a :class:`~acfd.config.ModelConfig`, or ``None``."""
-        from acfd.config import model_config_from_dict
-
         cfg = self.config
         return None if cfg is None else model_config_from_dict(cfg)
 
@@ -143,109 +138,32 @@ class OnnxRunner:
         return f"OnnxRunner({str(self.path)!r}, model={self.model_name!r}, providers={self.providers})"
 
 
-def load_onnx_detector(
+@torch.no_grad()
+def check_onnx(
+    model: nn.Module,
     path: str | Path,
-    providers: list[str] | None = None,
-    num_threads: int | None = None,
-    **detector_kwargs: Any,
-) -> Detector:
-    """A :class:`~acfd.engine.infer.Detector` whose network runs in ONNX Runtime.
-
-    Anchors and the box coder come from the config stored in the file; the score calibration from
-    its metadata and the verifier beside it as for ``Detector(path)``. The Detector still builds
-    the (randomly initialised) PyTorch module of that config for them, which costs its memory and
-    build time but never runs.
+    input_shape: tuple[int, ...] = (1, 3, 640, 640),
+    seed: int = 0,
+) -> dict[str, float]:
+    """Largest absolute difference between ``model`` (PyTorch, float32) and the ONNX file.
 
     Args:
+        model: the network that was exported.
         path: the ``.onnx`` file.
-        providers: as for :class:`OnnxRunner`.
-        num_threads: as for :class:`OnnxRunner`.
-        **detector_kwargs: other :class:`Detector` arguments (``scales``, ``score_thresh``,
-            ``device``...), not ``model``/``weights``/``backend``.
+        input_shape: ``(B, 3, H, W)`` of the random normalised test input.
+        seed: random seed of the input.
 
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file holds no acfd model config (nor a known model name).
+    Returns:
+        ``{"cls_logits": max_abs_diff, "box_deltas": max_abs_diff, "scale": max_abs_output}``.
     """
-    from acfd.engine.infer import Detector
-    from acfd.models import ACFD, list_models
-
-    for key in ("model", "weights", "backend"):
-        if key in detector_kwargs:
-            raise ValueError(f"load_onnx_detector() sets {key}= itself; do not pass it")
-    runner = OnnxRunner(path, providers=providers, num_threads=num_threads)
-    cfg = runner.model_config()
-    if cfg is not None:
-        model: Any = ACFD(cfg)
-    elif runner.model_name in list_models():
-        model = runner.model_name
-    else:
-        raise ValueError(
-            f"{runner.path}: no acfd model config in the ONNX metadata (export it with "
-            "acfd.deploy.export.export_onnx)"
-        )
-    # what Detector(path) finds in the file itself: the score calibration and the verifier beside it
-    from acfd.engine.infer import _exported_extras, _resolve_verifier
-
-    stored, onnx_file, onnx_source = _exported_extras(runner)
-    calibration = detector_kwargs.pop("calibration", "auto")
-    if isinstance(calibration, str) and calibration == "auto":
-        calibration = stored
-    verifier = detector_kwargs.pop("verifier", "auto")
-    if isinstance(verifier, str) and verifier == "auto":
-        verifier = _resolve_verifier("auto", None, calibration is not None, onnx_file, onnx_source)
-    return Detector(model=model, backend=runner, calibration=calibration, verifier=verifier, **detector_kwargs)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(*input_shape, generator=gen)
+    net = copy.deepcopy(model).float().cpu().eval()
+    ref = [t.float().numpy() for t in net(x)]
+    got = OnnxRunner(path, providers=["CPUExecutionProvider"])(x.numpy())
+    out = {name: float(abs(g - r).max()) for name, g, r in zip(OUTPUT_NAMES, got, ref)}
+    out["scale"] = float(max(abs(r).max() for r in ref))
+    return out
 
 
-def cache_dir() -> Path:
-    """Where exported networks are cached: ``$ACFD_CACHE_DIR``, else ``$XDG_CACHE_HOME/acfd``,
-    else ``~/.cache/acfd``."""
-    env = os.environ.get("ACFD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "acfd"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _state_digest(model: nn.Module) -> str:
-    h = hashlib.sha256()
-    for key, value in model.state_dict().items():
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def cached_onnx(model: nn.Module, weights_file: str | os.PathLike[str] | None = None,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """The fused dynamic-size ONNX export of ``model``, made once and kept in :func:`cache_dir`.
-
-    The file name holds the model name, the SHA-256 of ``weights_file`` (the weights the model
-    was loaded from; without it, of the state dict), the opset and the acfd version, so a new
-    weights file or a new release exports again. The export is written atomically, so two
-    processes racing for it both end with a whole file.
-
-    Args:
-        model: the loaded PyTorch network (left untouched).
-        weights_file: the file ``model``'s weights came from (hashing it is cheaper).
-        opset: ONNX opset.
-    """
-    from acfd.deploy.export import _package_version, export_onnx
-
-    digest = _file_digest(Path(weights_file)) if weights_file is not None else _state_digest(model)
-    name = getattr(getattr(model, "cfg", None), "name", "model")
-    path = cache_dir() / f"{name}-{digest[:24]}-opset{opset}-v{_package_version()}.onnx"
-    if not path.is_file():
-        logger.info("exporting %s to ONNX once (cached as %s)", name, path)
-        export_onnx(model, path, opset=opset, dynamic=True, fuse=True)
-    return path
-
-
-__all__ = ["OnnxRunner", "cache_dir", "cached_onnx", "default_providers", "load_onnx_detector"]
+__all__ = ["OnnxRunner", "check_onnx", "default_providers"]

@@ -45,7 +45,8 @@ def box_sides(boxes: torch.Tensor) -> torch.Tensor:
     return box_area(boxes).clamp(min=1e-6).sqrt()
 
 
-def _logit(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def logit(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """``log(p / (1 - p))`` of probabilities clamped to [1e-6, 1 - 1e-6] (NumPy float64 or torch)."""
     if isinstance(p, torch.Tensor):
         p = p.clamp(1e-6, 1 - 1e-6)
         return torch.log(p) - torch.log1p(-p)
@@ -103,14 +104,14 @@ class ScoreCalibration:
             return scores.float()
         side = box_sides(boxes.float())
         (l0, l1), (s0, s1) = self.logit_range, self.log_side_range
-        x = (_logit(scores.float()) - l0) / (l1 - l0) * 2 - 1  # grid_sample's x: the table's last axis
+        x = (logit(scores.float()) - l0) / (l1 - l0) * 2 - 1  # grid_sample's x: the table's last axis
         y = (side.float().log() - s0) / (s1 - s0) * 2 - 1
         grid = torch.stack([x, y], -1).view(1, 1, -1, 2).to(torch.float32)
         out = F.grid_sample(self._grid.to(grid.device), grid.clamp(-1, 1), mode="bilinear", padding_mode="border",
                             align_corners=True)
         return out.view(-1).to(scores.dtype)
 
-    def raw_floor(self, thresh: float) -> float:
+    def raw_score_floor(self, thresh: float) -> float:
         """The largest raw score below which no box of any size calibrates above ``thresh``.
 
         The table does not decrease along the score axis, nor does its bilinear interpolation, so
@@ -171,7 +172,7 @@ def fit_score_calibration(
         ValueError: mismatched lengths, or no true or no false positive to learn from.
         ImportError: scikit-learn is missing (``pip install scikit-learn``).
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.ensemble import HistGradientBoostingClassifier  # fitting only: inference needs neither it nor its import time
 
     scores, sides = np.asarray(scores, np.float64).ravel(), np.asarray(sides, np.float64).ravel()
     y = np.asarray(is_true_positive).astype(bool).ravel()
@@ -179,7 +180,7 @@ def fit_score_calibration(
         raise ValueError(f"got {len(scores)} scores, {len(sides)} sides and {len(y)} labels")
     if y.all() or not y.any():
         raise ValueError(f"calibration needs both true and false positives; got {int(y.sum())} of {len(y)} detections true")
-    features = np.stack([_logit(scores), np.log(np.maximum(sides, 1e-3))], 1)
+    features = np.stack([logit(scores), np.log(np.maximum(sides, 1e-3))], 1)
     # Shallow trees, the score axis constrained monotone: a map, not a second detector.
     trees = HistGradientBoostingClassifier(max_depth=3, max_iter=200, learning_rate=0.05,
                                            monotonic_cst=[1, 0], random_state=seed).fit(features, y)
@@ -192,4 +193,4 @@ def fit_score_calibration(
                             reference_scale, fitted_on)
 
 
-__all__ = ["METADATA_KEY", "ScoreCalibration", "box_sides", "fit_score_calibration"]
+__all__ = ["METADATA_KEY", "ScoreCalibration", "box_sides", "fit_score_calibration", "logit"]

@@ -12,7 +12,7 @@ import torch
 from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms
 
 from acfd.detection.box_coder import BoxCoder
-from acfd.engine.defaults import PAPER_NMS_THRESH
+from acfd.detection.protocol import PAPER_MAX_DET, PAPER_NMS_THRESH, PAPER_SCORE_THRESH, PAPER_TOPK
 
 
 def postprocess_detections(
@@ -21,10 +21,10 @@ def postprocess_detections(
     anchors: torch.Tensor,
     box_coder: BoxCoder,
     image_sizes: Sequence[tuple[int, int]],
-    score_thresh: float = 0.08,
-    topk: int = 1000,
+    score_thresh: float = PAPER_SCORE_THRESH,
+    topk: int = PAPER_TOPK,
     nms_thresh: float | None = PAPER_NMS_THRESH,
-    max_det: int = 100,
+    max_det: int = PAPER_MAX_DET,
 ) -> list[dict[str, torch.Tensor]]:
     """Detections per image in network-input pixels.
 
@@ -110,7 +110,7 @@ def view_agreement_scores(
 def merge_multiscale(
     per_scale: Sequence[dict[str, torch.Tensor]],
     nms_thresh: float = PAPER_NMS_THRESH,
-    max_det: int = 100,
+    max_det: int = PAPER_MAX_DET,
     agreement_iou: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Merge one image's detections from several test scales / views (already in original pixels).

@@ -18,7 +18,8 @@ Networks", 2016), predicts both "is this a face" and the offsets of the face's b
   (stacking); boxes move by ``box_step`` x the predicted offsets.
 
 The weights and the stacking travel in one ``.safetensors`` file (metadata key :data:`METADATA_KEY`),
-fitted for one detector weights file (its fingerprint, :func:`detector_fingerprint`).
+fitted for one detector weights file: its fingerprint is stored with them, and the detector's
+model file (:class:`acfd.predict.modelfile.ModelFile`) finds the verifier beside it and checks the tie.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ import torch
 import torch.nn as nn
 from timm.models.resnet import BasicBlock, ResNet
 from torchvision.ops import roi_align
+
+from acfd.config import dataclass_from_dict
+from acfd.detection.protocol import PAPER_SCORE_THRESH
+from acfd.utils import atomic_path, cache_dir, package_version, state_sha256
 
 #: Metadata key of the verifier's config and stacking in its ``.safetensors`` file.
 METADATA_KEY = "acfd_verifier"
@@ -82,14 +87,8 @@ class VerifierConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VerifierConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown verifier config keys: {', '.join(unknown)}")
-        values = dict(data)
-        if "channels" in values:
-            values["channels"] = tuple(int(c) for c in values["channels"])
-        return cls(**values)
+        cfg = dataclass_from_dict(cls, data, "verifier config")
+        return dataclasses.replace(cfg, channels=tuple(int(c) for c in cfg.channels))
 
 
 #: Verifier variants: ``r4-32`` is one network of 1.2 M parameters on 64-pixel crops, ``-96`` the
@@ -145,8 +144,8 @@ class FaceVerifier(nn.Module):
 
 
 def legacy_state_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Verifier files written before ensembles (stop 30) hold one network under ``net.``: it is
-    now the first of ``nets``."""
+    """Single-network verifier files from before ensembles hold their network under ``net.``: it
+    is the first of ``nets``."""
     return {f"nets.0.{k[4:]}" if k.startswith("net.") else k: v for k, v in state.items()}
 
 
@@ -223,8 +222,8 @@ class VerifierStacking:
         score_weight, verifier_weight, bias: the logistic regression's coefficients.
         box_step: fraction of the predicted box offsets applied (0: boxes unchanged).
         flip: average the outputs of each crop and its mirror image (as fitted).
-        raw_floor: the raw detector score above which boxes were verified when fitting; the
-            detector keeps every box above it for the verifier.
+        raw_score_floor: the raw detector score above which boxes were verified when fitting;
+            the detector keeps every box above it for the verifier.
         calibrated: whether the stacking was fitted on calibrated detector scores.
         fitted_on: what it was fitted on (a note).
         max_verifier_logit: the cap on the verifier's logit.
@@ -235,10 +234,18 @@ class VerifierStacking:
     bias: float
     box_step: float = 1.0
     flip: bool = True
-    raw_floor: float = 0.08
+    raw_score_floor: float = PAPER_SCORE_THRESH
     calibrated: bool = True
     fitted_on: str = ""
     max_verifier_logit: float = 12.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VerifierStacking:
+        """The stacking stored in a verifier file (``raw_floor``: the older name of ``raw_score_floor``)."""
+        values = dict(data)
+        if "raw_floor" in values and "raw_score_floor" not in values:
+            values["raw_score_floor"] = values.pop("raw_floor")
+        return dataclass_from_dict(cls, values, "verifier stacking")
 
     def __call__(self, scores: torch.Tensor, verifier_logits: torch.Tensor) -> torch.Tensor:
         capped = verifier_logits.double().clamp(max=self.max_verifier_logit)
@@ -253,13 +260,6 @@ class VerifierStacking:
         best = self.verifier_weight * self.max_verifier_logit + self.bias
         z = (math.log(score_thresh) - math.log1p(-score_thresh) - best) / self.score_weight if score_thresh < 1 else math.inf
         return 1.0 / (1.0 + math.exp(-z)) if z < 700 else 1.0
-
-
-def detector_fingerprint(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (first 16 hex digits) of a detector weights file: a verifier is fitted for one file."""
-    from acfd.deploy.onnx_runner import _file_digest
-
-    return _file_digest(Path(path))[:16]
 
 
 class BoxVerifier:
@@ -291,20 +291,18 @@ class BoxVerifier:
 
     def use_onnx_runtime(self, num_threads: int | None = None, cache: bool = True) -> BoxVerifier:
         """Run the network with ONNX Runtime on the CPU (2-4x faster than eager PyTorch on the few
-        crops of an image). The export (about a second) is kept in :func:`acfd.deploy.onnx_runner.cache_dir`
+        crops of an image). The export (about a second) is kept in :func:`acfd.utils.cache_dir`
         under a name holding the SHA-256 of the weights and the acfd version (``cache=False``: in memory only).
 
         Raises:
             ImportError: onnxruntime is not installed.
             RuntimeError: the export failed.
         """
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional at run time: PyTorch runs the verifier without it
 
         path = self._onnx_cache_path() if cache else None
         proto = path.read_bytes() if path is not None and path.is_file() else self._export_onnx()
         if path is not None and not path.is_file():
-            from acfd.utils import atomic_path
-
             try:
                 with atomic_path(path) as tmp:  # two processes racing both end with a whole file
                     Path(tmp).write_bytes(proto)
@@ -322,11 +320,8 @@ class BoxVerifier:
         return self
 
     def _onnx_cache_path(self) -> Path:
-        from acfd.deploy.export import _package_version
-        from acfd.deploy.onnx_runner import _state_digest, cache_dir
-
-        digest = _state_digest(self.model)[:24]
-        return cache_dir() / f"verifier-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{_package_version()}.onnx"
+        digest = state_sha256(self.model)[:24]
+        return cache_dir() / f"verifier-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{package_version()}.onnx"
 
     def _export_onnx(self) -> bytes:
         """The network as an ONNX model with a dynamic batch (TorchScript exporter, as for the
@@ -391,8 +386,6 @@ def save_verifier(model: FaceVerifier, stacking: VerifierStacking, path: str | o
     """Write the verifier (float32 weights, config, stacking, detector fingerprint) atomically."""
     from safetensors.torch import save_file
 
-    from acfd.utils import atomic_path
-
     meta = {"config": model.cfg.to_dict(), "stacking": dataclasses.asdict(stacking), "detector": detector}
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -423,7 +416,7 @@ def load_verifier(path: str | os.PathLike[str]) -> BoxVerifier:
     try:
         meta = json.loads(text)
         cfg = VerifierConfig.from_dict(meta["config"])
-        stacking = VerifierStacking(**meta["stacking"])
+        stacking = VerifierStacking.from_dict(meta["stacking"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: broken verifier metadata ({exc})") from None
     model = FaceVerifier(cfg)
@@ -434,12 +427,6 @@ def load_verifier(path: str | os.PathLike[str]) -> BoxVerifier:
     return BoxVerifier(model, stacking, detector=str(meta.get("detector", "")), source=str(path))
 
 
-def default_verifier_path(detector_weights: str | os.PathLike[str]) -> Path:
-    """Where the verifier of a weights file lives: ``NAME-verifier.safetensors`` beside it."""
-    p = Path(detector_weights)
-    return p.with_name(f"{p.stem}-verifier.safetensors")
-
-
 __all__ = [
     "METADATA_KEY",
     "VERIFIERS",
@@ -448,8 +435,6 @@ __all__ = [
     "VerifierConfig",
     "VerifierStacking",
     "context_crops",
-    "default_verifier_path",
-    "detector_fingerprint",
     "flip_offsets",
     "flip_outputs",
     "get_verifier_config",

@@ -15,7 +15,7 @@ Each configuration runs ``warmup`` times, then ``iters`` timed times; every figu
 over the timed runs, in milliseconds per image: pre-processing (resize, normalise, pad), network,
 post-processing (decode, NMS, multi-scale merge) and the total wall time of the call. Decoding image
 files is not included (images are loaded once before timing). CUDA is synchronised at every step
-(:class:`~acfd.engine.infer.Detector` does it).
+(:class:`~acfd.predict.detector.Detector` does it). ``acfd bench`` prints the table.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from acfd.deploy.export import DEFAULT_OPSET, export_onnx, tensorrt_available
+from acfd.deploy.fuse import fuse_model
+from acfd.deploy.onnx_runner import OnnxRunner
+from acfd.detection.protocol import PAPER_SCORE_THRESH
+from acfd.predict.detector import Detector
 from acfd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -47,7 +52,7 @@ CUDA_ONLY: frozenset[str] = frozenset({"compile", "tensorrt"})
 #: Full-HD video frame, ``(height, width)``.
 FRAME_SIZE: tuple[int, int] = (1080, 1920)
 #: Score threshold of the paper's test protocol (the slowest post-processing case).
-BENCH_SCORE_THRESH = 0.08
+BENCH_SCORE_THRESH = PAPER_SCORE_THRESH
 
 
 @dataclass
@@ -205,8 +210,6 @@ def _backend_networks(
     num_threads: int,
 ) -> Iterator[dict[str, tuple[nn.Module, Any, str]]]:
     """For each backend: ``(model for the Detector, backend callable or None, note)``, or a skip note."""
-    from acfd.deploy.fuse import fuse_model
-
     fused = fuse_model(model).to(device).eval()
     nets: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="acfd-bench-") as tmp:
@@ -219,9 +222,6 @@ def _backend_networks(
             elif name == "fused":
                 nets[name] = (fused, None, "")
             elif name == "onnx":
-                from acfd.deploy.export import export_onnx
-                from acfd.deploy.onnx_runner import OnnxRunner
-
                 path = export_onnx(model, Path(tmp) / "model.onnx", opset=opset)
                 providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
                 runner = OnnxRunner(path, providers=providers, num_threads=num_threads)
@@ -231,12 +231,10 @@ def _backend_networks(
                 compiled = torch.compile(fused, mode=compile_mode, dynamic=False)
                 nets[name] = (compiled, None, f"torch.compile {compile_mode}")
             elif name == "tensorrt":
-                from acfd.deploy.export import tensorrt_available
-
                 if not tensorrt_available():
                     nets[name] = "skipped: torch_tensorrt is not installed"
                     continue
-                import torch_tensorrt  # noqa: F401 - registers the "tensorrt" compile backend
+                import torch_tensorrt  # noqa: F401 - optional (CUDA machines); registers the "tensorrt" compile backend
 
                 compiled = torch.compile(fused, backend="tensorrt", dynamic=False)
                 nets[name] = (compiled, None, "torch_tensorrt")
@@ -303,6 +301,7 @@ def run_benchmark(
     opset: int | None = None,
     compile_mode: str = "max-autotune",
     num_threads: int | None = None,
+    nms_thresh: float | None = None,
 ) -> BenchReport:
     """Time the detection pipeline for every backend x scale set x batch size x input.
 
@@ -311,7 +310,7 @@ def run_benchmark(
             load: a trained model keeps fewer boxes than a random one).
         device: ``"cpu"`` or ``"cuda"``.
         backends: see :func:`parse_backends`; ``None`` is every backend the device supports.
-        scale_sets: test-scale sets, each as :func:`acfd.engine.infer.parse_scales` takes it
+        scale_sets: test-scale sets, each as :func:`acfd.predict.scales.parse_scales` takes it
             (``"640"``, ``"paper"``, ``"640x860,800x1075"``).
         batch_sizes: network batch sizes; the frame input is that many copies of the frame.
         warmup: untimed runs per configuration (also where ``torch.compile`` compiles).
@@ -323,6 +322,8 @@ def run_benchmark(
         opset: ONNX opset for the ``onnx`` backend (``None``: the export default).
         compile_mode: ``torch.compile`` mode of the ``compile`` backend.
         num_threads: CPU threads for PyTorch and ONNX Runtime (``None``: PyTorch's current).
+        nms_thresh: the NMS threshold (``None``: that of the generic interactive preset; pass the
+            weights' own, ``ModelFile.preset("interactive").nms_thresh``).
 
     Returns:
         A :class:`BenchReport`.
@@ -330,8 +331,6 @@ def run_benchmark(
     Raises:
         ValueError: bad arguments, no input at all, or ``cuda`` without a GPU.
     """
-    from acfd.deploy.export import DEFAULT_OPSET
-
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for but torch.cuda.is_available() is False")
@@ -357,7 +356,7 @@ def run_benchmark(
     try:
         return _run(
             model, dev, names, scale_sets, batches, warmup, iters, inputs, score_thresh,
-            DEFAULT_OPSET if opset is None else opset, compile_mode,
+            DEFAULT_OPSET if opset is None else opset, compile_mode, nms_thresh,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -375,9 +374,8 @@ def _run(
     score_thresh: float,
     opset: int,
     compile_mode: str,
+    nms_thresh: float | None,
 ) -> BenchReport:
-    from acfd.engine.infer import Detector
-
     threads = torch.get_num_threads()
     report = BenchReport(
         meta={
@@ -406,7 +404,8 @@ def _run(
                             continue
                         net, runner, note = entry
                         detector = Detector(
-                            model=net, device=dev, scales=scales, score_thresh=score_thresh, backend=runner
+                            model=net, device=dev, scales=scales, score_thresh=score_thresh, nms_thresh=nms_thresh,
+                            backend=runner,
                         )
                         # the frame case sends `batch` copies of the frame in one call
                         run_imgs = imgs * batch if is_frame else imgs

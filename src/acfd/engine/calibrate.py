@@ -1,6 +1,6 @@
 """Fit a weights file's size-aware score calibration on annotated images (``acfd calibrate``).
 
-The detector runs on the images at one scale (the interactive default), its detections are labelled
+The detector runs on the images at one scale (that of the weights' interactive preset), its detections are labelled
 true / false positive by the official iCartoonFace matching, and
 :func:`acfd.detection.calibration.fit_score_calibration` learns the precision of each (raw score,
 box side) from them. Fit on *training* images: the dev split is for measuring the result.
@@ -19,9 +19,11 @@ import torch
 from acfd.data.formats import ImageRecord
 from acfd.data.image_io import read_image_size
 from acfd.detection.calibration import METADATA_KEY, ScoreCalibration, box_sides, fit_score_calibration
-from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH
 from acfd.engine.evaluate import evaluate_model
 from acfd.evaluation.icartoonface import match_image
+from acfd.predict.modelfile import ModelFile, write_metadata
+from acfd.predict.scales import Scale
+
 
 @dataclass
 class CalibrationFit:
@@ -42,8 +44,6 @@ def calibration_samples(
     Labels follow the official matching (IoU >= 0.5, each face taken once, in score order);
     detections the protocol ignores (images without faces) are left out.
     """
-    from acfd.engine.infer import Scale
-
     view = Scale.parse(scale)
     scores, sides, labels = [], [], []
     for name, pred in predictions.items():
@@ -67,8 +67,8 @@ def calibrate_model(
     images_dir: str | os.PathLike[str],
     gt: Mapping[str, ImageRecord],
     names: Sequence[str] | None = None,
-    scale: str = str(DEFAULT_LONG_SIDE),
-    nms_thresh: float = DEFAULT_NMS_THRESH,
+    scale: str | None = None,
+    nms_thresh: float | None = None,
     batch_size: int = 4,
     progress: bool = False,
     source: str | None = None,
@@ -76,11 +76,15 @@ def calibrate_model(
     """Run the model (raw scores, score > 0.08, one ``scale``, no flip) on ``names`` and fit its
     score calibration to the official true / false positives.
 
-    ``source`` describes the images in the table's note (default: their folder).
+    ``scale`` and ``nms_thresh`` default to those of the weights' interactive preset (its first
+    scale); ``source`` describes the images in the table's note (default: their folder).
 
     Raises:
         ValueError: no image could be read, or the detections hold no true or no false positive.
     """
+    interactive = ModelFile.open(model).preset("interactive")
+    scale = scale if scale is not None else interactive.scales[0]
+    nms_thresh = nms_thresh if nms_thresh is not None else interactive.nms_thresh
     ev = evaluate_model(model, images_dir, gt, names, scales=scale, batch_size=batch_size, progress=progress,
                         flip=False, nms_thresh=nms_thresh, agreement_iou=None, calibration=None,
                         verifier=None)
@@ -97,20 +101,9 @@ def save_calibrated_weights(source: str | os.PathLike[str], calibration: ScoreCa
                             out: str | os.PathLike[str]) -> Path:
     """Copy the ``.safetensors`` file ``source`` to ``out`` (atomically; ``source`` is never
     changed unless it *is* ``out``) with ``calibration`` in its metadata, tensors untouched."""
-    from safetensors.torch import load_file, save_file
-
-    from acfd.models.registry import read_metadata
-    from acfd.utils import atomic_path
-
-    source = Path(source)
-    if source.suffix != ".safetensors":
+    if Path(source).suffix != ".safetensors":
         raise ValueError(f"{source}: a calibration is stored in a .safetensors weights file (export one with acfd train or save_weights)")
-    metadata = read_metadata(source)
-    metadata[METADATA_KEY] = calibration.to_json()
-    state = load_file(str(source))
-    with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-    return Path(out)
+    return write_metadata(source, out, {METADATA_KEY: calibration.to_json()})
 
 
 __all__ = ["CalibrationFit", "calibrate_model", "calibration_samples", "save_calibrated_weights"]

@@ -14,6 +14,7 @@ import torch
 
 from acfd.data.formats import ImageRecord
 from acfd.evaluation.icartoonface import OfficialResult, evaluate_official
+from acfd.predict.detector import Detector
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +43,21 @@ def evaluate_model(
     progress: bool = False,
     **detector_kwargs: Any,
 ) -> ModelEvaluation:
-    """Run ``Detector.for_evaluation`` (score > 0.08, top 1000 per view, top 100; its flip and NMS
-    settings unless ``detector_kwargs`` say otherwise) and score it with the official protocol.
+    """Run ``Detector.for_evaluation`` (the weights' evaluation preset: score > 0.08, top 1000 per
+    view, top 100; its flip and NMS settings unless ``detector_kwargs`` say otherwise) and score it
+    with the official protocol.
 
     Args:
         model: an ``ACFD`` module (evaluated as is), a variant name or a weights file.
         images_dir: folder of the images named in ``gt`` / ``names``.
         gt: ground truth records keyed by file name.
         names: images to evaluate (default: every image in ``gt``); images without faces count.
-        scales: test scales (see :func:`acfd.engine.infer.parse_scales`).
+        scales: test scales (see :func:`acfd.predict.scales.parse_scales`).
         device: torch device.
         batch_size: images per network call.
         progress: show a progress bar.
         **detector_kwargs: other :meth:`Detector.for_evaluation` settings (``flip``, ``nms_thresh``).
     """
-    from acfd.engine.infer import Detector
-
     names = list(names) if names is not None else sorted(gt)
     detector = Detector.for_evaluation(model, scales=scales, device=device, batch_size=batch_size, **detector_kwargs)
     root = Path(images_dir)

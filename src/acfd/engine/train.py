@@ -44,9 +44,11 @@ from acfd.config import config_to_dict
 from acfd.data.dataset import DetectionDataset, detection_collate
 from acfd.data.formats import read_icartoon_csv, read_split
 from acfd.data.transforms import EvalTransform, FastTrainTransform, TrainTransform
-from acfd.engine.defaults import PAPER_NMS_THRESH
+from acfd.detection.protocol import PAPER_NMS_THRESH
+from acfd.engine.evaluate import evaluate_model
 from acfd.models.detector import ACFD
-from acfd.models.registry import create_model, load_weights_into, save_weights
+from acfd.models.registry import create_model
+from acfd.predict.modelfile import load_weights_into, save_weights
 from acfd.utils import atomic_path, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -502,8 +504,6 @@ class Trainer:
         cfg = self.cfg
         if not self.is_main or not cfg.val_split:
             return None
-        from acfd.engine.evaluate import evaluate_model
-
         names = read_split(cfg.val_split)
         model = copy.deepcopy(self.eval_model).float().eval().to(memory_format=torch.contiguous_format)
         # one view per scale and the paper's NMS: cheap, and comparable across runs and code versions

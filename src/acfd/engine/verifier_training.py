@@ -28,10 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+from torchvision.ops import box_iou
 from tqdm import tqdm
 
 from acfd.data.formats import ImageRecord
 from acfd.data.image_io import ImageReadError, load_image
+from acfd.detection.calibration import logit
+from acfd.detection.protocol import PAPER_SCORE_THRESH
 from acfd.detection.verifier import (
     BoxVerifier,
     FaceVerifier,
@@ -39,14 +43,16 @@ from acfd.detection.verifier import (
     VerifierStacking,
     box_long_sides,
     context_crops,
-    detector_fingerprint,
     flip_offsets,
     get_verifier_config,
     mirror_averaged,
     normalise_crops,
 )
-from acfd.engine.defaults import DEFAULT_LONG_SIDE, DEFAULT_NMS_THRESH, EVAL_SCORE_THRESH
 from acfd.engine.train import weight_decay_groups
+from acfd.evaluation.icartoonface import evaluate_official, match_image
+from acfd.predict.detector import Detector
+from acfd.predict.modelfile import ModelFile
+from acfd.predict.scales import Scale
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +83,6 @@ class VerifierSamples:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from torchvision.ops import box_iou
-
     return box_iou(torch.from_numpy(a).double(), torch.from_numpy(b).double()).numpy()
 
 
@@ -88,24 +92,26 @@ def collect_samples(
     gt: Mapping[str, ImageRecord],
     names: Sequence[str],
     cfg: VerifierConfig,
-    scale: str = str(DEFAULT_LONG_SIDE),
-    nms_thresh: float = DEFAULT_NMS_THRESH,
-    raw_floor: float = EVAL_SCORE_THRESH,
+    scale: str | None = None,
+    nms_thresh: float | None = None,
+    raw_score_floor: float = PAPER_SCORE_THRESH,
     batch_size: int = 4,
     progress: bool = False,
 ) -> VerifierSamples:
-    """Detect (raw scores > ``raw_floor``, one ``scale``, no flip) and crop each box and face.
+    """Detect (raw scores > ``raw_score_floor``, one ``scale``, no flip) and crop each box and face.
+
+    ``scale`` and ``nms_thresh`` default to those of the weights' interactive preset (its first scale).
 
     Raises:
         ValueError: no image could be read.
     """
-    from acfd.engine.infer import Detector, Scale
-    from acfd.evaluation.icartoonface import match_image
-
-    detector = Detector.for_evaluation(weights, scales=scale, flip=False, nms_thresh=nms_thresh, agreement_iou=None,
-                                       raw_score_floor=raw_floor, calibration=None, batch_size=batch_size,
+    model_file = ModelFile.open(weights)
+    interactive = model_file.preset("interactive")
+    detector = Detector.for_evaluation(weights, scales=scale or interactive.scales[0], flip=False,
+                                       nms_thresh=nms_thresh or interactive.nms_thresh, agreement_iou=None,
+                                       raw_score_floor=raw_score_floor, calibration=None, batch_size=batch_size,
                                        verifier=None)
-    calibration = _stored_calibration(weights)
+    calibration = model_file.calibration
     root = Path(images_dir)
     parts: dict[str, list] = {k: [] for k in ("crops", "face", "off", "has", "det", "boxes", "score", "cal", "img")}
     kept: list[str] = []
@@ -292,8 +298,6 @@ class VerifierFit:
 
 def _holdout_ap50(samples: VerifierSamples, rows: np.ndarray, scores: np.ndarray, boxes: np.ndarray,
                   gt: Mapping[str, ImageRecord], images: np.ndarray) -> float:
-    from acfd.evaluation.icartoonface import evaluate_official
-
     preds = {samples.names[i]: ImageRecord(samples.names[i]) for i in images}
     for i in images:
         sel = samples.image[rows] == i
@@ -304,19 +308,15 @@ def _holdout_ap50(samples: VerifierSamples, rows: np.ndarray, scores: np.ndarray
 
 
 def fit_stacking(samples: VerifierSamples, rows: np.ndarray, out: np.ndarray, gt: Mapping[str, ImageRecord],
-                 images: np.ndarray):
+                 images: np.ndarray) -> tuple[LogisticRegression, dict[str, float], float]:
     """Fit the stacking on held-out boxes ``rows`` (of the images ``images``, indices into
     ``samples.names``, found faces or not) given a verifier's ``(len(rows), 5)`` outputs.
 
     Returns the logistic regression of (logit(calibrated score), verifier logit), the held-out AP50
     (``"detector"``, then ``"verified (box step s)"`` per step of :data:`BOX_STEPS`) and the best step.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    from acfd.detection.calibration import _logit
-
     y = samples.is_face[rows]
-    features = np.stack([_logit(samples.calibrated[rows]), out[:, 0]], 1)
+    features = np.stack([logit(samples.calibrated[rows]), out[:, 0]], 1)
     lr = LogisticRegression(C=1.0).fit(features, y)
     stacked = lr.predict_proba(features)[:, 1]
     boxes = samples.boxes[rows].astype(np.float64)
@@ -335,8 +335,8 @@ def fit_verifier(
     names: Sequence[str],
     variant: str = "r4-32",
     epochs: int = 16,
-    scale: str = str(DEFAULT_LONG_SIDE),
-    nms_thresh: float = DEFAULT_NMS_THRESH,
+    scale: str | None = None,
+    nms_thresh: float | None = None,
     flip: bool = True,
     batch_size: int = 4,
     seed: int = 0,
@@ -349,7 +349,8 @@ def fit_verifier(
     ``max_verifier_logit`` caps the verifier's logit in the stacking
     (:class:`~acfd.detection.verifier.VerifierStacking`): a lower cap lets the detector skip the
     crops of more low-scoring boxes at a score threshold (faster) and clips only the most certain
-    logits. The stacking's fit and the held-out AP50 do not depend on it.
+    logits. The stacking's fit and the held-out AP50 do not depend on it. ``scale`` and
+    ``nms_thresh`` default to those of the weights' interactive preset.
 
     Raises:
         ValueError: unreadable images only, or no face / no false positive to learn from.
@@ -371,24 +372,19 @@ def fit_verifier(
     lr, ap, best_step = fit_stacking(samples, rows, out, gt, images)
     logger.info("verifier: held-out AP50 %s; training the final verifier on all the images",
                 ", ".join(f"{k} {v:.2f}" for k, v in ap.items()))
-    calibrated = _stored_calibration(weights) is not None
+    model_file = ModelFile.open(weights)
+    calibrated = model_file.calibration is not None
+    interactive = model_file.preset("interactive")
+    scale, nms_thresh = scale or interactive.scales[0], nms_thresh or interactive.nms_thresh
     note = (f"{len(samples.names)} images of {source or images_dir}, scale {scale}, NMS {nms_thresh}; stacking on "
             f"{len(images)} held-out images: AP50 {ap['detector']:.2f} -> {ap[f'verified (box step {best_step})']:.2f}")
     stacking = VerifierStacking(float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0]),
-                                box_step=float(best_step), flip=flip, raw_floor=EVAL_SCORE_THRESH,
+                                box_step=float(best_step), flip=flip, raw_score_floor=PAPER_SCORE_THRESH,
                                 calibrated=calibrated, fitted_on=note, max_verifier_logit=float(max_verifier_logit))
     # the final networks get seeds the fold's did not use (one network: fold seed, final seed + 1)
     final = train_verifier(samples, cfg, epochs=epochs, seed=seed + cfg.members, progress=progress)
-    verifier = BoxVerifier(final, stacking, detector=detector_fingerprint(weights), source="")
+    verifier = BoxVerifier(final, stacking, detector=model_file.fingerprint or "", source="")
     return VerifierFit(verifier, len(samples.is_face), int(samples.is_face.sum()), len(images), ap, samples.failed)
-
-
-def _stored_calibration(weights: str | os.PathLike[str]):
-    """The score calibration in the weights file's metadata, or ``None`` (the stacking's score input)."""
-    from acfd.detection.calibration import ScoreCalibration
-    from acfd.models.registry import read_metadata
-
-    return ScoreCalibration.from_metadata(read_metadata(weights), str(weights))
 
 
 __all__ = ["VerifierFit", "VerifierSamples", "collect_samples", "fit_stacking", "fit_verifier", "held_out", "predict", "train_verifier"]

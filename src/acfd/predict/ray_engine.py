@@ -1,10 +1,10 @@
 """Batch detection on Ray Data: ``acfd detect SOURCES --engine ray [--address ADDR]``.
 
-The inputs (from :func:`acfd.cli.detect_cmd.collect_inputs`) become a Ray dataset of
+The inputs (from :func:`acfd.predict.sources.collect_inputs`) become a Ray dataset of
 ``(index, path, key, kind)`` rows; ``map_batches`` runs them through a pool of actors, each loading
 the model once (one GPU per actor when the detector runs on CUDA, else ``cpus_per_actor`` CPUs);
 every output row (an image, or a video frame) is written to Parquet shards; the driver reads the
-shards back, sorts them into input order and returns the same :class:`~acfd.cli.detect_cmd.RunResult`
+shards back, sorts them into input order and returns the same :class:`~acfd.predict.batch.RunResult`
 the local engine returns, so the submission CSV / JSON / COCO file is written by the same code.
 
 Fault tolerance is Ray's: the actor pool restarts a dead actor and re-runs its task
@@ -29,12 +29,16 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from acfd.cli.detect_cmd import InputItem, RunResult
+from acfd.predict.batch import RunResult, failure_reason
+from acfd.predict.detector import Detector
+from acfd.predict.results import Detections, frame_key
+from acfd.predict.sources import InputItem
+from acfd.utils import FileReadError
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +50,7 @@ class DetectActor:
     """One Ray actor: loads the detector once, then detects faces in batches of input rows.
 
     Args:
-        detector_kwargs: :class:`acfd.engine.infer.Detector` arguments.
+        detector_kwargs: :class:`acfd.predict.detector.Detector` arguments.
         batch_size: images per network call.
         video_every: keep every k-th video frame.
         torch_threads: torch CPU threads in this actor.
@@ -62,10 +66,6 @@ class DetectActor:
         torch_threads: int | None = None,
         fault_marker: str | None = None,
     ) -> None:
-        import torch
-
-        from acfd.engine.infer import Detector
-
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.detector = Detector(**detector_kwargs)
@@ -84,8 +84,6 @@ class DetectActor:
         os._exit(1)  # a crashed worker process, as an OOM kill or a lost node would leave it
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-        from acfd.utils import FileReadError
-
         self._maybe_die()
         rows: list[dict[str, Any]] = []
         indices = [int(i) for i in batch["index"]]
@@ -114,7 +112,7 @@ _COLUMNS = ("index", "sub", "error", "height", "width", "boxes", "scores", "fram
 def _row(index: int, sub: int, out: Any) -> dict[str, Any]:
     """One output row; boxes and scores as JSON text (float32 values round-trip exactly)."""
     if isinstance(out, BaseException):
-        reason = str(getattr(out, "reason", None) or out)
+        reason = failure_reason(out)
         return dict(zip(_COLUMNS, (index, sub, reason, 0, 0, "[]", "[]", -1, float("nan"))))
     h, w = out.image_size
     return dict(
@@ -136,14 +134,11 @@ def _row(index: int, sub: int, out: Any) -> dict[str, Any]:
 
 
 def merge_rows(items: Sequence[InputItem], rows: Sequence[dict[str, Any]]) -> RunResult:
-    """The shards' rows in input order as a :class:`~acfd.cli.detect_cmd.RunResult`.
+    """The shards' rows in input order as a :class:`~acfd.predict.batch.RunResult`.
 
     One row per ``(index, sub)`` is kept (a retried task may have written a row twice); an input
     with no row at all is reported as a failure.
     """
-    from acfd.cli.detect_cmd import RunResult, _frame_key
-    from acfd.engine.infer import Detections
-
     unique: dict[tuple[int, int], dict[str, Any]] = {}
     for row in rows:
         unique.setdefault((int(row["index"]), int(row["sub"])), row)
@@ -164,7 +159,7 @@ def merge_rows(items: Sequence[InputItem], rows: Sequence[dict[str, Any]]) -> Ru
             frame_index=None if frame < 0 else frame,
             timestamp=None if frame < 0 or math.isnan(row["timestamp"]) else float(row["timestamp"]),
         )
-        run.results.append((item.key if frame < 0 else _frame_key(item.key, frame), dets))
+        run.results.append((item.key if frame < 0 else frame_key(item.key, frame), dets))
     for index, item in enumerate(items):
         if index not in seen:
             run.failures.append((str(item.path), "no result came back from the Ray job"))
@@ -180,7 +175,7 @@ def ray_session(address: str | None = None) -> Iterator[None]:
     """Use the Ray already initialised in this process, or start one for the block (``address``: an
     existing cluster such as ``auto`` or ``ray://host:10001``; ``None``: a local Ray) and shut it
     down afterwards. Shared by ``acfd detect --engine ray`` and ``acfd assemble --engine ray``."""
-    import ray
+    import ray  # the optional "ray" extra
 
     if ray.is_initialized():
         if address is not None:
@@ -210,8 +205,8 @@ def run_detection_ray(
     """Detect faces in ``items`` on Ray Data (see the module docstring).
 
     Args:
-        items: from :func:`acfd.cli.detect_cmd.collect_inputs`.
-        detector_kwargs: :class:`~acfd.engine.infer.Detector` arguments for every actor.
+        items: from :func:`acfd.predict.sources.collect_inputs`.
+        detector_kwargs: :class:`~acfd.predict.detector.Detector` arguments for every actor.
         batch_size: images per network call.
         video_every: keep every k-th video frame.
         address: an existing cluster (``auto``, ``ray://host:10001``); ``None`` starts a local Ray
@@ -225,11 +220,9 @@ def run_detection_ray(
         progress: Ray Data progress bars.
         _fault_marker: tests only (see :class:`DetectActor`).
     """
-    import ray
+    import ray  # the optional "ray" extra
 
     if not items:
-        from acfd.cli.detect_cmd import RunResult
-
         return RunResult()
     with ray_session(address):
         ctx = ray.data.DataContext.get_current()
@@ -263,7 +256,7 @@ def run_detection_ray(
                 **resources,
             )
             ds.write_parquet(target)
-            import pyarrow.parquet as pq  # the driver reads the shards itself (a Ray read job costs seconds)
+            import pyarrow.parquet as pq  # comes with the "ray" extra; the driver reads the shards itself (a Ray read job costs seconds)
 
             rows = pq.read_table(target).to_pylist()
             logger.info("ray: %d inputs, %d actors, %d result rows from %s", len(items), pool, len(rows), target)
