@@ -359,7 +359,7 @@ def _last_change(c: Any, face_id: int) -> str:
     if r is None:
         return ""
     what = r["answer"].replace("_", " ") + (f" {r['name']}" if r["name"] else "")
-    return f" ({r['annotator']} answered '{what}'{', since undone' if r['undone_at'] else ''})"
+    return f": {r['annotator']} answered '{what}'{', since undone' if r['undone_at'] else ''}"
 
 
 def record_answer(
@@ -499,7 +499,10 @@ def rename_identity(
             c.execute("DELETE FROM candidates WHERE identity_id = ?", (row["id"],))
             c.execute("UPDATE refs SET identity_id = ? WHERE identity_id = ?", (target, row["id"]))
             c.execute("DELETE FROM identities WHERE id = ?", (row["id"],))
-            c.execute("UPDATE identities SET name = ? WHERE id = ?", (new, target))
+            if other in used:  # merged into a name in use: it keeps its spelling
+                new = c.execute("SELECT name FROM identities WHERE id = ?", (target,)).fetchone()[0]
+            else:
+                c.execute("UPDATE identities SET name = ? WHERE id = ?", (new, target))
         c.execute(
             "INSERT INTO identity_changes (identity_id, old_name, new_name, merged_into, annotator, session, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)", (row["id"], row["name"], new, other, annotator, session, now_iso()))
