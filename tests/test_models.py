@@ -10,7 +10,7 @@ from acfd.models.registry import count_gflops, count_parameters, model_size_mb
 from acfd.predict.modelfile import load_model, save_weights
 
 SMALL = ["acfd-tiny", "acfd-n"]
-BASELINES = [n for n in list_models() if n not in ("acfd-l", "acfd-m", "acfd-s", "acfd-n", "acfd-nw", "acfd-tiny")]
+BASELINES = [n for n in list_models() if n not in ("acfd-l", "acfd-m", "acfd-s", "acfd-n", "acfd-tiny")]
 
 
 def _randomize_bn(model: nn.Module, seed: int = 0) -> None:

@@ -23,7 +23,7 @@ app = typer.Typer(
 
 # One module per command group; each defines register(app).
 _COMMAND_MODULES = ("models_cmd", "data_cmd", "eval_cmd", "detect_cmd", "train_cmd", "export_cmd", "serve_cmd",
-                    "assemble_cmd", "annotate_cmd", "recognize_cmd", "gallery_cmd", "widen_cmd", "calibrate_cmd",
+                    "assemble_cmd", "annotate_cmd", "recognize_cmd", "gallery_cmd", "calibrate_cmd",
                     "verifier_cmd")
 
 

@@ -101,13 +101,6 @@ _ACFD_N = ModelConfig(
     neck=NeckConfig(name="abifpn", channels=32, repeats=2),
     head=HeadConfig(channels=32, num_convs=1),
 )
-#: acfd-n's backbone with a 1.5x wider neck and a 2x wider head (1.8x acfd-n's FLOPs, 0.44x acfd-s's):
-#: the capacity step between the two, grown from a trained acfd-n by ``acfd.models.widen``.
-_ACFD_NW = dataclasses.replace(
-    _ACFD_N,
-    neck=dataclasses.replace(_ACFD_N.neck, channels=48),
-    head=dataclasses.replace(_ACFD_N.head, channels=64),
-)
 _ACFD_TINY = ModelConfig(
     backbone=BackboneConfig(
         stem_chs=(8, 8, 16),
@@ -143,12 +136,6 @@ def acfd_s(**overrides: Any) -> ACFD:
 def acfd_n(**overrides: Any) -> ACFD:
     """A nano VoVNetV3 + ABi-FPN for real-time CPU use."""
     return create_model("acfd-n", **overrides)
-
-
-@register_model("acfd-nw", _ACFD_NW)
-def acfd_nw(**overrides: Any) -> ACFD:
-    """acfd-n with a wider neck (48) and head (64): grown from a trained acfd-n (``acfd.models.widen``)."""
-    return create_model("acfd-nw", **overrides)
 
 
 @register_model("acfd-tiny", _ACFD_TINY)
