@@ -83,7 +83,7 @@ def export_target(project: Project, out: str | os.PathLike[str] | None = None) -
     if target == root:
         raise ValueError(f"{given}: the export folder cannot be the project folder itself")
     if target in root.parents:
-        raise ValueError(f"{given}: holds the project folder {project.root}; give a folder outside it")
+        raise ValueError(f"{given}: holds the project folder {root}; give a folder outside it")
     if target.exists() and not target.is_dir():
         raise ValueError(f"{given}: is a file, not a folder")
     if target.is_dir() and any(target.iterdir()):
