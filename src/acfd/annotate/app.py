@@ -41,7 +41,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from acfd.assemble import review
+from acfd.assemble import names, review
 from acfd.assemble.project import Project, thumbnail
 from acfd.data.image_io import ImageReadError
 from acfd.web.uploads import BodyLimits, UploadLimits
@@ -92,7 +92,7 @@ class AnswerIn(Who):
     versions: list[int] | None = Field(None, max_length=MAX_FACES_PER_ANSWER)
     answer: Literal["yes", "no", "not_face", "skip"]
     identity_id: int | None = None
-    name: str | None = Field(None, max_length=review.MAX_NAME_LENGTH)
+    name: str | None = Field(None, max_length=names.MAX_NAME_LENGTH)
     kind: Literal["question", "group"] = "question"
     create_name: bool = False
 
@@ -114,7 +114,7 @@ class LeaseIn(Who):
 
 class RenameIn(Who):
     identity_id: int
-    name: str = Field(..., max_length=review.MAX_NAME_LENGTH)
+    name: str = Field(..., max_length=names.MAX_NAME_LENGTH)
     merge: bool = False
 
 
@@ -262,7 +262,7 @@ def create_app(project_dir: str | Path, token: str | None = None) -> FastAPI:
             )
         except review.StaleAnswer as exc:
             return _conflict("stale", exc, face_ids=exc.face_ids)
-        except review.NewName as exc:
+        except names.NewName as exc:
             return _conflict("new_name", exc, name=exc.name, similar=exc.similar)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None
@@ -275,7 +275,7 @@ def create_app(project_dir: str | Path, token: str | None = None) -> FastAPI:
 
     @app.get("/api/groups")
     def groups() -> dict[str, Any]:
-        return {"groups": review.groups(db), "identities": sorted(review.shown_identity_names(db).values())}
+        return {"groups": review.groups(db), "identities": sorted(names.shown_identity_names(db).values())}
 
     @app.get("/api/progress")
     def progress(annotator: str | None = Query(None, max_length=40)) -> dict[str, Any]:
@@ -284,8 +284,8 @@ def create_app(project_dir: str | Path, token: str | None = None) -> FastAPI:
     @app.post("/api/names/rename")
     def rename(body: RenameIn) -> Any:
         try:
-            return review.rename_identity(db, body.identity_id, body.name, body.annotator, body.session, merge=body.merge)
-        except review.NameTaken as exc:
+            return names.rename_identity(db, body.identity_id, body.name, body.annotator, body.session, merge=body.merge)
+        except names.NameTaken as exc:
             return _conflict("merge", exc, name=exc.name)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None

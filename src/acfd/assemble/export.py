@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from acfd.assemble.project import Project
-from acfd.assemble.review import candidate_lists, current_candidate, face_states, identity_names, used_identities
+from acfd.assemble.names import identity_names, used_identities
+from acfd.assemble.review import candidate_lists, current_candidate, face_states
 from acfd.data.formats import ImageRecord, write_coco, write_icartoon_csv
 from acfd.utils import atomic_write_text
 
