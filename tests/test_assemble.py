@@ -410,3 +410,18 @@ def test_refit_moves_crops_to_the_character_their_confirmed_neighbours_have(tmp_
     review.record_answer(db, "oracle", [1], "yes", 1)
     stages.refit_candidates(project, cfg)  # the prototype is now the reference and face 1: cos 0.75 to face 2
     assert (2, 1) in [(r["face_id"], r["identity_id"]) for r in db.query("SELECT face_id, identity_id FROM candidates")]
+
+
+def test_project_centre_needs_enough_crops(tmp_path) -> None:
+    from acfd.assemble.db import to_blob
+
+    project = Project(tmp_path / "proj", create=True)
+    with project.db.transaction() as c:
+        c.execute("INSERT INTO sources (path, key, kind) VALUES ('s', 's', 'image')")
+        c.execute("INSERT INTO frames (source_id, file, key, width, height) VALUES (1, 'f.jpg', 'f', 10, 10)")
+        for i in range(stages.MIN_CROPS_TO_ADAPT):
+            c.execute("INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status, embedding) VALUES (1, 0, 0, 9, 9, 1, 'kept', ?)",
+                      (to_blob(np.array([1.0, i], np.float32)),))
+            if i == 0:
+                assert stages.project_centre(project) is None
+    assert np.allclose(stages.project_centre(project), [1.0, (stages.MIN_CROPS_TO_ADAPT - 1) / 2])

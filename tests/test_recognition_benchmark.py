@@ -161,3 +161,49 @@ def test_recognize_benchmark_names_identities_with_too_few_images(tmp_path) -> N
     assert res.exit_code == 1 and "fewer than 3 readable images: blue (2), green (2), red (2)" in res.output
     res = runner.invoke(app, ["recognize", "benchmark", str(tmp_path / "ids"), "--shots", "x"])
     assert res.exit_code == 2 and "--shots must be" in res.output
+
+
+def test_adapting_to_a_show_removes_its_common_component(tmp_path) -> None:
+    """Two characters that differ only in a small component riding on a large shared one (a
+    show's style): raw cosines are all ~1; with the show's mean removed they separate."""
+    rng = np.random.default_rng(0)
+    style = np.array([10.0, 0, 0, 0], np.float32)
+    a = style + np.array([0, 1, 0, 0]) + 0.05 * rng.normal(size=(10, 4))
+    b = style + np.array([0, 0, 1, 0]) + 0.05 * rng.normal(size=(10, 4))
+    refs, labels = np.concatenate([a[:5], b[:5]]), np.array([0] * 5 + [1] * 5)
+    plain = fit_gallery_model(refs, labels)
+    adapted = fit_gallery_model(refs, labels, centre=np.concatenate([a, b]).mean(axis=0))
+    assert plain.scores(a[5:])[:, 1].min() > 0.95  # b's prototype looks like a
+    assert adapted.scores(a[5:])[:, 1].max() < 0.5 and (adapted.predict(a[5:])[0] == 0).all()
+    g = Gallery.create(tmp_path / "g.zip", 4, "m")
+    g.add(["a"] * 5 + ["b"] * 5, refs, model_id="m")
+    g.adapt(np.concatenate([a, b]), model_id="m")
+    g.save()
+    again = Gallery.load(tmp_path / "g.zip")
+    assert np.allclose(again.centre, np.concatenate([a, b]).mean(axis=0))
+    assert again.fit().scores(a[5:])[:, 1].max() < 0.5
+
+
+def test_gallery_adapt_command_stores_the_show_centre(tmp_path, monkeypatch) -> None:
+    import acfd.cli.gallery_cmd as cmd
+
+    _folder(tmp_path / "ids")
+    monkeypatch.setattr(cmd, "_embedder", lambda w, d: PixelEmbedder(8))
+    g = tmp_path / "g.zip"
+    assert runner.invoke(app, ["gallery", "add", "red", str(tmp_path / "ids" / "red"), "--gallery", str(g)]).exit_code == 0
+    res = runner.invoke(app, ["gallery", "adapt", str(tmp_path / "ids"), "--gallery", str(g)])
+    assert res.exit_code == 0 and "adapted to 12 face crop(s)" in res.output
+    assert Gallery.load(g).centre is not None
+    assert "adapted to a show" in runner.invoke(app, ["gallery", "list", str(g)]).output
+
+
+def test_benchmark_adapt_adds_an_adapted_row(tmp_path, monkeypatch) -> None:
+    import acfd.cli.recognize_cmd as cmd
+
+    _folder(tmp_path / "ids", per_identity=6)
+    monkeypatch.setattr(cmd, "load_embedder_option", lambda w, f, d: PixelEmbedder(8))
+    res = runner.invoke(app, ["recognize", "benchmark", str(tmp_path / "ids"), "--shots", "1", "--episodes", "1",
+                              "--no-baselines", "--adapt"])
+    assert res.exit_code == 0, res.output
+    assert [ln.split(" | ")[0][2:] for ln in res.output.splitlines() if ln.startswith("| pixels")] == [
+        "pixels-8x8-rgb", "pixels-8x8-rgb adapted"]

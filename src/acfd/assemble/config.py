@@ -59,6 +59,8 @@ class AssembleConfig:
             this (``None``: the recognition model's, else calibrated on the references).
         cluster_sim: a crop joins a cluster when its similarity to the cluster's leader is above
             this (``None``: the recognition model's, else 0.5).
+        adapt: compare crops (candidates, clusters) with the mean embedding of the project's
+            crops removed: adaptation to the show (:mod:`acfd.recognition.gallery_model`).
     """
 
     every_seconds: float | None = 1.0
@@ -72,6 +74,7 @@ class AssembleConfig:
     dup_sim: float | None = None
     candidate_sim: float | None = None
     cluster_sim: float | None = None
+    adapt: bool = True
 
     def __post_init__(self) -> None:
         if self.every_seconds is not None and not self.every_seconds > 0:

@@ -90,6 +90,33 @@ def add_command(
         raise typer.Exit(1)
 
 
+@gallery_app.command("adapt")
+@one_line_errors
+def adapt_command(
+    images: list[Path] = typer.Argument(..., help="Face crops of the show (files or folders; named or not)."),
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="Gallery file to adapt."),
+    weights: str = typer.Option(None, "--weights", "-w", help="Recognition weights (the gallery's model)."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Adapt a gallery to a show: its faces' mean embedding is removed before comparing, which
+    spreads the show's characters apart (e.g. the crops of `acfd assemble`, or `acfd recognize crops`)."""
+    from acfd.recognition.data import load_crops
+    from acfd.recognition.gallery import Gallery
+
+    g = Gallery.load(gallery)
+    rec = _embedder(weights, device)
+    g.check_model(rec.model_id, rec.embedding_dim)
+    paths = [p for target in images for p in _image_paths(target)]
+    crops, _, failed = load_crops(paths)
+    for line in failed:
+        typer.echo(f"skipped {line}", err=True)
+    g.adapt(rec.embed(crops), model_id=rec.model_id)
+    g.save()
+    typer.echo(f"{gallery}: adapted to {len(crops)} face crop(s) of the show")
+    if failed:
+        raise typer.Exit(1)
+
+
 @gallery_app.command("list")
 @one_line_errors
 def list_command(
@@ -106,7 +133,7 @@ def list_command(
     if path is None:
         fail("give the gallery file (acfd gallery list GALLERY, or --gallery GALLERY)", 2)
     g = Gallery.load(path)
-    typer.echo(f"model {g.model_id}, {g.dim}-d, {len(g)} entries")
+    typer.echo(f"model {g.model_id}, {g.dim}-d, {len(g)} entries" + (", adapted to a show" if g.centre is not None else ""))
     if len(g):
         model = g.fit(fallback_threshold=float("nan"))
         how = "calibrated on the references" if model.calibrated else "the model's (one reference per name)"

@@ -89,6 +89,7 @@ def benchmark_command(
     episodes: int = typer.Option(10, "--episodes", help="Seeded gallery draws per figure."),
     method: str = typer.Option("prototype", "--method", help="prototype (fitted gallery) or nearest (nearest neighbour)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also the raw-pixel and colour-histogram baselines."),
+    adapt: bool = typer.Option(False, "--adapt", help="Also each model adapted to the evaluated crops (their mean embedding removed)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: Path = typer.Option(None, "--json", help="Write the table's figures as JSON."),
     device: str = typer.Option("cpu", "--device"),
@@ -105,7 +106,7 @@ def benchmark_command(
 
     from acfd.recognition.benchmark import baseline_features, format_table, run_benchmark
     from acfd.recognition.data import list_images, load_crops, scan_identity_folder
-    from acfd.recognition.gallery_model import METHODS, fit_gallery_model
+    from acfd.recognition.gallery_model import METHODS, centred, fit_gallery_model
 
     if method not in METHODS:
         fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}", 2)
@@ -127,17 +128,25 @@ def benchmark_command(
     check_identity_counts(root, ids.identities, labels, 3)
     dist_crops = load_crops(list_images(distractors))[0] if distractors is not None else []
 
-    def fit(ref, ref_labels, aug, threshold=0.5):  # noqa: ANN001, ANN202
-        return fit_gallery_model(ref, ref_labels, aug, fallback_threshold=threshold, method=method)
+    def fit(ref, ref_labels, aug, threshold=0.5, centre=None):  # noqa: ANN001, ANN202
+        return fit_gallery_model(ref, ref_labels, aug, fallback_threshold=threshold, method=method, centre=centre)
 
     reports = []
     for w in weights or [None]:
         rec = load_embedder_option(w, "model", device)
+        emb = rec.embed(crops)
+        dist = rec.embed(dist_crops) if dist_crops else None
         reports.append(run_benchmark(
-            rec.model_id, rec.embed(crops), labels, ks, episodes, seed,
-            fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t),
-            distractors=rec.embed(dist_crops) if dist_crops else None,
+            rec.model_id, emb, labels, ks, episodes, seed,
+            fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t), distractors=dist,
         ))
+        if adapt:
+            centre = emb.mean(axis=0)
+            reports.append(run_benchmark(
+                f"{rec.model_id} adapted", centred(emb, centre), labels, ks, episodes, seed,
+                fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t),
+                distractors=None if dist is None else centred(dist, centre),
+            ))
     if baselines:
         dist_base = baseline_features(dist_crops) if dist_crops else {}
         for name, feats in baseline_features(crops).items():

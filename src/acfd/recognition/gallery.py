@@ -47,6 +47,8 @@ class Gallery:
         self.model_id = str(model_id)
         self.index = faiss.IndexFlatIP(self.dim)
         self.names: list[str] = []
+        #: the show's mean face embedding (``acfd gallery adapt``), removed before comparing; or None
+        self.centre: np.ndarray | None = None
 
     # -- creation / persistence ----------------------------------------------------------------
 
@@ -67,6 +69,7 @@ class Gallery:
             with zipfile.ZipFile(p) as zf:
                 meta = json.loads(zf.read("gallery.json"))
                 raw = np.frombuffer(zf.read("index.faiss"), dtype=np.uint8)
+                centre = np.load(io.BytesIO(zf.read("centre.npy"))) if "centre.npy" in zf.namelist() else None
             index = faiss.deserialize_index(raw)
         except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, RuntimeError, OSError) as exc:
             raise GalleryError(f"{p}: not a readable acfd gallery ({type(exc).__name__}: {exc})") from exc
@@ -78,6 +81,10 @@ class Gallery:
                 f"{p}: inconsistent gallery (index has {index.ntotal} x {index.d}, metadata {len(meta['names'])} names x {gallery.dim})"
             )
         gallery.index, gallery.names = index, [str(n) for n in meta["names"]]
+        if centre is not None:
+            if centre.shape != (gallery.dim,):
+                raise GalleryError(f"{p}: inconsistent gallery (show centre of shape {centre.shape}, embeddings {gallery.dim}-d)")
+            gallery.centre = centre.astype(np.float32)
         return gallery
 
     def save(self) -> Path:
@@ -87,6 +94,10 @@ class Gallery:
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr("gallery.json", json.dumps(meta))
             zf.writestr("index.faiss", faiss.serialize_index(self.index).tobytes())
+            if self.centre is not None:
+                centre = io.BytesIO()
+                np.save(centre, self.centre.astype(np.float32))
+                zf.writestr("centre.npy", centre.getvalue())
         with atomic_path(self.path) as tmp:
             tmp.write_bytes(buf.getvalue())
         return self.path
@@ -162,7 +173,15 @@ class Gallery:
         """
         if len(self) == 0:
             raise GalleryError(f"{self.path}: the gallery is empty (add faces with `acfd gallery add`)")
-        return fit_gallery_model(self.vectors(), np.asarray(self.names), fallback_threshold=fallback_threshold)
+        return fit_gallery_model(self.vectors(), np.asarray(self.names), fallback_threshold=fallback_threshold, centre=self.centre)
+
+    def adapt(self, embeddings: np.ndarray, model_id: str | None = None) -> None:
+        """Adapt to a show: store the mean of embeddings of its face crops (any faces of the show,
+        named or not), removed from references and faces before comparing (:mod:`~acfd.recognition.gallery_model`)."""
+        x = self._as_matrix(embeddings, model_id)
+        if len(x) < 2:
+            raise GalleryError(f"{self.path}: adapting to a show needs at least 2 face crops, got {len(x)}")
+        self.centre = x.mean(axis=0)
 
     def search(self, embeddings: np.ndarray, k: int = 1, model_id: str | None = None) -> list[list[tuple[str, float]]]:
         """The ``k`` most similar entries of each query row: ``[[(name, cosine), ...], ...]``, best first."""

@@ -15,6 +15,11 @@ references:
   costs a person one name to type, a wrong name costs a correction), clipped to keep at least
   ``min_insider_recall`` of the insiders. With one reference per character there is nothing to
   leave out and the embedder's own threshold is used.
+- **adaptation to the show** (optional ``centre``): every embedding of one show shares a large
+  common component (the show's drawing style, palette, line weight), so all its faces look alike
+  to a model trained elsewhere. Removing the mean embedding of the show's face crops before
+  comparing (feature centring, the simplest unsupervised domain adaptation) spreads its characters
+  apart again.
 """
 
 from __future__ import annotations
@@ -51,10 +56,11 @@ class GalleryModel:
     method: str = "prototype"
     references: np.ndarray | None = None
     reference_class: np.ndarray | None = None
+    centre: np.ndarray | None = None
 
     def scores(self, embeddings: np.ndarray) -> np.ndarray:
         """Cosine of each row to each class, ``(N, C)``."""
-        x = _unit(embeddings)
+        x = centred(embeddings, self.centre)
         if self.method == "prototype" or self.references is None or self.reference_class is None:
             return x @ self.prototypes.T
         sims = x @ self.references.T
@@ -67,6 +73,12 @@ class GalleryModel:
             return np.zeros(0, dtype=self.classes.dtype), np.zeros(0, np.float32)
         best = s.argmax(axis=1)
         return self.classes[best], s[np.arange(len(s)), best]
+
+
+def centred(embeddings: np.ndarray, centre: np.ndarray | None) -> np.ndarray:
+    """Unit rows of ``embeddings`` with ``centre`` (a show's mean embedding) removed first, if given."""
+    x = np.asarray(embeddings, dtype=np.float32)
+    return _unit(x if centre is None else x - np.asarray(centre, dtype=np.float32))
 
 
 def prototypes_of(embeddings: np.ndarray, labels: np.ndarray, augmented: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +132,7 @@ def calibrate_threshold(within: np.ndarray, between: np.ndarray, fallback: float
 def fit_gallery_model(
     embeddings: np.ndarray, labels: np.ndarray, augmented: np.ndarray | None = None,
     fallback_threshold: float = 0.5, min_insider_recall: float = 0.9, method: str = "prototype",
+    centre: np.ndarray | None = None,
 ) -> GalleryModel:
     """Prototypes and a calibrated unknown threshold from the references of a gallery.
 
@@ -129,15 +142,19 @@ def fit_gallery_model(
         augmented: optional ``(N, A, D)`` embeddings of augmented views of each reference.
         fallback_threshold: used when calibration is impossible (one reference per class, one class).
         method: ``prototype`` (the default) or ``nearest`` (each reference alone, the baseline).
+        centre: the show's mean embedding, removed from references and faces (see the module docstring).
     """
     labels = np.asarray(labels)
     if len(labels) == 0:
         raise ValueError("a gallery model needs at least one reference")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    classes, protos = prototypes_of(embeddings, labels, augmented)
-    within, between = leave_one_out_scores(embeddings, labels)
+    refs = centred(embeddings, centre)
+    if augmented is not None and centre is not None:
+        augmented = centred(augmented, centre)
+    classes, protos = prototypes_of(refs, labels, augmented)
+    within, between = leave_one_out_scores(refs, labels)
     threshold, calibrated = calibrate_threshold(within, between, fallback_threshold, min_insider_recall)
     if method == "nearest":
-        return GalleryModel(protos, classes, threshold, calibrated, method, _unit(embeddings), np.searchsorted(classes, labels))
-    return GalleryModel(protos, classes, threshold, calibrated)
+        return GalleryModel(protos, classes, threshold, calibrated, method, refs, np.searchsorted(classes, labels), centre)
+    return GalleryModel(protos, classes, threshold, calibrated, centre=centre)
