@@ -33,7 +33,7 @@ from acfd.assemble.quality import crop_resolution, laplacian_variance, quality_v
 from acfd.data.image_io import ImageReadError, is_image_file, load_image, read_image_size
 from acfd.recognition.crops import crop_face
 from acfd.recognition.faiss_index import faiss
-from acfd.recognition.gallery_model import fit_gallery_model
+from acfd.recognition.gallery_model import centred, fit_gallery_model
 from acfd.utils import FileReadError
 
 logger = logging.getLogger(__name__)
@@ -481,8 +481,8 @@ def _index(vectors: np.ndarray, dim: int) -> faiss.IndexFlatIP:
 class _Leaders:
     """Leaders (representatives, cluster leaders) in a Faiss inner-product index, with their ids."""
 
-    def __init__(self, rows: Sequence[Any], ids: list[int]) -> None:
-        vectors = _matrix(rows)
+    def __init__(self, rows: Sequence[Any], ids: list[int], centre: np.ndarray | None = None) -> None:
+        vectors = _matrix(rows) if centre is None or not rows else centred(_matrix(rows), centre)
         self.index = _index(vectors, vectors.shape[1]) if len(rows) else None
         self.ids = ids
 
@@ -679,6 +679,17 @@ def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> 
     return _record(project, report, started)
 
 
+#: Fewest kept crops whose mean embedding stands for the show (fewer: no adaptation).
+MIN_CROPS_TO_ADAPT = 20
+
+
+def project_centre(project: Project) -> np.ndarray | None:
+    """The mean embedding of the project's kept crops (the show), or None with fewer than
+    :data:`MIN_CROPS_TO_ADAPT` (the mean of a few crops is mostly those crops' own characters)."""
+    rows = project.db.query("SELECT embedding FROM faces WHERE status = 'kept' AND embedding IS NOT NULL")
+    return _matrix(rows).mean(axis=0) if len(rows) >= MIN_CROPS_TO_ADAPT else None
+
+
 def _candidates_state(db: Any) -> str:
     """What the candidates depend on: the references, the answers (and undos), the representatives."""
     row = db.query(
@@ -710,6 +721,7 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
         "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id"
     )
     embedding = {r["id"]: from_blob(r["embedding"]) for r in rows}
+    centre = project_centre(project) if cfg.adapt else None
     refs = db.query("SELECT identity_id, embedding FROM refs ORDER BY id")
     confirmed = [(fid, st.label) for fid, st in states.items() if st.label is not None and fid in embedding]
     vectors = [from_blob(r["embedding"]) for r in refs] + [embedding[fid] for fid, _ in confirmed]
@@ -718,7 +730,7 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
     threshold = cfg.candidate_sim if cfg.candidate_sim is not None else float("nan")
     inserts: list[tuple[int, int, float]] = []
     if vectors and open_ids:
-        model = fit_gallery_model(np.stack(vectors), np.asarray(labels), fallback_threshold=DEFAULT_CANDIDATE_SIM)
+        model = fit_gallery_model(np.stack(vectors), np.asarray(labels), fallback_threshold=DEFAULT_CANDIDATE_SIM, centre=centre)
         if cfg.candidate_sim is None:
             threshold = model.threshold
         scores = model.scores(np.stack([embedding[fid] for fid in open_ids]))
@@ -751,10 +763,11 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
     t0, started = time.perf_counter(), now_iso()
     db = project.db
     cluster_sim = _similarity(cfg, "cluster_sim")
+    centre = project_centre(project) if cfg.adapt else None
     rows_l = db.query(
         "SELECT c.id AS cid, f.embedding AS embedding FROM clusters c JOIN faces f ON f.id = c.leader_face_id ORDER BY c.id"
     )
-    leaders = _Leaders(rows_l, [r["cid"] for r in rows_l])
+    leaders = _Leaders(rows_l, [r["cid"] for r in rows_l], centre)
     todo = db.query(
         "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cluster_id IS NULL ORDER BY id"
     )
@@ -763,7 +776,7 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
             rows = todo[start : start + 256]
             with db.transaction() as c:
                 for row in rows:
-                    v = from_blob(row["embedding"]).reshape(1, -1)
+                    v = centred(from_blob(row["embedding"]).reshape(1, -1), centre)
                     target = leaders.match(v, cluster_sim)
                     if target is None:
                         target = int(c.execute("INSERT INTO clusters (leader_face_id) VALUES (?)", (row["id"],)).lastrowid)
