@@ -133,7 +133,7 @@ def ingest(project: Project, sources: Iterable[str], cfg: AssembleConfig, progre
         cfg: the settings (video sampling).
         progress: show a progress bar.
     """
-    from acfd.cli.detect_cmd import collect_inputs  # the one expansion of files/folders/globs
+    from acfd.predict.sources import collect_inputs  # the one expansion of files/folders/globs
     from acfd.data.video import iter_video_frames
 
     t0, started = time.perf_counter(), now_iso()
