@@ -272,13 +272,23 @@ def test_a_body_that_pauses_too_long_gets_408():
 def test_upload_bytes_in_flight_are_bounded():
     settings = ServeSettings(max_upload_bytes=3_000_000, max_upload_bytes_in_flight=5_000_000)
     with guarded_server(create_app(lambda s: FixedDetector(), settings), settings) as base:
-        first = _partial_upload(base, 3_000_000)
-        time.sleep(0.2)
+        first = _partial_upload(base, 3_000_000, b"\0" * 2_600_000)  # then stalls, within the grace
+        _wait_for(lambda: _bytes_in_flight(base) >= 2_600_000)
         refused = httpx.post(f"{base}/v1/detect", content=b"\0" * 2_500_000, headers=PNG, timeout=10)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1", refused.text
+        assert "busy receiving other uploads" in refused.json()["detail"]
+        slow = [_partial_upload(base, 3_000_000) for _ in range(20)]  # declared, not sent: hold nothing
+        time.sleep(0.2)
+        assert httpx.post(f"{base}/v1/detect", content=png_bytes(), headers=PNG, timeout=10).status_code == 200
+        for sock in slow:
+            sock.close()
         first.close()
         time.sleep(0.2)
         assert httpx.post(f"{base}/v1/detect", content=png_bytes(), headers=PNG, timeout=10).status_code == 200
+
+
+def _bytes_in_flight(base: str) -> int:
+    return httpx.get(f"{base}/healthz").json()["upload_bytes_in_flight"]
 
 
 # -- 3. idle, slow-header and too many connections ----------------------------------------------------------

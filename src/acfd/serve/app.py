@@ -89,7 +89,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.service = service
-    app.add_middleware(BodyLimits, limits=upload_limits(settings), applies_to=_is_upload)
+    app.add_middleware(BodyLimits, limits=upload_limits(settings), applies_to=_is_upload, gauge=service.uploads)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:

@@ -41,6 +41,7 @@ class Limits(BaseModel):
     max_upload_bytes: int
     max_pixels: int = Field(description="most decoded pixels per image")
     max_pixels_in_flight: int = Field(description="most decoded pixels held at once by this worker")
+    max_upload_bytes_in_flight: int = Field(description="most bytes held by bodies being received")
     request_timeout_s: float
     max_in_flight: int = Field(description="most requests with their body in, per worker")
     upload_read_timeout_s: float
@@ -58,6 +59,7 @@ class Health(BaseModel):
     in_flight: int = Field(description="requests with their body in, not yet answered")
     queued: int = Field(description="images waiting for the model")
     pixels_in_flight: int = Field(description="decoded pixels held now")
+    upload_bytes_in_flight: int = Field(description="bytes held by the bodies being received now")
     rejected: int = Field(description="requests refused with 429 so far")
     batches: int
     images: int

@@ -36,6 +36,7 @@ from acfd.serve.decode import check_pixels, decode_opened, open_upload
 from acfd.serve.errors import ServiceError
 from acfd.serve.memory import TRIM_AFTER_PIXELS, TRIM_DELAY_S, limit_malloc_arenas, trim_memory
 from acfd.serve.settings import ServeSettings
+from acfd.web.uploads import UploadGauge
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Service:
         self.rejected = 0
         self.pixels: PixelBudget | None = None  # made on the serving event loop, in start()
         self._trim: asyncio.TimerHandle | None = None
+        self.uploads = UploadGauge()  # body bytes being received (acfd.web.uploads counts them)
 
     # -- life cycle --------------------------------------------------------------------------
 

@@ -62,7 +62,7 @@ class ServeSettings(BaseSettings):
         None, description="decoded pixels held at once (decoding, queued, running); None: max_pixels"
     )
     max_upload_bytes_in_flight: int | None = Field(
-        None, description="request bodies being received at once, by declared size; None: 8 x max_upload_bytes"
+        None, description="bytes held by the bodies being received, as they arrive; None: 8 x max_upload_bytes"
     )
     upload_read_timeout_s: float = Field(10.0, description="longest pause in a body (408)")
     min_upload_rate: float = Field(8192.0, description="least average upload speed after the grace, bytes/s (408)")

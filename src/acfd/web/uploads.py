@@ -9,9 +9,10 @@ parsing) and each limit holds whatever way that is:
 - **speed**: a body must keep arriving: no gap longer than ``read_timeout_s`` between two chunks, and
   after ``grace_s`` at least ``min_rate`` bytes a second on average; else **408** and the connection
   is closed (a slow sender cannot hold a worker's request slot, nor its memory, for long);
-- **bytes in flight**: the bodies being received at once may together declare at most
-  ``max_bytes_in_flight`` (a chunked body counts as ``max_bytes``); one more gets **429** with
-  ``Retry-After`` at once, so many large uploads cannot add up past a memory bound;
+- **bytes in flight**: the bodies being received hold at most ``max_bytes_in_flight`` bytes
+  together, counted as they arrive (a slow sender holds what it sent, not what it declared); a
+  new upload while that is reached, or a chunk that passes it, gets **429** with ``Retry-After``,
+  so many large uploads cannot add up past a memory bound;
 - **disconnects**: a client that goes away mid-upload is logged as one line at INFO (no traceback),
   and whatever the app answers to nobody is dropped.
 
@@ -43,7 +44,7 @@ class UploadLimits:
         read_timeout_s: longest wait for the next chunk of a body (408).
         min_rate: after ``grace_s`` seconds, the least average upload speed in bytes/s (408).
         grace_s: how long a body may take before ``min_rate`` applies (connection set-up, slow start).
-        max_bytes_in_flight: most body bytes being received at once, by declared length (429).
+        max_bytes_in_flight: most body bytes received and held by unfinished bodies at once (429).
     """
 
     max_bytes: int
@@ -59,6 +60,13 @@ class UploadLimits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be > 0, got {value}")
+
+
+class UploadGauge:
+    """The bytes held by the bodies being received (shared, so that an app can report it)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
 
 
 class _Refused(Exception):
@@ -82,13 +90,23 @@ class BodyLimits:
         limits: the limits.
         applies_to: ``applies_to(scope)``: whether a request is checked (default: every HTTP
             request with a body, i.e. every method but GET, HEAD, OPTIONS).
+        gauge: where the bytes in flight are counted (default: a new one).
     """
 
-    def __init__(self, app: ASGIApp, limits: UploadLimits, applies_to: Callable[[Scope], bool] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: UploadLimits,
+        applies_to: Callable[[Scope], bool] | None = None,
+        gauge: UploadGauge | None = None,
+    ) -> None:
         self.app = app
         self.limits = limits
         self.applies_to = applies_to or (lambda scope: scope["method"] not in ("GET", "HEAD", "OPTIONS"))
-        self.bytes_in_flight = 0
+        self.gauge = gauge or UploadGauge()
+
+    def busy_message(self) -> str:
+        return f"busy receiving other uploads ({self.gauge.bytes:,} bytes in flight); retry in 1 s"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.applies_to(scope):
@@ -100,12 +118,10 @@ class BodyLimits:
             close = {"Connection": "close"}  # rather than receive the body only to drop it
             await error_response(413, too_large_message(limits.max_bytes), close)(scope, receive, send)
             return
-        reserved = limits.max_bytes if declared is None else declared
-        if limits.max_bytes_in_flight is not None and self.bytes_in_flight + reserved > limits.max_bytes_in_flight:
-            detail = f"busy receiving other uploads ({self.bytes_in_flight:,} bytes in flight); retry in 1 s"
-            await error_response(429, detail, {"Retry-After": "1"})(scope, receive, send)
+        if limits.max_bytes_in_flight is not None and self.gauge.bytes >= limits.max_bytes_in_flight:
+            await error_response(429, self.busy_message(), {"Retry-After": "1"})(scope, receive, send)
             return
-        upload = _Upload(self, limits, reserved, receive)
+        upload = _Upload(self, limits, receive)
         try:
             await self.app(scope, upload.receive, upload.track(send))
         except Exception:
@@ -120,7 +136,7 @@ class BodyLimits:
                 client[0], client[1], scope["method"], scope["path"], f"{upload.received:,}",
                 "?" if declared is None else f"{declared:,}",
             )
-        elif upload.refused is not None and not upload.started:
+        elif upload.refused is not None and not upload.started:  # the app's own answer was dropped
             refused = upload.refused
             await error_response(refused.status, refused.detail, refused.headers)(scope, _no_body, send)
 
@@ -128,9 +144,9 @@ class BodyLimits:
 class _Upload:
     """One request's body as it arrives: counts, paces and stops it."""
 
-    def __init__(self, owner: BodyLimits, limits: UploadLimits, reserved: int, receive: Receive) -> None:
-        self.owner, self.limits, self.reserved, self._receive = owner, limits, reserved, receive
-        owner.bytes_in_flight += reserved
+    def __init__(self, owner: BodyLimits, limits: UploadLimits, receive: Receive) -> None:
+        self.owner, self.limits, self._receive = owner, limits, receive
+        self.held = 0  # this body's bytes counted in the gauge
         self.start = time.monotonic()
         self.received = 0
         self.complete = False
@@ -139,9 +155,8 @@ class _Upload:
         self.refused: _Refused | None = None
 
     def release(self) -> None:
-        if self.reserved:
-            self.owner.bytes_in_flight -= self.reserved
-            self.reserved = 0
+        self.owner.gauge.bytes -= self.held
+        self.held = 0
 
     def _timeout(self) -> float | None:
         limits, waits = self.limits, []
@@ -166,10 +181,19 @@ class _Upload:
             self.disconnected = True
             self.release()
             return message
-        self.received += len(message.get("body", b""))
+        size = len(message.get("body", b""))
+        self.received += size
+        self.held += size
+        self.owner.gauge.bytes += size
         if self.received > self.limits.max_bytes:
             self.release()
             self.refused = _Refused(413, too_large_message(self.limits.max_bytes), {"Connection": "close"})
+            raise self.refused
+        budget = self.limits.max_bytes_in_flight
+        if message.get("more_body", False) and budget is not None and self.owner.gauge.bytes > budget:
+            busy = self.owner.busy_message()
+            self.release()
+            self.refused = _Refused(429, busy, {"Retry-After": "1", "Connection": "close"})
             raise self.refused
         if not message.get("more_body", False):
             self.complete = True
@@ -214,4 +238,4 @@ def too_large_message(limit: int) -> str:
     return f"upload larger than the limit of {limit:,} bytes"
 
 
-__all__ = ["BodyLimits", "UploadLimits", "error_response", "too_large_message"]
+__all__ = ["BodyLimits", "UploadGauge", "UploadLimits", "error_response", "too_large_message"]
