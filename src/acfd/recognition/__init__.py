@@ -2,19 +2,21 @@
 embedding networks and margin heads, training with dataset fusion / domain adaptation, the
 identification and verification protocols, and a Faiss gallery.
 
-Public API: :func:`crop_face`, :class:`Recognizer`, :class:`PixelEmbedder`, :class:`Gallery`.
+Public API: :func:`crop_face`, :class:`Recognizer`, :class:`PixelEmbedder`, :class:`Gallery`,
+:class:`Identifier` (name faces with a gallery fitted to its references).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["crop_face", "Recognizer", "PixelEmbedder", "Gallery", "GalleryError"]
+__all__ = ["crop_face", "Recognizer", "PixelEmbedder", "Gallery", "GalleryError", "Identifier"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from acfd.recognition.crops import crop_face
     from acfd.recognition.embedder import PixelEmbedder, Recognizer
     from acfd.recognition.gallery import Gallery, GalleryError
+    from acfd.recognition.identify import Identifier
 
 _HOMES = {
     "crop_face": "acfd.recognition.crops",
@@ -22,6 +24,7 @@ _HOMES = {
     "PixelEmbedder": "acfd.recognition.embedder",
     "Gallery": "acfd.recognition.gallery",
     "GalleryError": "acfd.recognition.gallery",
+    "Identifier": "acfd.recognition.identify",
 }
 
 
