@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
+from acfd.data.image_io import DecodedImage, OpenedImage
 from acfd.serve.batching import BatchingWorker, Job
 from acfd.serve.budget import PixelBudget
 from acfd.serve.decode import check_pixels, decode_opened, open_upload
@@ -177,19 +177,22 @@ class Service:
         with self.admitted():
             try:
                 async with asyncio.timeout(settings.request_timeout_s):
+                    loop = asyncio.get_running_loop()
                     opened = open_upload(data, name)
                     try:
                         # a large JPEG is decoded reduced, down to the network input's longer side
                         min_side = scale if opened.decoded_pixels() > REDUCE_ABOVE_PIXELS else None
                         taken = await pixels.acquire(check_pixels(opened, settings.max_pixels, min_side))
-                        try:
-                            decoded = await run_in_threadpool(decode_opened, opened, settings.max_pixels, min_side)
-                        except BaseException:
-                            self._give_back(taken)
-                            raise
-                    finally:
+                    except BaseException:
                         opened.close()
-                    loop = asyncio.get_running_loop()
+                        raise
+                    decoding = loop.run_in_executor(None, _decode_and_close, opened, settings.max_pixels, min_side)
+                    try:
+                        decoded = await asyncio.shield(decoding)
+                    except BaseException:
+                        # the pixels go back when the decoding thread lets go of them (it may still run)
+                        decoding.add_done_callback(lambda _: self._give_back(taken))
+                        raise
                     reduction = decoded.reduction
                     job = Job(
                         decoded.array, scale, loop.create_future(), loop,
@@ -218,6 +221,14 @@ class Service:
     def _trim_now(self, loop: asyncio.AbstractEventLoop) -> None:
         self._trim = None
         loop.run_in_executor(None, trim_memory)
+
+
+def _decode_and_close(opened: OpenedImage, max_pixels: int, min_side: int | None) -> DecodedImage:
+    """The decoding thread's work: the pixels, then the file closed (on that thread, after use)."""
+    try:
+        return decode_opened(opened, max_pixels, min_side)
+    finally:
+        opened.close()
 
 
 def timer() -> Callable[[], float]:
