@@ -16,7 +16,7 @@ from acfd.data.image_io import ImageReadError, load_image
 from acfd.detection.box_coder import BoxCoder
 from acfd.detection.postprocess import view_agreement_scores
 from acfd.detection.protocol import PAPER_SCALES
-from acfd.predict import detector as detector_module
+from acfd.predict import streams as detector_module
 from acfd.predict import modelfile
 from acfd.predict.detector import Detector
 from acfd.predict.inputs import as_rgb_array

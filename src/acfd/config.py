@@ -158,18 +158,19 @@ def _is_tuple_type(hint: Any) -> bool:
     return False
 
 
-def dataclass_from_dict(cls: type[T], data: Any, what: str) -> T:
+def dataclass_from_dict(cls: type[T], data: Any, what: str, keys: str = "keys") -> T:
     """An instance of the dataclass ``cls`` from a mapping read from a file (JSON, YAML, metadata).
 
-    Unknown keys raise one ``ValueError`` naming them (``"unknown <what> keys: a, b"``); a list for
-    a tuple field becomes a tuple; a field whose type is itself a dataclass is read recursively
-    from a nested mapping (``"<field> config"`` in messages). Values are otherwise passed as they
-    are: the dataclass's own ``__post_init__`` checks their ranges.
+    Unknown keys raise one ``ValueError`` naming them (``"unknown <what> <keys>: a, b (known: ...)"``);
+    a list for a tuple field becomes a tuple; a field whose type is itself a dataclass is read
+    recursively from a nested mapping (``"<field> config"`` in messages). Values are otherwise
+    passed as they are: the dataclass's own ``__post_init__`` checks their ranges.
 
     Args:
         cls: the dataclass.
         data: the mapping.
-        what: what the keys are, for messages (``"model config"``, ``"training settings"``).
+        what: what the mapping is, for messages (``"model config"``, ``"training"``).
+        keys: what its keys are called in messages (``"keys"``, ``"settings"``).
 
     Raises:
         ValueError: ``data`` is not a mapping, an unknown key, or a nested value of the wrong shape.
@@ -180,7 +181,7 @@ def dataclass_from_dict(cls: type[T], data: Any, what: str) -> T:
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     unknown = sorted(str(k) for k in data if k not in names)
     if unknown:
-        raise ValueError(f"unknown {what} keys: {', '.join(unknown)} (known: {', '.join(names)})")
+        raise ValueError(f"unknown {what} {keys}: {', '.join(unknown)} (known: {', '.join(names)})")
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints.get(key)

@@ -15,8 +15,6 @@ from acfd.cli.errors import check_device, check_not_inputs, check_output_file, f
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from acfd.models import ACFD
-
 logger = logging.getLogger(__name__)
 
 

@@ -172,7 +172,7 @@ def fit_score_calibration(
         ValueError: mismatched lengths, or no true or no false positive to learn from.
         ImportError: scikit-learn is missing (``pip install scikit-learn``).
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier  # fitting only: inference needs neither it nor its import time
+    from sklearn.ensemble import HistGradientBoostingClassifier  # the optional "train" extra: inference needs no scikit-learn
 
     scores, sides = np.asarray(scores, np.float64).ravel(), np.asarray(sides, np.float64).ravel()
     y = np.asarray(is_true_positive).astype(bool).ravel()

@@ -9,16 +9,16 @@ Run on one device with ``acfd train --config configs/acfd-s.yaml``, or on severa
 ``torchrun --nproc_per_node N -m acfd.engine.train --config ...`` (DistributedDataParallel, rank-0
 logging and checkpoints).
 
-Reproducibility: the order of samples is a permutation seeded by ``(seed, epoch)`` and every sample's
-augmentation is seeded by ``(seed, epoch, index)``, so a run killed at any iteration and resumed
-with ``--resume`` sees exactly the batches it would have seen. ``DistributedSampler`` cannot start
-mid-epoch, hence the small hand-written :class:`ResumableSampler`.
+Reproducibility: the order of samples is a permutation seeded by ``(seed, epoch)``
+(:class:`acfd.training.ResumableSampler`) and every sample's augmentation is seeded by ``(seed,
+epoch, index)``, so a run killed at any iteration and resumed with ``--resume`` sees exactly the
+batches it would have seen. Checkpoints, resume, ``metrics.jsonl`` and SIGTERM handling are the
+shared :class:`acfd.training.CheckpointedTrainer`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import dataclasses
 import json
@@ -26,11 +26,9 @@ import logging
 import math
 import os
 import random
-import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, Sampler
+from timm.utils import ModelEmaV3
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
 from acfd.config import config_to_dict
 from acfd.data.dataset import DetectionDataset, detection_collate
@@ -49,7 +49,19 @@ from acfd.engine.evaluate import evaluate_model
 from acfd.models.detector import ACFD
 from acfd.models.registry import create_model
 from acfd.predict.modelfile import load_weights_into, save_weights
-from acfd.utils import atomic_path, atomic_write_text
+from acfd.training import (  # the scaffolding every trainer shares; importable from here too
+    CheckpointedTrainer,
+    ResumableSampler,
+    build_optimizer,
+    lr_factor,
+    read_settings,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    stop_on_signals,
+    weight_decay_groups,
+)
+from acfd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +74,8 @@ class TrainConfig:
     model: str = "acfd-s"
     model_overrides: dict[str, Any] = field(default_factory=dict)
     # Start from these weights (safetensors or checkpoint of the same architecture) instead of
-    # random ones: how one CPU recipe spans sessions, each leg a full schedule from the last leg's
-    # shipped weights (recorded in docs/MODEL_CARD.md). Unlike --resume, the schedule starts anew.
+    # random ones: a warm restart, a full schedule from earlier weights (the CPU recipe's shipped
+    # model was trained so, docs/experiments/). Unlike --resume, the schedule starts anew.
     init_weights: str | None = None
     # data
     images: str = "../shared/data/icartoonface-det/images"
@@ -118,54 +130,6 @@ class TrainConfig:
     progress: bool = True
 
 
-def read_settings(cls: type, path: str | os.PathLike[str] | None, overrides: Sequence[str] = (), what: str = "training") -> Any:
-    """An instance of the settings dataclass ``cls`` from a YAML file and ``key=value`` overrides
-    (values parsed as YAML; ``field.key=value`` sets one key of a dict field such as
-    ``model_overrides``). Unknown settings raise ``ValueError``. Shared by every trainer.
-    """
-    import yaml
-
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: {what} config not found")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{p}: expected a mapping of settings, got {type(loaded).__name__}")
-        data.update(loaded)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not of the form key=value")
-        key, value = item.split("=", 1)
-        parsed = yaml.safe_load(value)
-        head, _, rest = key.partition(".")
-        if rest and head in names:
-            data.setdefault(head, {})[rest] = parsed
-        else:
-            data[key] = parsed
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} settings: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
-    return cls(**data)
-
-
-@contextlib.contextmanager
-def stop_on_signals(callback: Any) -> Iterator[None]:
-    """Route SIGTERM / SIGINT to ``callback`` inside the block (main thread only): trainers finish
-    the current step, checkpoint and stop (pre-emptible jobs)."""
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, callback)
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def load_train_config(path: str | os.PathLike[str] | None, overrides: Sequence[str] = ()) -> TrainConfig:
     """A :class:`TrainConfig` from a YAML file and ``key=value`` overrides (see :func:`read_settings`)."""
     cfg = read_settings(TrainConfig, path, overrides)
@@ -216,31 +180,6 @@ def _dist_info() -> tuple[int, int, int]:
     )
 
 
-class ResumableSampler(Sampler[int]):
-    """Seeded per-epoch permutation, split across ranks, that can start at any batch of an epoch."""
-
-    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
-        self.epoch = 0
-        self.start = 0  # samples of this rank to skip (resume mid-epoch)
-        self.per_rank = math.ceil(size / world_size)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        perm = torch.randperm(self.size, generator=g).tolist()
-        perm += perm[: self.per_rank * self.world_size - len(perm)]  # pad to split evenly
-        return perm[self.rank :: self.world_size]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices()[self.start :])
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start
-
-
 class EpochSeededDataset(Dataset):
     """Seeds the transform of every sample from ``(seed, epoch, index)`` so augmentation is replayable."""
 
@@ -257,69 +196,10 @@ class EpochSeededDataset(Dataset):
         return self.dataset[index]
 
 
-# --- learning rate ---------------------------------------------------------------------------
-
-
-def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig, peak_lr: float) -> float:
-    """Multiplier of ``peak_lr`` at ``iteration``: linear warm-up from ``warmup_start_lr``, then step
-    decay at the ``milestones`` epochs or a cosine from 1 to ``min_lr_ratio`` over the whole run."""
-    if iteration < cfg.warmup_iters:
-        start = cfg.warmup_start_lr / peak_lr
-        return start + (1.0 - start) * iteration / cfg.warmup_iters
-    if cfg.lr_schedule == "cosine":
-        total = max(1, cfg.epochs * iters_per_epoch - cfg.warmup_iters)
-        progress = min(1.0, (iteration - cfg.warmup_iters) / total)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    epoch = iteration // max(1, iters_per_epoch)
-    return cfg.lr_gamma ** sum(epoch >= m for m in cfg.milestones)
-
-
-def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups with weight decay on conv / linear weights only (not on norms,
-    biases or fusion weights); frozen parameters left out."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """SGD (paper) or AdamW, weight decay as :func:`weight_decay_groups`."""
-    groups = weight_decay_groups(model, cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas))
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write a checkpoint atomically (temp file + rename): a killed run never leaves a broken file."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 # --- the loop --------------------------------------------------------------------------------
 
 
-class Trainer:
+class Trainer(CheckpointedTrainer):
     """Owns the model, data, optimiser and schedule of one run.
 
     Args:
@@ -388,69 +268,40 @@ class Trainer:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.ema = None
         if cfg.ema_decay:
-            from timm.utils import ModelEmaV3
-
             self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=True)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
         )
-        self.epoch = 0
-        self.iteration = 0  # total optimiser steps
-        self.step_in_epoch = 0
-        self.best_ap = -1.0
+        self.init_progress()
         self.history: list[dict[str, Any]] = []
-        self._stop_requested = False
-        if resume == "auto":
-            resume = self.output / "last.pt" if (self.output / "last.pt").is_file() else None
-        if resume is not None:
-            self.load(Path(resume))
+        self.resume(resume)
 
     # -- state ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
+    best_key = "best_ap"
+
+    @property
+    def best_ap(self) -> float:
+        """The best dev AP50 so far (-1 before any evaluation)."""
+        return self.best
+
+    def extra_state(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
             "ema": self.ema.module.state_dict() if self.ema is not None else None,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "iteration": self.iteration,
-            "step_in_epoch": self.step_in_epoch,
-            "best_ap": self.best_ap,
-            "rng": rng_state(),
             "model_config": config_to_dict(self.model.cfg),
             "train_config": dataclasses.asdict(self.cfg),
         }
 
-    def load(self, path: Path) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
+    def load_extra_state(self, ckpt: dict[str, Any]) -> None:
         if self.ema is not None and ckpt.get("ema") is not None:
             self.ema.module.load_state_dict(ckpt["ema"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.iteration = ckpt["epoch"], ckpt["iteration"]
-        self.step_in_epoch, self.best_ap = ckpt["step_in_epoch"], ckpt["best_ap"]
-        set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
-
-    def save(self, name: str) -> Path | None:
-        if not self.is_main:
-            return None
-        path = self.output / name
-        save_checkpoint(path, self.state_dict())
-        return path
 
     def _log(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        self.history.append(record)
-        with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.is_main:
+            self.history.append(record)
+        self.log_record(record)
 
     # -- loop -------------------------------------------------------------------------------
 
@@ -513,11 +364,6 @@ class Trainer:
         )
         return ev.ap50
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        """SIGTERM / SIGINT: finish the current step, checkpoint, and stop (pre-emptible jobs)."""
-        logger.warning("signal %d: saving a checkpoint and stopping", signum)
-        self._stop_requested = True
-
     def _time_up(self, start: float) -> bool:
         up = self._stop_requested or (
             self.cfg.time_limit is not None and time.monotonic() - start > self.cfg.time_limit
@@ -530,15 +376,11 @@ class Trainer:
 
     def fit(self) -> Path | None:
         """Train until ``epochs`` (or ``max_iters`` / ``time_limit`` / SIGTERM); returns the last checkpoint."""
-        self._stop_requested = False
-        with stop_on_signals(self._request_stop):
-            return self._fit()
+        return super().fit()
 
     def _fit(self) -> Path | None:
         cfg = self.cfg
         start = time.monotonic()
-        from tqdm import tqdm
-
         while self.epoch < cfg.epochs:
             loader = self._loader()
             bar = tqdm(
@@ -580,8 +422,8 @@ class Trainer:
                 if ap is not None:
                     record["dev_ap50"] = ap
                     logger.info("epoch %d: dev AP50 %.2f", self.epoch, 100 * ap)
-                    if ap > self.best_ap:
-                        self.best_ap = ap
+                    if ap > self.best:
+                        self.best = ap
                         self.save("best.pt")
                         if self.is_main:
                             save_weights(self.eval_model, self.output / "best.safetensors", half=True,
@@ -619,6 +461,28 @@ def main(argv: Sequence[str] | None = None) -> None:
     rank = int(os.environ.get("RANK", 0))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     train(load_train_config(args.config, args.overrides), resume=args.resume)
+
+
+__all__ = [
+    "EpochSeededDataset",
+    "TrainConfig",
+    "Trainer",
+    "augment_mode",
+    "build_transform",
+    "load_train_config",
+    "main",
+    "train",
+    # the shared trainer scaffolding (acfd.training), also importable from here
+    "ResumableSampler",
+    "build_optimizer",
+    "lr_factor",
+    "read_settings",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+    "stop_on_signals",
+    "weight_decay_groups",
+]
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from torchvision.ops import box_iou
 from tqdm import tqdm
 
@@ -48,11 +48,11 @@ from acfd.detection.verifier import (
     mirror_averaged,
     normalise_crops,
 )
-from acfd.engine.train import weight_decay_groups
 from acfd.evaluation.icartoonface import evaluate_official, match_image
 from acfd.predict.detector import Detector
 from acfd.predict.modelfile import ModelFile
 from acfd.predict.scales import Scale
+from acfd.training import weight_decay_groups
 
 logger = logging.getLogger(__name__)
 
@@ -308,13 +308,15 @@ def _holdout_ap50(samples: VerifierSamples, rows: np.ndarray, scores: np.ndarray
 
 
 def fit_stacking(samples: VerifierSamples, rows: np.ndarray, out: np.ndarray, gt: Mapping[str, ImageRecord],
-                 images: np.ndarray) -> tuple[LogisticRegression, dict[str, float], float]:
+                 images: np.ndarray) -> tuple[Any, dict[str, float], float]:
     """Fit the stacking on held-out boxes ``rows`` (of the images ``images``, indices into
     ``samples.names``, found faces or not) given a verifier's ``(len(rows), 5)`` outputs.
 
     Returns the logistic regression of (logit(calibrated score), verifier logit), the held-out AP50
     (``"detector"``, then ``"verified (box step s)"`` per step of :data:`BOX_STEPS`) and the best step.
     """
+    from sklearn.linear_model import LogisticRegression  # the optional "train" extra
+
     y = samples.is_face[rows]
     features = np.stack([logit(samples.calibrated[rows]), out[:, 0]], 1)
     lr = LogisticRegression(C=1.0).fit(features, y)

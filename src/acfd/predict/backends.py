@@ -52,6 +52,26 @@ def backend_name(backend: Backend | None) -> str:
     return "onnx" if isinstance(backend, OnnxRunner) else type(backend).__name__
 
 
+def network_without_file(model: Any, weights: Any, device: torch.device, runner: Backend | None) -> ACFD:
+    """The network of a detector whose weights are not a file: a module, or the config of a backend."""
+    if isinstance(model, torch.nn.Module):
+        if weights is not None:
+            raise ValueError("weights= cannot be combined with a model instance; load them first")
+        return model.to(device).eval()
+    if isinstance(model, ModelConfig):
+        if weights is not None or runner is None:
+            raise ValueError("model=ModelConfig(...) is only for a backend= (it gives anchors, not weights)")
+        return ACFD(model).to(device).eval()
+    cfg = backend_config(runner) if runner is not None else None
+    if cfg is None:
+        raise ValueError(
+            "backend= needs model= (a variant name, config or ACFD) for the anchors and box "
+            "coder, unless the backend has a model_config attribute"
+        )
+    return ACFD(cfg).to(device).eval()
+
+
+
 def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, device: torch.device,
                  half: bool) -> Backend | None:
     """An ONNX Runtime runner of the fused network (cached export), or ``None`` for PyTorch.
@@ -99,4 +119,4 @@ def place_verifier(verifier: BoxVerifier, backend: Backend | None, device: torch
     verifier.to(device)
 
 
-__all__ = ["BACKENDS", "Backend", "backend_config", "backend_name", "onnx_backend", "place_verifier"]
+__all__ = ["BACKENDS", "Backend", "backend_config", "backend_name", "network_without_file", "onnx_backend", "place_verifier"]

@@ -32,10 +32,8 @@ import contextlib
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,68 +42,28 @@ import torch
 from torchvision import tv_tensors
 from torchvision.ops import box_area
 from torchvision.transforms.v2 import functional as F
-from tqdm.auto import tqdm
 
 from acfd.config import ModelConfig
-from acfd.data.image_io import ImageReadError, load_image
-from acfd.data.video import iter_video_frames
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
 from acfd.detection.verifier import BoxVerifier
-from acfd.models.detector import ACFD
-from acfd.predict.backends import BACKENDS, Backend, backend_config, backend_name, onnx_backend, place_verifier
+from acfd.predict.backends import BACKENDS, Backend, backend_name, network_without_file, onnx_backend, place_verifier
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
 from acfd.predict.presets import FROM_PRESET, GENERIC_PRESETS, PAPER_PRESET, PRESET_NAMES, Preset
-from acfd.predict.results import Detections, Timings
+from acfd.predict.results import Detections, PreparedBatch, Timings
 from acfd.predict.scales import Scale, parse_scales
+from acfd.predict.streams import detect_files, detect_frames
 from acfd.utils import resolve_device
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedBatch:
-    """The output of :meth:`Detector.preprocess`.
-
-    Args:
-        tensor: ``(B, 3, Hp, Wp)`` normalised float input, padded bottom/right to the size divisor.
-        input_sizes: ``(h, w)`` of each resized image inside ``tensor`` (before padding).
-        original_sizes: ``(h, w)`` of each original image.
-        scale: the test scale it was resized to (its :attr:`Scale.max_box` applies in
-            :meth:`Detector.postprocess`).
-    """
-
-    tensor: torch.Tensor
-    input_sizes: list[tuple[int, int]]
-    original_sizes: list[tuple[int, int]]
-    scale: Scale | None = None
 
 
 def _mirror_boxes(result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Boxes found on a horizontally mirrored ``(height, width)`` image, in the original's pixels."""
     boxes = F.horizontal_flip_bounding_boxes(result["boxes"], format=tv_tensors.BoundingBoxFormat.XYXY, canvas_size=image_size)
     return {**result, "boxes": boxes}
-
-
-def _network_without_file(model: Any, weights: Any, device: torch.device, runner: Backend | None) -> ACFD:
-    """The network of a detector whose weights are not a file: a module, or the config of a backend."""
-    if isinstance(model, torch.nn.Module):
-        if weights is not None:
-            raise ValueError("weights= cannot be combined with a model instance; load them first")
-        return model.to(device).eval()
-    if isinstance(model, ModelConfig):
-        if weights is not None or runner is None:
-            raise ValueError("model=ModelConfig(...) is only for a backend= (it gives anchors, not weights)")
-        return ACFD(model).to(device).eval()
-    cfg = backend_config(runner) if runner is not None else None
-    if cfg is None:
-        raise ValueError(
-            "backend= needs model= (a variant name, config or ACFD) for the anchors and box "
-            "coder, unless the backend has a model_config attribute"
-        )
-    return ACFD(cfg).to(device).eval()
 
 
 def _check_counts(max_det: int, topk: int, batch_size: int) -> None:
@@ -222,7 +180,7 @@ class Detector:
         if self.model_file is not None:
             self.model = self.model_file.load_network(self.device, warn_random=runner is None)
         else:
-            self.model = _network_without_file(model, weights, self.device, runner)
+            self.model = network_without_file(model, weights, self.device, runner)
         self.backend = runner
         stored = self.model_file.calibration if self.model_file is not None else None
         self.calibration = stored if calibration == "auto" else calibration
@@ -302,7 +260,8 @@ class Detector:
     # -- timing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _timed(self, step: str) -> Iterator[None]:
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the time the block takes to :attr:`timings` ``.step`` (CUDA synchronised at its end)."""
         start = time.perf_counter()
         try:
             yield
@@ -325,7 +284,7 @@ class Detector:
             images: ``(H, W, 3)`` uint8 RGB arrays.
             scale: the test scale.
         """
-        with self._timed("preprocess"):
+        with self.timed("preprocess"):
             sizes = [scale.target_size(*im.shape[:2]) for im in images]
             ph = max(self.padded_size(h, w)[0] for h, w in sizes)
             pw = max(self.padded_size(h, w)[1] for h, w in sizes)
@@ -359,7 +318,7 @@ class Detector:
         Returns:
             ``cls_logits (B, A)`` and ``box_deltas (B, A, 4)`` as float32 tensors on the device.
         """
-        with self._timed("forward"):
+        with self.timed("forward"):
             if self.backend is not None:
                 out = self.backend(batch.float().cpu().numpy())
                 cls_logits, box_deltas = (torch.as_tensor(np.asarray(o)) for o in tuple(out)[:2])
@@ -397,7 +356,7 @@ class Detector:
         Raises:
             RuntimeError: the outputs do not match the anchors of the input size.
         """
-        with self._timed("postprocess"):
+        with self.timed("postprocess"):
             cls_logits, box_deltas = outputs
             ph, pw = batch.tensor.shape[-2:]
             anchors = self._anchors_for(int(ph), int(pw))
@@ -455,7 +414,7 @@ class Detector:
     def _merge(self, per_scale: list[dict[str, torch.Tensor]], image: np.ndarray) -> dict[str, torch.Tensor]:
         """One image's views merged (NMS, agreement), calibrated and verified: its final boxes."""
         if len(per_scale) > 1:
-            with self._timed("postprocess"):
+            with self.timed("postprocess"):
                 per_scale = [merge_multiscale(per_scale, nms_thresh=self.nms_thresh, max_det=self.max_det,
                                               agreement_iou=self.agreement_iou)]
         return self._finalise(per_scale[0], image)
@@ -468,11 +427,11 @@ class Detector:
             return result  # the raw floor was the threshold
         boxes, scores = result["boxes"], result["scores"]
         if self.calibration is not None:
-            with self._timed("postprocess"):
+            with self.timed("postprocess"):
                 factor = Scale.parse(self.calibration.reference_scale).length_factor(*image.shape[:2])
                 scores = self.calibration(scores, boxes * factor)
         if self.verifier is not None:
-            with self._timed("verify"):
+            with self.timed("verify"):
                 boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh)
         keep = scores > self.score_thresh
         return {"boxes": boxes[keep], "scores": scores[keep]}
@@ -544,7 +503,7 @@ class Detector:
         items = list(images) if batch else [images]
         arrays, sources = [], []
         for item in items:
-            with self._timed("load"):
+            with self.timed("load"):
                 arrays.append(as_rgb_array(item, bgr=bgr))
             sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
         dets = self.detect_arrays(arrays, sources)
@@ -566,38 +525,7 @@ class Detector:
         Yields:
             ``(path, Detections)``, or ``(path, ImageReadError)`` for a file that cannot be read.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        paths = [Path(p) for p in paths]
-        pending: list[tuple[Path, np.ndarray]] = []
-
-        def flush() -> Iterator[tuple[Path, Detections]]:
-            if not pending:
-                return
-            dets = self.detect_arrays(
-                [im for _, im in pending], [str(p) for p, _ in pending], batch_size=batch_size
-            )
-            done = [(p, d) for (p, _), d in zip(pending, dets)]
-            pending.clear()
-            for item in done:
-                bar.update(1)
-                yield item
-
-        with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
-            for path in paths:
-                try:
-                    with self._timed("load"):
-                        image = load_image(path)
-                except (ImageReadError, OSError) as exc:
-                    yield from flush()
-                    logger.debug("cannot read %s: %s", path, exc)
-                    bar.update(1)
-                    yield path, exc
-                    continue
-                pending.append((path, image))
-                if len(pending) >= batch_size:
-                    yield from flush()
-            yield from flush()
+        return detect_files(self, paths, batch_size=batch_size, progress=progress)
 
     def detect_video(
         self,
@@ -618,7 +546,7 @@ class Detector:
         Raises:
             VideoReadError: the video cannot be opened or no frame decodes.
         """
-        for _, dets in self.detect_video_frames(path, every=every, batch_size=batch_size):
+        for _, dets in detect_frames(self, path, every=every, batch_size=batch_size):
             yield dets
 
     def detect_video_frames(
@@ -640,25 +568,7 @@ class Detector:
         Raises:
             VideoReadError: the video cannot be opened or no frame decodes.
         """
-        src = str(path)
-        pending: list[tuple[int, float, np.ndarray]] = []
-
-        def flush() -> Iterator[tuple[np.ndarray, Detections]]:
-            dets = self.detect_arrays(
-                [f for _, _, f in pending], [src] * len(pending), batch_size=batch_size
-            )
-            done = list(zip(pending, dets))
-            pending.clear()
-            for (index, ts, frame), d in done:
-                d.frame_index, d.timestamp = index, ts
-                yield frame, d
-
-        for index, ts, frame in iter_video_frames(path, every=every):
-            pending.append((index, ts, frame))
-            if len(pending) >= batch_size:
-                yield from flush()
-        if pending:
-            yield from flush()
+        return detect_frames(self, path, every=every, batch_size=batch_size)
 
 
 __all__ = ["Detector", "PreparedBatch"]

@@ -47,7 +47,7 @@ from acfd.detection.calibration import METADATA_KEY as CALIBRATION_KEY
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.verifier import BoxVerifier, load_verifier
 from acfd.models.detector import ACFD
-from acfd.models.registry import create_model, get_model_config, list_models
+from acfd.models.registry import get_model_config, list_models
 from acfd.predict.presets import METADATA_KEY as PRESETS_KEY
 from acfd.predict.presets import PRESET_NAMES, Preset, presets_path, presets_to_json, read_presets
 from acfd.utils import atomic_path, file_sha256

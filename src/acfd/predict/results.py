@@ -1,5 +1,5 @@
 """What a detector returns: :class:`Detections` (one image's faces) and :class:`Timings` (where the
-time went)."""
+time went); and :class:`PreparedBatch`, what its pre-processing step hands to the network."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from acfd.data.formats import ImageRecord
 from acfd.predict.inputs import ImageInput, as_rgb_array
+from acfd.predict.scales import Scale
 from acfd.predict.visualize import DEFAULT_COLOR, draw_detections
 
 
@@ -156,4 +158,22 @@ class Timings:
         return {k: 1000.0 * getattr(self, k) / n for k in ("load", "preprocess", "forward", "postprocess", "verify")}
 
 
-__all__ = ["Detections", "Timings", "frame_key"]
+@dataclass
+class PreparedBatch:
+    """The output of :meth:`Detector.preprocess <acfd.predict.detector.Detector.preprocess>`.
+
+    Args:
+        tensor: ``(B, 3, Hp, Wp)`` normalised float input, padded bottom/right to the size divisor.
+        input_sizes: ``(h, w)`` of each resized image inside ``tensor`` (before padding).
+        original_sizes: ``(h, w)`` of each original image.
+        scale: the test scale it was resized to (its :attr:`Scale.max_box` applies in
+            :meth:`Detector.postprocess`).
+    """
+
+    tensor: torch.Tensor
+    input_sizes: list[tuple[int, int]]
+    original_sizes: list[tuple[int, int]]
+    scale: Scale | None = None
+
+
+__all__ = ["Detections", "PreparedBatch", "Timings", "frame_key"]
