@@ -46,7 +46,7 @@ from acfd.cli.options import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from acfd.predict.batch import OutputFormat, RunResult
+    from acfd.predict.batch import RunResult
     from acfd.predict.results import Detections
     from acfd.predict.sources import InputItem
 
