@@ -20,25 +20,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-
-class _Centred:
-    """An embedder whose rows have the mean embedding of the show's crops removed."""
-
-    def __init__(self, inner, crops) -> None:  # noqa: ANN001
-        self.inner, self.embedding_dim, self.model_id = inner, inner.embedding_dim, inner.model_id + "+centred"
-        self.centre = inner.embed(crops).mean(axis=0)
-
-    def embed(self, crops):  # noqa: ANN001, ANN202
-        x = self.inner.embed(crops) - self.centre
-        return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
 
 def run(root: Path, characters: list[str], weights: str | None, features: str, per_character: int,
-        with_refs: int, refs: int, policy: str, refit: bool, work: Path, centre: bool = False,
-        settings: dict | None = None) -> dict:
+        with_refs: int, refs: int, policy: str, refit: bool, work: Path, settings: dict | None = None) -> dict:
     from acfd.assemble import stages
     from acfd.assemble.config import AssembleConfig
     from acfd.assemble.pipeline import run_pipeline
@@ -63,8 +47,6 @@ def run(root: Path, characters: list[str], weights: str | None, features: str, p
             truth_by_key[key] = char
     (work / "boxes.csv").write_text("\n".join(rows) + "\n")
     embedder = PixelEmbedder() if features == "pixels" else Recognizer(weights)
-    if centre:
-        embedder = _Centred(embedder, [np.asarray(Image.open(f).convert("RGB")) for f in sorted(src.iterdir())])
     project = Project(work / "proj", create=True)
     cfg = project.settle_config(AssembleConfig(**(settings or {})), {})
     run_pipeline(project, [str(src)], cfg, stages.boxes_finder(work / "boxes.csv"), embedder,
@@ -91,6 +73,10 @@ def wrong_labels(db, truth: dict[int, str]) -> int:  # noqa: ANN001
     return sum(label.get(r["dup_of"] if r["dup_of"] is not None else r["id"]) != truth[r["id"]] for r in rows)
 
 
+def _setting(value: str) -> float | bool:
+    return value.lower() == "true" if value.lower() in ("true", "false") else float(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
@@ -101,7 +87,6 @@ def main() -> None:
     ap.add_argument("--refs", type=int, default=3, help="reference images per such character")
     ap.add_argument("--policies", default="questions,groups")
     ap.add_argument("--refit", action="store_true", help="also each policy with re-ranking between rounds")
-    ap.add_argument("--centre", action="store_true", help="remove the mean embedding of the crops (adapt to the show)")
     ap.add_argument("--set", action="append", default=[], help="an assembling setting, e.g. cluster_sim=0.8 (repeatable)")
     args = ap.parse_args()
     chars = [c.strip() for c in args.characters.split(",") if c.strip()]
@@ -112,8 +97,8 @@ def main() -> None:
             for policy in args.policies.split(","):
                 for refit in ([False, True] if args.refit else [False]):
                     r = run(args.root, chars, None if w == "pixels" else w, "pixels" if w == "pixels" else "model",
-                            args.per_character, args.with_refs, args.refs, policy, refit, Path(tmp) / "work", args.centre,
-                            {k: float(v) for k, v in (item.split("=", 1) for item in args.set)})
+                            args.per_character, args.with_refs, args.refs, policy, refit, Path(tmp) / "work",
+                            {k: _setting(v) for k, v in (item.split("=", 1) for item in args.set)})
                     print(f"| {r['embedder']} | {r['policy']} | {r['crops']} | {r['representatives']} | {r['questions']} | "
                           f"{r['group_answers']} | {r['deselect_clicks']} | {r['actions']} | {100 * r['saved']:.0f} % | {r['wrong']} |",
                           flush=True)
