@@ -17,8 +17,8 @@ human data is used:
   itself learns with the plain cross-entropy on detached embeddings (the adversarial pair the
   paper's gradient-reversal inspiration implies; the extracted text leaves this step implicit).
 
-The machinery is the detection trainer's (``acfd.engine.train``): the seeded, resumable sampler,
-atomic checkpoints, RNG state, warm-up + step/cosine learning rate, optimiser parameter groups,
+The machinery is every trainer's (:mod:`acfd.training`): the seeded, resumable sampler, atomic
+checkpoints, RNG state, warm-up + step/cosine learning rate, optimiser parameter groups,
 ``metrics.jsonl`` records, SIGTERM/SIGINT checkpoint-and-stop; only the recognition step is new.
 """
 
@@ -41,21 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acfd.engine.train import (
-    ResumableSampler,
-    build_optimizer,
-    lr_factor,
-    read_settings,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-    stop_on_signals,
-)
 from acfd.recognition.data import list_images, load_crops, scan_identity_folder, scan_identity_folders
 from acfd.recognition.embedder import PixelEmbedder, Recognizer
 from acfd.recognition.heads import create_head
 from acfd.recognition.model import FEATURES, EmbedderConfig, EmbeddingNet, save_embedder
 from acfd.recognition.protocols import RecognitionReport, evaluate_embeddings
+from acfd.training import CheckpointedTrainer, ResumableSampler, build_optimizer, lr_factor, read_settings
 from acfd.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -246,8 +237,11 @@ class RecognitionModel(nn.Module):
         )
 
 
-class RecognitionTrainer:
-    """Owns data, model, optimiser and schedule of one recognition run (see the module docstring)."""
+class RecognitionTrainer(CheckpointedTrainer):
+    """Owns data, model, optimiser and schedule of one recognition run (see the module docstring);
+    checkpoints, resume, metrics and signals come from :class:`~acfd.training.CheckpointedTrainer`."""
+
+    best_key = "best_rank1"
 
     def __init__(self, cfg: RecognitionTrainConfig, resume: str | os.PathLike[str] | None = None) -> None:
         self.cfg = cfg
@@ -298,15 +292,10 @@ class RecognitionTrainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda it: lr_factor(it, self.iters_per_epoch, cfg, self.peak_lr)
         )
-        self.epoch = self.iteration = self.step_in_epoch = 0
-        self.best_rank1 = -1.0
+        self.init_progress()
         self.last_report: RecognitionReport | None = None
-        self._stop = False
         self._distractors: np.ndarray | None = None
-        if resume == "auto":
-            resume = self.output / "last.pt" if (self.output / "last.pt").is_file() else None
-        if resume is not None:
-            self.load(Path(resume))
+        self.resume(resume)
 
     def _load(self, paths: list[Path], labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         crops, kept, errors = load_crops(paths, self.cfg.input_size)
@@ -316,29 +305,8 @@ class RecognitionTrainer:
 
     # -- state ------------------------------------------------------------------------------
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "iteration": self.iteration,
-            "step_in_epoch": self.step_in_epoch, "best_rank1": self.best_rank1, "rng": rng_state(),
-            "train_config": dataclasses.asdict(self.cfg),
-        }
-
-    def load(self, path: Path) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: checkpoint to resume from not found")
-        ckpt = torch.load(path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.epoch, self.iteration, self.step_in_epoch = ckpt["epoch"], ckpt["iteration"], ckpt["step_in_epoch"]
-        self.best_rank1 = ckpt["best_rank1"]
-        set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at epoch %d, iteration %d", path, self.epoch, self.iteration)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+    def extra_state(self) -> dict[str, Any]:
+        return {"train_config": dataclasses.asdict(self.cfg)}
 
     # -- data -------------------------------------------------------------------------------
 
@@ -456,16 +424,8 @@ class RecognitionTrainer:
 
     # -- loop -------------------------------------------------------------------------------
 
-    def _request_stop(self, signum: int, frame: Any) -> None:
-        logger.warning("signal %d: saving a checkpoint and stopping", signum)
-        self._stop = True
-
-    def fit(self) -> Path:
-        """Train to ``epochs`` (or max_iters / time_limit / SIGTERM); writes last.pt and the weights."""
-        with stop_on_signals(self._request_stop):
-            return self._fit()
-
     def _fit(self) -> Path:
+        """Train to ``epochs`` (or max_iters / time_limit / SIGTERM); writes last.pt and the weights."""
         cfg = self.cfg
         from tqdm import tqdm
 
@@ -483,9 +443,9 @@ class RecognitionTrainer:
                 if not math.isfinite(losses["loss"]):
                     raise FloatingPointError(f"loss became {losses['loss']} at iteration {self.iteration}")
                 if self.iteration % cfg.log_every == 0:
-                    self._log({"type": "train", "epoch": self.epoch, "iteration": self.iteration,
+                    self.log_record({"type": "train", "epoch": self.epoch, "iteration": self.iteration,
                                "lr": self.optimizer.param_groups[0]["lr"], **losses})
-                if (cfg.max_iters is not None and self.iteration >= cfg.max_iters) or self._stop or (
+                if (cfg.max_iters is not None and self.iteration >= cfg.max_iters) or self._stop_requested or (
                     cfg.time_limit is not None and time.monotonic() - start > cfg.time_limit
                 ):
                     stopped = True
@@ -501,11 +461,11 @@ class RecognitionTrainer:
                 record.update(self._eval_record())
                 if cfg.snapshots:
                     self.export(f"{cfg.weights_name}-e{self.epoch}")
-            self._log(record)
-        save_checkpoint(self.output / "last.pt", self.state_dict())
+            self.log_record(record)
+        self.save("last.pt")
         final = self._eval_record()
         if final:
-            self._log({"type": "final", "epoch": self.epoch, "iteration": self.iteration, **final})
+            self.log_record({"type": "final", "epoch": self.epoch, "iteration": self.iteration, **final})
         weights = self.export()
         atomic_write_text(self.output / "train_config.json", json.dumps(dataclasses.asdict(cfg), indent=2))
         logger.info("weights: %s (%.1f min)", weights, (time.monotonic() - start) / 60)
