@@ -425,3 +425,20 @@ def test_project_centre_needs_enough_crops(tmp_path) -> None:
             if i == 0:
                 assert stages.project_centre(project) is None
     assert np.allclose(stages.project_centre(project), [1.0, (stages.MIN_CROPS_TO_ADAPT - 1) / 2])
+
+
+def test_faces_of_one_frame_never_share_a_cluster(tmp_path) -> None:
+    from acfd.assemble.db import to_blob
+
+    project = Project(tmp_path / "proj", create=True)
+    v = to_blob(np.array([1.0, 0.0], np.float32))
+    with project.db.transaction() as c:
+        c.execute("INSERT INTO sources (path, key, kind) VALUES ('s', 's', 'image')")
+        for f in (1, 2):
+            c.execute("INSERT INTO frames (source_id, file, key, width, height) VALUES (1, ?, ?, 10, 10)", (f"{f}.jpg", f"f{f}"))
+        for frame in (1, 1, 2):  # two look-alike faces in frame 1, a third in frame 2
+            c.execute("INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status, dedup_done, embedding)"
+                      " VALUES (?, 0, 0, 9, 9, 1, 'kept', 1, ?)", (frame, v))
+    stages.cluster(project, AssembleConfig(cluster_sim=0.5, adapt=False), progress=False)
+    clusters = [r["cluster_id"] for r in project.db.query("SELECT cluster_id FROM faces ORDER BY id")]
+    assert clusters[0] != clusters[1] and clusters[2] == clusters[0]

@@ -486,14 +486,20 @@ class _Leaders:
         self.index = _index(vectors, vectors.shape[1]) if len(rows) else None
         self.ids = ids
 
-    def match(self, v: np.ndarray, threshold: float) -> int | None:
-        """The id of the most similar leader when its cosine is above ``threshold``."""
+    def match(self, v: np.ndarray, threshold: float, exclude: Iterable[int] = ()) -> int | None:
+        """The id of the most similar leader above ``threshold`` that is not in ``exclude``."""
         if self.index is None:
             self.index = faiss.IndexFlatIP(v.shape[1])
         if not self.index.ntotal:
             return None
-        sims, idx = self.index.search(v, 1)
-        return self.ids[int(idx[0, 0])] if sims[0, 0] > threshold else None
+        excluded = set(exclude)
+        sims, idx = self.index.search(v, min(self.index.ntotal, 1 + len(excluded)))
+        for s, i in zip(sims[0], idx[0]):
+            if s <= threshold:
+                return None
+            if i >= 0 and self.ids[int(i)] not in excluded:
+                return self.ids[int(i)]
+        return None
 
     def add(self, v: np.ndarray, leader_id: int) -> None:
         self.index.add(v)
@@ -758,7 +764,8 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
 
     The papers do not cluster; this lets a person name a group of crops that no reference
     claims in one answer. Leader clustering (hand-written, a dozen lines over a Faiss index) is
-    incremental: a re-run with new crops never moves crops already answered about.
+    incremental: a re-run with new crops never moves crops already answered about. Faces of one
+    frame are different characters, so a crop never joins a cluster that holds a face of its frame.
     """
     t0, started = time.perf_counter(), now_iso()
     db = project.db
@@ -769,18 +776,23 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
     )
     leaders = _Leaders(rows_l, [r["cid"] for r in rows_l], centre)
     todo = db.query(
-        "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cluster_id IS NULL ORDER BY id"
+        "SELECT id, frame_id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cluster_id IS NULL ORDER BY id"
     )
+    in_frame: dict[int, set[int]] = {}  # frame -> the clusters holding one of its faces
+    for r in db.query("SELECT frame_id, cluster_id FROM faces WHERE cluster_id IS NOT NULL"):
+        in_frame.setdefault(r["frame_id"], set()).add(r["cluster_id"])
     with _bar(len(todo), "cluster", "crop", progress) as bar:
         for start in range(0, len(todo), 256):
             rows = todo[start : start + 256]
             with db.transaction() as c:
                 for row in rows:
                     v = centred(from_blob(row["embedding"]).reshape(1, -1), centre)
-                    target = leaders.match(v, cluster_sim)
+                    taken = in_frame.setdefault(row["frame_id"], set())
+                    target = leaders.match(v, cluster_sim, exclude=taken)
                     if target is None:
                         target = int(c.execute("INSERT INTO clusters (leader_face_id) VALUES (?)", (row["id"],)).lastrowid)
                         leaders.add(v, target)
+                    taken.add(target)
                     c.execute("UPDATE faces SET cluster_id = ? WHERE id = ?", (target, row["id"]))
             bar.update(len(rows))
     n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE cluster_id IS NOT NULL") or 0)
