@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import os
 import tempfile
 from collections.abc import Iterator
@@ -79,10 +80,8 @@ def package_version() -> str:
     """The installed acfd version (``"unknown"`` for a source checkout that is not installed); part of
     every cache key, so a new release rebuilds its caches."""
     try:
-        from importlib.metadata import version
-
-        return version("acfd")
-    except Exception:  # noqa: BLE001 - not installed (a source checkout on sys.path)
+        return importlib.metadata.version("acfd")
+    except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path, not installed
         return "unknown"
 
 
@@ -113,7 +112,7 @@ def resolve_device(device: object) -> "torch.device":  # noqa: F821 - torch is i
     Raises:
         ValueError: an unknown device name, or CUDA / MPS (or that CUDA index) not available here.
     """
-    import torch
+    import torch  # here, not at the top: the command line uses this module before it loads torch
 
     try:
         dev = device if isinstance(device, torch.device) else torch.device(str(device).strip())

@@ -1,6 +1,9 @@
-"""The ``acfd`` command line: a Typer app of thin typed commands over the engine.
+"""The ``acfd`` command line: a Typer app of thin typed commands over the library (``acfd.predict``,
+``acfd.engine``, ``acfd.recognition``, ``acfd.assemble``, the apps); nothing in the library imports it.
 
-Each command group lives in its own module exposing ``register(app)``.
+Each command group lives in its own module exposing ``register(app)``. Every module is imported at
+start-up (the root ``--help`` lists them all), so a command imports the library modules that load
+torch and other heavy packages inside its function, marked ``# run time: start-up stays light``.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     ) -> None:
         """Fit the score calibration of WEIGHTS on annotated images and write calibrated weights."""
-        from acfd.engine.calibrate import calibrate_model, save_calibrated_weights
+        from acfd.engine.calibrate import calibrate_model, save_calibrated_weights  # run time: start-up stays light
 
         require_extra("train", "acfd calibrate")  # scikit-learn fits at the end: say so before the long pass
         check_detector_weights(weights, "a calibration is stored in a .safetensors weights file")

@@ -50,7 +50,7 @@ def _read(
 
 def _check_output(dst: Path, fmt: str | None, src: Path) -> None:
     """``dst`` writable (a folder for yolo / voc, else a file) and not the input."""
-    from acfd.data.formats import guess_format, normalize_format
+    from acfd.data.formats import guess_format, normalize_format  # run time: start-up stays light
 
     kind = normalize_format(fmt) if fmt else guess_format(dst)
     if kind in ("yolo", "voc"):
@@ -102,7 +102,7 @@ def check_command(
     ),
 ) -> None:
     """Check a dataset; print each problem as ``file:line: severity: message``; exit 1 on errors."""
-    from acfd.data.check import run_check
+    from acfd.data.check import run_check  # run time: start-up stays light
 
     result = run_check(annotations, images, split=split, fmt=fmt, decode=decode)
     _echo_problems(result.problems)
@@ -122,7 +122,7 @@ def stats_command(
     fmt: str | None = typer.Option(None, "--format", help=_FMT_HELP),
 ) -> None:
     """Plot dataset statistics (faces per image, face size, aspect ratio) and print the numbers."""
-    from acfd.data.formats import fill_image_sizes
+    from acfd.data.formats import fill_image_sizes  # run time: start-up stays light
     from acfd.data.stats import ASPECT_HIGH, ASPECT_LOW, dataset_stats, plot_stats
 
     check_output_dir(out, "--out")
@@ -162,7 +162,7 @@ def preview_command(
     split: Path | None = typer.Option(None, "--split", help="Only pick images from this split file."),
 ) -> None:
     """Draw the boxes of a few random images into one PNG grid."""
-    from acfd.data.preview import save_preview
+    from acfd.data.preview import save_preview  # run time: start-up stays light
 
     check_output_file(out, "--out")
     check_not_inputs(out, [annotations], "--out")

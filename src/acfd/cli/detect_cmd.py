@@ -270,7 +270,7 @@ def _run(items: list[InputItem], detector_kwargs: dict[str, Any], engine: str, a
             for key, dets in run.results:
                 _echo_summary(key, dets)
         return run
-    from acfd.predict.batch import run_detection
+    from acfd.predict.batch import run_detection  # run time: start-up stays light
     from acfd.predict.detector import Detector
 
     with one_line_errors(context="cannot load the model", code=EXIT_USAGE):

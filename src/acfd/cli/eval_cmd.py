@@ -289,7 +289,7 @@ def _eval(
     official = breakdown["all"]
     coco_res = None
     if coco:
-        from acfd.evaluation.coco import coco_metrics
+        from acfd.evaluation.coco import coco_metrics  # run time: start-up stays light
 
         coco_res = coco_metrics(gt_records, pred_records)
     errors = evaluate_errors(gt_records, pred_records)
@@ -297,7 +297,7 @@ def _eval(
         typer.echo(line)
 
     if plot is not None:
-        from acfd.evaluation.plots import plot_pr_curve
+        from acfd.evaluation.plots import plot_pr_curve  # run time: start-up stays light
 
         name = Path(pred_source).stem if not use_model else pred_source
         plot_pr_curve({name: official}, plot)

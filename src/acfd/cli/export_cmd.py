@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from acfd.cli.errors import check_device, check_not_inputs, check_output_file, fail, one_line_errors
+from acfd.config import ModelConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -26,7 +27,7 @@ class ExportFormat(str, Enum):
 
 
 def _default_output(model_or_weights: str | None, model_name: str, fmt: ExportFormat) -> Path:
-    from acfd.deploy.export import tensorrt_available
+    from acfd.deploy.export import tensorrt_available  # run time: start-up stays light
 
     if fmt is ExportFormat.onnx:
         suffix = ".onnx"
@@ -75,7 +76,7 @@ def export_command(
     weights is copied beside the file, so that ``acfd detect --model OUT.onnx`` gives the boxes the
     weights give.
     """
-    from acfd.deploy.export import DEFAULT_OPSET, export_tensorrt
+    from acfd.deploy.export import DEFAULT_OPSET, export_tensorrt  # run time: start-up stays light
     from acfd.deploy.onnx_runner import check_onnx
     from acfd.engine.bench import parse_size
     from acfd.predict.modelfile import ModelFile, verifier_path
@@ -130,9 +131,7 @@ def export_command(
 
 def _check_static_size(size: tuple[int, int]) -> None:
     """A static ONNX input must be a padded size: Detector pads every input to multiples of the
-    size divisor (128), so a 320x320 graph could never be fed (issue 10.12)."""
-    from acfd.config import ModelConfig
-
+    size divisor (128), so a 320x320 graph could never be fed."""
     d = int(ModelConfig().size_divisor)
     if size[0] % d or size[1] % d:
         up = f"{-(-size[0] // d) * d}x{-(-size[1] // d) * d}"
@@ -182,6 +181,7 @@ def bench_command(
     Compares PyTorch eager, fused (paper 4.3), ONNX Runtime and, on CUDA, torch.compile and
     TensorRT, for single- and multi-scale tests at batch 1 and batched.
     """
+    # run time: start-up stays light
     from acfd.engine.bench import parse_backends, parse_batch_sizes, parse_size, run_benchmark
     from acfd.predict.modelfile import ModelFile
     from acfd.predict.scales import parse_scales
@@ -229,7 +229,7 @@ def bench_command(
 
 def _load_images(folder: Path, limit: int) -> list[np.ndarray]:
     """Up to ``limit`` images of ``folder`` (sorted by name) as RGB uint8 arrays."""
-    from acfd.data.image_io import ImageReadError, is_image_file, load_image
+    from acfd.data.image_io import ImageReadError, is_image_file, load_image  # run time: start-up stays light
 
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: image folder not found")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from acfd.cli.errors import fail
-from acfd.data.formats import ImageRecord
+from acfd.data.formats import ImageRecord, read_icartoon_csv, read_split
 
 
 def check_detector_weights(weights: Path, needs: str) -> None:
@@ -22,8 +22,6 @@ def check_detector_weights(weights: Path, needs: str) -> None:
 def read_annotated_images(gt: Path, images: Path, split: Path | None, purpose: str) -> tuple[dict[str, ImageRecord], list[str]]:
     """The ground truth of ``gt`` and the image names to use (those of ``split``, else all of
     ``gt``); the CSV's errors are echoed and the images skip them. ``purpose`` ends "no image to ..."."""
-    from acfd.data.formats import read_icartoon_csv, read_split
-
     if not images.is_dir():
         fail(f"{images}: image folder not found")
     records, problems = read_icartoon_csv(gt)

@@ -15,6 +15,8 @@ from typing import Any
 import typer
 
 from acfd.cli.errors import EXIT_USAGE, fail, one_line_errors
+from acfd.config import config_to_dict
+from acfd.utils import atomic_write_text, cache_dir, package_version
 
 logger = logging.getLogger(__name__)
 
@@ -22,9 +24,7 @@ _CACHE_NAME = "model_facts.json"
 
 
 def _cache_key(name: str, size: int, fused: bool) -> str:
-    from acfd.config import config_to_dict
-    from acfd.models.registry import get_model_config
-    from acfd.utils import package_version
+    from acfd.models.registry import get_model_config  # loads torch: at run time, not at start-up
 
     cfg = json.dumps(config_to_dict(get_model_config(name)), sort_keys=True)
     digest = hashlib.sha256(cfg.encode()).hexdigest()[:16]
@@ -33,10 +33,10 @@ def _cache_key(name: str, size: int, fused: bool) -> str:
 
 def model_facts(name: str, size: int, fused: bool) -> dict[str, float]:
     """Parameters, fp32 MB and GFLOPs at ``size`` x ``size`` of a variant, computed on ``meta``."""
-    import torch
+    import torch  # run time: start-up stays light
     from torch.utils.flop_counter import FlopCounterMode
 
-    from acfd.deploy.fuse import fuse_model
+    from acfd.deploy.fuse import fuse_model  # run time: start-up stays light
     from acfd.models.registry import count_parameters, create_model, model_size_mb
 
     with torch.device("meta"):
@@ -55,8 +55,6 @@ def model_facts(name: str, size: int, fused: bool) -> dict[str, float]:
 
 
 def _load_cache() -> tuple[Any, dict[str, dict[str, float]]]:
-    from acfd.utils import cache_dir
-
     path = cache_dir() / _CACHE_NAME
     try:
         data = json.loads(path.read_text())
@@ -74,8 +72,7 @@ def register(app: typer.Typer) -> None:
         names: list[str] = typer.Argument(None, help="Variants to show (default: all)."),
     ) -> None:
         """List model variants: parameters, size in MB (fp32) and GFLOPs."""
-        from acfd.models.registry import get_model_config, list_models
-        from acfd.utils import atomic_write_text
+        from acfd.models.registry import get_model_config, list_models  # loads torch: at run time
 
         chosen = names or list_models()
         for name in chosen:

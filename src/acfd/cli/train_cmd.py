@@ -61,7 +61,7 @@ def check_inputs(cfg: Any, resume: str | None) -> None:
         cfg: a :class:`acfd.engine.train.TrainConfig`.
         resume: ``--resume`` (a file, ``auto`` or ``None``).
     """
-    from acfd.models.registry import get_model_config
+    from acfd.models.registry import get_model_config  # run time: start-up stays light
     from acfd.predict.modelfile import read_model_config
 
     try:
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1 (default: auto)."),
     ) -> None:
         """Train a detector (for several GPUs: torchrun --nproc_per_node N -m acfd.engine.train ...)."""
-        from acfd.engine.train import load_train_config, train
+        from acfd.engine.train import load_train_config, train  # run time: start-up stays light
 
         items = list(overrides or [])
         if output:

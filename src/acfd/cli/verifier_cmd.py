@@ -41,7 +41,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars on stderr."),
     ) -> None:
         """Train the second-stage face verifier of WEIGHTS on annotated images."""
-        from acfd.detection.verifier import VERIFIERS, save_verifier
+        from acfd.detection.verifier import VERIFIERS, save_verifier  # run time: start-up stays light
         from acfd.engine.verifier_training import fit_verifier
         from acfd.predict.modelfile import verifier_path
 

@@ -12,6 +12,7 @@ import logging
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse as fx_fuse
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,6 @@ def fuse_model(model: nn.Module, inplace: bool = False) -> nn.Module:
     body = getattr(backbone, "body", None)
     if body is not None and any(isinstance(m, nn.BatchNorm2d) for m in body.modules()):
         try:
-            from torch.fx.experimental.optimization import fuse as fx_fuse
-
             backbone.body = fx_fuse(body)
         except Exception as exc:  # timm modules that do not trace keep their BN
             logger.info("could not fold BN inside %s: %s", type(body).__name__, exc)

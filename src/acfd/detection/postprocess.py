@@ -79,7 +79,7 @@ def view_agreement_scores(
     boxes at IoU >= iou_thresh with the merged box; 0 when it has none)``. This is the confidence
     rule of weighted boxes fusion (Solovyev et al., "Weighted boxes fusion", 2021: a box found by
     few of the views scores lower), kept apart from WBF's coordinate averaging, which lowered the
-    shipped model's dev AP50 (docs/MODEL_CARD.md). No library offers the rule alone, hence by hand.
+    shipped model's dev AP50 (docs/experiments/detector.md, "Test settings"). No library offers the rule alone, hence by hand.
 
     Args:
         boxes: ``(K, 4)`` merged boxes (e.g. NMS survivors of all views).

@@ -3,7 +3,7 @@ of the image around it (not in the ACFD paper).
 
 The one-stage detector's score comes from one anchor's receptive field at one pyramid level; most of
 what it loses on the iCartoonFace dev split is false positives on round face-like things (emblems,
-digits, logos) and boxes whose extent is off (docs/MODEL_CARD.md, "Where the AP50 is lost"). A
+digits, logos) and boxes whose extent is off (docs/experiments/detector.md, "Where the AP50 is lost"). A
 cascade stage that looks again at a context crop of each candidate, as MTCNN's R-Net / O-Net do
 (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
 Networks", 2016), predicts both "is this a face" and the offsets of the face's box.
@@ -25,6 +25,7 @@ model file (:class:`acfd.predict.modelfile.ModelFile`) finds the verifier beside
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -39,6 +40,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
 from torchvision.ops import roi_align
 
@@ -326,8 +329,6 @@ class BoxVerifier:
     def _export_onnx(self) -> bytes:
         """The network as an ONNX model with a dynamic batch (TorchScript exporter, as for the
         detector in :mod:`acfd.deploy.export`)."""
-        import io
-
         sample = torch.zeros((2, 3, self.cfg.crop_size, self.cfg.crop_size))
         buffer = io.BytesIO()
         model = FaceVerifier(self.cfg).eval()  # a CPU float32 copy, whatever device self.model is on
@@ -384,8 +385,6 @@ class BoxVerifier:
 def save_verifier(model: FaceVerifier, stacking: VerifierStacking, path: str | os.PathLike[str],
                   detector: str = "") -> Path:
     """Write the verifier (float32 weights, config, stacking, detector fingerprint) atomically."""
-    from safetensors.torch import save_file
-
     meta = {"config": model.cfg.to_dict(), "stacking": dataclasses.asdict(stacking), "detector": detector}
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -400,8 +399,6 @@ def load_verifier(path: str | os.PathLike[str]) -> BoxVerifier:
         FileNotFoundError: no such file.
         ValueError: not a verifier file (one line naming the file and the problem).
     """
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: verifier file not found")

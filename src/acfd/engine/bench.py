@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import logging
 import platform
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -175,8 +177,6 @@ def synthetic_frame(height: int = FRAME_SIZE[0], width: int = FRAME_SIZE[1], see
         width: frame width.
         seed: random seed of the shapes.
     """
-    import cv2
-
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     frame = np.stack(
@@ -275,12 +275,8 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads(),
     }
-    try:
-        import onnxruntime
-
-        env["onnxruntime"] = onnxruntime.__version__
-    except ImportError:  # pragma: no cover - a dependency
-        pass
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+        env["onnxruntime"] = importlib.metadata.version("onnxruntime")
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env

@@ -11,6 +11,7 @@ from torch import nn
 
 from acfd.config import BackboneConfig
 from acfd.models.layers import ConvBnAct
+from acfd.models.vovnet import VoVNet
 
 # Table 2 names -> timm model names.
 TIMM_BASELINES: dict[str, str] = {
@@ -72,7 +73,5 @@ class TimmBackbone(nn.Module):
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """VoVNet family for ``name == "vovnet"``, otherwise a timm baseline."""
     if cfg.name == "vovnet":
-        from acfd.models.vovnet import VoVNet
-
         return VoVNet(cfg)
     return TimmBackbone(cfg)

@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 from torchvision.utils import draw_bounding_boxes
 
 from acfd.utils import atomic_path
@@ -38,8 +39,6 @@ def default_font_size(height: int, width: int) -> int:
 def _draw_labels(image: np.ndarray, boxes: torch.Tensor, labels: Sequence[str], color: tuple[int, int, int] | str,
                  font_size: int) -> np.ndarray:
     """Write each label on a filled tab above its box (inside it at the top edge), in place."""
-    from PIL import Image, ImageColor, ImageDraw, ImageFont
-
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
     try:
