@@ -106,9 +106,11 @@ def test_annotate_cli_needs_a_project(tmp_path: Path) -> None:
 
 
 def _wait(browser, condition, timeout: float = 30.0):  # noqa: ANN001, ANN202
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(browser, timeout).until(condition)
+    # a page that re-renders replaces the elements a condition looked at: ask again
+    return WebDriverWait(browser, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
 
 
 def _alert(browser):  # noqa: ANN001, ANN202 - the open alert / confirm / prompt, or None
