@@ -442,3 +442,27 @@ def test_faces_of_one_frame_never_share_a_cluster(tmp_path) -> None:
     stages.cluster(project, AssembleConfig(cluster_sim=0.5, adapt=False), progress=False)
     clusters = [r["cluster_id"] for r in project.db.query("SELECT cluster_id FROM faces ORDER BY id")]
     assert clusters[0] != clusters[1] and clusters[2] == clusters[0]
+
+
+def test_faces_of_consecutive_video_frames_that_overlap_form_one_track(tmp_path) -> None:
+    from acfd.assemble.db import to_blob
+
+    project = Project(tmp_path / "proj", create=True)
+    with project.db.transaction() as c:
+        c.execute("INSERT INTO sources (path, key, kind) VALUES ('clip.mp4', 'clip.mp4', 'video')")
+        for i in range(3):
+            c.execute("INSERT INTO frames (source_id, frame_index, file, key, width, height) VALUES (1, ?, ?, ?, 100, 100)",
+                      (i * 25, f"{i}.jpg", f"clip.mp4#{i}"))
+        # frame 1: a face moving a little and one far away; frame 2: the first one again
+        boxes = [(1, (10, 10, 40, 40)), (2, (12, 11, 42, 41)), (2, (60, 60, 90, 90)), (3, (14, 12, 44, 42))]
+        for i, (frame, box) in enumerate(boxes):  # orthogonal embeddings: only the track can link them
+            c.execute("INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status, embedding) VALUES (?, ?, ?, ?, ?, 1, 'kept', ?)",
+                      (frame, *box, to_blob(np.eye(8, dtype=np.float32)[i])))
+    stages.dedup(project, AssembleConfig(), progress=False)
+    dup_of = [r["dup_of"] for r in project.db.query("SELECT dup_of FROM faces ORDER BY id")]
+    assert dup_of == [None, 1, None, 1]
+    stages.dedup(project, AssembleConfig(), progress=False)  # nothing new: unchanged
+    with project.db.transaction() as c:
+        c.execute("UPDATE faces SET dedup_done = 0, dup_of = NULL")
+    stages.dedup(project, AssembleConfig(tracks=False), progress=False)
+    assert [r["dup_of"] for r in project.db.query("SELECT dup_of FROM faces ORDER BY id")] == [None, None, None, None]

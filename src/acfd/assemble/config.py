@@ -61,6 +61,8 @@ class AssembleConfig:
             this (``None``: the recognition model's, else 0.5).
         adapt: compare crops (candidates, clusters) with the mean embedding of the project's
             crops removed: adaptation to the show (:mod:`acfd.recognition.gallery_model`).
+        tracks: a video face whose box overlaps a face of the previous sampled frame continues its
+            track and is a duplicate of it (one character; :func:`acfd.assemble.stages.dedup`).
     """
 
     every_seconds: float | None = 1.0
@@ -75,6 +77,7 @@ class AssembleConfig:
     candidate_sim: float | None = None
     cluster_sim: float | None = None
     adapt: bool = True
+    tracks: bool = True
 
     def __post_init__(self) -> None:
         if self.every_seconds is not None and not self.every_seconds > 0:

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
+from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from acfd.assemble.config import DEFAULT_SIMILARITIES, AssembleConfig
@@ -517,6 +519,11 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     Crops are visited in id order against a Faiss inner-product index of the representatives, so
     the result does not depend on how a run was split. Only representatives are asked about; a
     duplicate takes its representative's label at export.
+
+    With ``cfg.tracks``, a face of a video frame whose box overlaps (IoU >= :data:`TRACK_IOU`) a
+    face of the previous sampled frame of the same video, each the other's best overlap, continues
+    that face's track: one character, so it becomes a duplicate of the track's representative
+    (an episode's structure, given for free).
     """
     t0, started = time.perf_counter(), now_iso()
     db = project.db
@@ -524,6 +531,7 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     reps = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id")
     todo = db.query("SELECT id, embedding FROM faces WHERE dedup_done = 0 AND embedding IS NOT NULL ORDER BY id")
     leaders = _Leaders(reps, [r["id"] for r in reps])
+    tracks = _Tracks(db) if cfg.tracks else None
     pending: list[tuple[int | None, int]] = []
 
     def flush() -> None:
@@ -534,9 +542,13 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     with _bar(len(todo), "dedup", "crop", progress) as bar:
         for row in todo:
             v = from_blob(row["embedding"]).reshape(1, -1)
-            dup_of = leaders.match(v, dup_sim)
+            dup_of = tracks.previous(row["id"]) if tracks is not None else None
+            if dup_of is None:
+                dup_of = leaders.match(v, dup_sim)
             if dup_of is None:
                 leaders.add(v, row["id"])
+            if tracks is not None:
+                tracks.representative[row["id"]] = dup_of if dup_of is not None else row["id"]
             pending.append((dup_of, row["id"]))
             if len(pending) >= commit_every:
                 flush()
@@ -546,10 +558,56 @@ def dedup(project: Project, cfg: AssembleConfig, progress: bool = True, commit_e
     n = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dedup_done = 1") or 0)
     dups = int(db.scalar("SELECT COUNT(*) FROM faces WHERE dup_of IS NOT NULL") or 0)
     report = StageReport(
-        "dedup", "crops", n_in=n, kept=n - dups, dropped={f"near-duplicate (cos > {dup_sim})": dups},
+        "dedup", "crops", n_in=n, kept=n - dups,
+        dropped={f"near-duplicate (cos > {dup_sim})" + (" or the same face track" if cfg.tracks else ""): dups},
         done_now=len(todo), seconds=time.perf_counter() - t0,
     )
     return _record(project, report, started)
+
+
+#: Box overlap above which faces of consecutive sampled video frames continue one face track.
+TRACK_IOU = 0.5
+
+
+class _Tracks:
+    """Face tracks across consecutive sampled frames of each video (see :func:`dedup`)."""
+
+    def __init__(self, db: Any) -> None:
+        rows = db.query(
+            "SELECT f.id, f.frame_id, f.x1, f.y1, f.x2, f.y2, f.dup_of, f.dedup_done, fr.source_id, fr.frame_index"
+            " FROM faces f JOIN frames fr ON fr.id = f.frame_id JOIN sources s ON s.id = fr.source_id"
+            " WHERE s.kind = 'video' AND f.status = 'kept' AND f.embedding IS NOT NULL ORDER BY fr.source_id, fr.frame_index, f.id"
+        )
+        self.box = {r["id"]: (r["x1"], r["y1"], r["x2"], r["y2"]) for r in rows}
+        self.frame_of = {r["id"]: r["frame_id"] for r in rows}
+        self.faces_in: dict[int, list[int]] = {}
+        frames_of_source: dict[int, list[int]] = {}
+        for r in rows:
+            self.faces_in.setdefault(r["frame_id"], []).append(r["id"])
+            order = frames_of_source.setdefault(r["source_id"], [])
+            if not order or order[-1] != r["frame_id"]:
+                order.append(r["frame_id"])
+        self.previous_frame = {b: a for order in frames_of_source.values() for a, b in zip(order, order[1:])}
+        #: face -> the representative of its track so far (faces already deduplicated count too)
+        self.representative = {r["id"]: r["dup_of"] or r["id"] for r in rows if r["dedup_done"]}
+
+    def _best(self, face: int, others: list[int]) -> tuple[int | None, float]:
+        if not others:
+            return None, 0.0
+        iou = box_iou(torch.tensor([self.box[face]]), torch.tensor([self.box[o] for o in others]))[0]
+        j = int(iou.argmax())
+        return others[j], float(iou[j])
+
+    def previous(self, face: int) -> int | None:
+        """The representative of the track ``face`` continues, or None."""
+        frame = self.frame_of.get(face)
+        before = self.previous_frame.get(frame) if frame is not None else None
+        if before is None:
+            return None
+        match, iou = self._best(face, self.faces_in[before])
+        if match is None or iou < TRACK_IOU or self._best(match, self.faces_in[frame])[0] != face:
+            return None
+        return self.representative.get(match, match)
 
 
 # ------------------------------------------------------------------------------------------------
