@@ -408,8 +408,10 @@ def test_refit_moves_crops_to_the_character_their_confirmed_neighbours_have(tmp_
     stages.refit_candidates(project, cfg)
     assert [r["face_id"] for r in db.query("SELECT face_id FROM candidates")] == [1]  # face 2: cos 0.5 to the reference
     review.record_answer(db, "oracle", [1], "yes", 1)
+    version = db.query("SELECT version FROM faces WHERE id = 2")[0]["version"]
     stages.refit_candidates(project, cfg)  # the prototype is now the reference and face 1: cos 0.75 to face 2
     assert (2, 1) in [(r["face_id"], r["identity_id"]) for r in db.query("SELECT face_id, identity_id FROM candidates")]
+    assert db.query("SELECT version FROM faces WHERE id = 2")[0]["version"] == version + 1  # a page showing it is stale
 
 
 def test_project_centre_needs_enough_crops(tmp_path) -> None:

@@ -327,11 +327,25 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
         for fid, row in zip(open_ids, scores):
             inserts += [(fid, int(model.classes[j]), float(row[j])) for j in np.flatnonzero(row > threshold)]
     db.set_meta("candidate_threshold", repr(float(threshold)))
+    before = _best_candidates(db.query("SELECT face_id, identity_id, similarity FROM candidates"))
+    after = _best_candidates({"face_id": f, "identity_id": i, "similarity": s} for f, i, s in inserts)
+    moved = [(fid,) for fid in open_ids if before.get(fid) != after.get(fid)]
     with db.transaction() as c:
         c.executemany("DELETE FROM candidates WHERE face_id = ?", [(fid,) for fid in open_ids])
         c.executemany("INSERT OR REPLACE INTO candidates (face_id, identity_id, similarity) VALUES (?, ?, ?)", inserts)
         c.executemany("UPDATE faces SET cand_done = 1 WHERE id = ?", [(fid,) for fid in embedding])
+        # a face whose proposed character changed is a new question: pages showing the old one are stale
+        c.executemany("UPDATE faces SET version = version + 1 WHERE id = ?", moved)
     return float(threshold), len(open_ids)
+
+
+def _best_candidates(rows: Any) -> dict[int, int]:
+    """``{face: its most similar candidate character}`` of candidate rows."""
+    best: dict[int, tuple[float, int]] = {}
+    for r in rows:
+        if r["face_id"] not in best or r["similarity"] > best[r["face_id"]][0]:
+            best[r["face_id"]] = (r["similarity"], r["identity_id"])
+    return {f: ident for f, (_, ident) in best.items()}
 
 
 #: The candidate threshold when the references cannot calibrate one (one image per character).
