@@ -463,3 +463,33 @@ def test_csv_uses_bare_file_names_and_warns_on_clashes(app: typer.Typer, weights
     assert "x.png" in names and "sub/x.png" not in names
     assert {"a/y.png", "b/y.png"} <= names
     assert any("several folders" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------
+# model names and weights (issue 38 A2, A10)
+
+
+def test_a_variant_without_weights_is_refused_not_run_with_random_weights(app: typer.Typer, tmp_path: Path) -> None:
+    """A2: --model acfd-s (no weights shipped) printed one warning and boxed the whole image at 1.00."""
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--model", "acfd-s", "--no-progress"])
+    assert res.exit_code == 2
+    assert res.stderr.strip().splitlines() == [
+        "error: --model acfd-s: no weights are shipped for this variant; give its trained weights with --weights FILE"]
+    from acfd.cli import app as root
+
+    gt = tmp_path / "gt.csv"
+    gt.write_text("a.png,10,10,40,40\n")
+    res = CliRunner().invoke(root, ["eval", "--model", "acfd-s", "--gt", str(gt), "--images", str(tmp_path)])
+    assert res.exit_code == 2 and "--model acfd-s: no weights are shipped" in res.stderr
+
+
+def test_model_and_weights_errors_say_what_is_wrong(app: typer.Typer, tmp_path: Path) -> None:
+    """A10: a missing --weights said "not a model name"; an unknown --model warned about random weights first."""
+    Image.fromarray(rand_rgb(60, 80)).save(tmp_path / "a.png")
+    res = invoke(app, [tmp_path / "a.png", "--weights", tmp_path / "nope.safetensors", *FAST])
+    assert res.exit_code == 2 and f"{tmp_path / 'nope.safetensors'}: weights file not found" in res.stderr
+    assert "not a model name" not in res.stderr
+    res = invoke(app, [tmp_path / "a.png", "--model", "acfd-zzz", *FAST])
+    assert res.exit_code == 2 and "unknown model 'acfd-zzz'" in res.stderr
+    assert "RANDOM" not in res.output

@@ -178,21 +178,21 @@ def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp
         raise ValueError("stop here")
 
     monkeypatch.setattr(infer.Detector, "__init__", fake_detector)
-    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco"])
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
     assert seen == {"device": "cpu", "preset": "evaluation"}  # everything from the weights' evaluation preset
     seen.clear()
-    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco",
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco",
                                       "--no-flip", "--nms-thresh", "0.55", "--scales", "paper", "--agreement-iou", "0"])
     assert result.exit_code == 1 and "stop here" in result.output
     assert (seen["flip"], seen["nms_thresh"], seen["scales"]) == (False, 0.55, ("480x645", "640x860", "800x1075"))
     assert seen["agreement_iou"] is None  # 0 turns the rescoring off
     assert "calibration" not in seen  # the weights' own calibration ("auto")
     seen.clear()
-    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco", "--no-calibration"])
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco", "--no-calibration"])
     assert result.exit_code == 1 and seen["calibration"] is None  # raw network scores
     seen.clear()
-    result = CliRunner().invoke(app, ["eval", "acfd-s", "--gt", str(gt), "--images", str(images), "--no-coco", "--preset", "paper"])
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco", "--preset", "paper"])
     assert result.exit_code == 1 and seen == {"device": "cpu", "preset": "paper"}
 
 
@@ -263,3 +263,34 @@ def test_gt_box_outside_its_image_follows_data_check(app: typer.Typer, tmp_path:
     result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--images", str(imgs)])
     assert result.exit_code == 0, result.output
     assert "AP50 100.00" in _lines(result.stdout) and "entirely outside" in result.stderr
+
+
+# --- hostile prediction files (issue 38 A4) ----------------------------------------------------
+
+
+def test_a_prediction_file_with_no_usable_row_is_an_error_in_one_line(app: typer.Typer, tmp_path: Path) -> None:
+    """A4: every row malformed (or an empty file) printed one line per row, then AP50 0.00, exit 0."""
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    bad = _write(tmp_path / "bad.csv", [f"img1.jpg;{i};10;109;109;face;0.9" for i in range(500)] + ["img2.jpg,1,2"])
+    result = CliRunner().invoke(app, ["eval", str(bad), "--gt", str(gt), "--no-coco"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: no usable prediction: all 501 rows are malformed")
+    assert f"(first: {bad}:1: error: expected 5, 6 or 7" in lines[0]
+    empty = _write(tmp_path / "empty.csv", [])
+    result = CliRunner().invoke(app, ["eval", str(empty), "--gt", str(gt), "--no-coco"])
+    assert result.exit_code == 1 and f"error: {empty}: no predictions in the file (it is empty)" in result.stderr
+
+
+def test_impossible_scores_and_boxes_are_reported_and_many_problems_summed_up(app: typer.Typer, tmp_path: Path) -> None:
+    """A4: scores of 5.0 / -1 and boxes at 1e30 went by without a word."""
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    rows = [*PERFECT_PRED, "img1.jpg,10,10,109,109,face,5.0", "img2.jpg,10,10,59,119,face,-1",
+            "img2.jpg,1e30,10,2e30,119,face,0.5", *[f"img2.jpg,{i},x,3,4,face,0.5" for i in range(20)]]
+    result = CliRunner().invoke(app, ["eval", str(_write(tmp_path / "p.csv", rows)), "--gt", str(gt), "--no-coco"])
+    assert result.exit_code == 0, result.output
+    err = result.stderr
+    assert "p.csv:4: warning: score 5.0 outside [0, 1]" in err and "p.csv:5: warning: score -1 outside [0, 1]" in err
+    assert "p.csv:6: error: coordinates (1e30,10,2e30,119) beyond 1,000,000 pixels" in err
+    problem_lines = [ln for ln in err.splitlines() if "p.csv" in ln]
+    assert len(problem_lines) == 11 and problem_lines[-1].endswith("... and 13 more problems (13 errors, 0 warnings)")

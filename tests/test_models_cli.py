@@ -82,3 +82,41 @@ def test_corrupt_empty_and_onnx_weights_name_the_file(tmp_path):
                 call()
             msg = str(info.value)
             assert msg.startswith(f"{path}: ") and words in msg and "\n" not in msg, msg
+
+
+# --- model names and weights (issue 38 A2, A10) -------------------------------------------------
+
+
+def test_a_name_means_its_shipped_weights_and_weights_keep_their_own_config(tmp_path):
+    """A2: --model acfd-n meant random weights, and --model acfd-n --weights <the shipped file>
+    failed (its GroupNorm head is not the registered acfd-n's)."""
+    import torch
+
+    from acfd.predict.modelfile import ModelFile, default_weights_path, load_model, save_weights
+
+    shipped = default_weights_path()
+    assert shipped is not None
+    assert ModelFile.open("acfd-n").path == shipped
+    by_name, by_default, by_both = load_model("acfd-n"), load_model(), load_model("acfd-n", weights=shipped)
+    for model in (by_name, by_both):
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), by_default.state_dict().values()))
+    assert by_both.cfg == by_default.cfg and by_default.cfg.head.norm == "gn"
+    gn = save_weights(create_model("acfd-tiny", **{"head.norm": "gn"}), tmp_path / "gn.safetensors")
+    assert load_model("acfd-tiny", weights=gn).cfg.head.norm == "gn"
+    # a variant with no shipped weights: no file (random weights, with a warning, in Python)
+    assert ModelFile.open("acfd-s").path is None
+
+
+def test_recognition_weights_are_not_a_detector():
+    """A10: recognition weights given as a detector said "unknown backbone config keys: ['0', '1', ...]"."""
+    from pathlib import Path
+
+    import pytest
+
+    from acfd.predict.modelfile import ModelFile
+
+    recognition = Path(__file__).parents[1] / "src" / "acfd" / "weights" / "recognition-cartoon-s.safetensors"
+    if not recognition.is_file():
+        pytest.skip("no shipped recognition weights")
+    with pytest.raises(ValueError, match="these are recognition weights, not a face detector's"):
+        ModelFile.open(recognition)

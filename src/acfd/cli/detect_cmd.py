@@ -33,6 +33,7 @@ from acfd.cli.options import (
     PresetName,
     agreement_iou_option,
     calibration_option,
+    check_named_model,
     deprecated,
     deprecated_score_thr_option,
     detector_settings,
@@ -123,7 +124,7 @@ def detect(
     model: str | None = typer.Option(
         None,
         "--model",
-        help="Model name (acfd-l, acfd-s...; random weights without --weights), a weights file, "
+        help="Model name (acfd-n: the shipped weights; others with --weights), a weights file, "
         "or an exported .onnx file.",
         show_default="the shipped model",
     ),
@@ -195,6 +196,7 @@ def _detect(
     settings = detector_settings("evaluation" if eval_mode else preset, scales, score_thresh, flip, nms_thresh,
                                  agreement_iou, calibration, verifier)
     check_device(device)
+    check_named_model(model, weights)
     if engine not in ("local", "ray"):
         raise typer.BadParameter(f"unknown engine {engine!r}: local or ray", param_hint="'--engine'")
     if engine == "ray" and save_images is not None:

@@ -16,6 +16,7 @@ from acfd.cli.options import (
     PresetName,
     agreement_iou_option,
     calibration_option,
+    check_named_model,
     detector_settings,
     flip_option,
     nms_thresh_option,
@@ -34,26 +35,51 @@ logger = logging.getLogger(__name__)
 _RUNNING = "When running a model: "
 
 
+#: Problems of one file printed one per line; the rest are counted in one more line.
+MAX_PROBLEM_LINES = 10
+
+
 def _echo_problems(problems: Iterable[Problem]) -> list[str]:
-    """Print warnings/errors as ``file:line: severity: message`` (info only in the debug log)."""
-    shown = []
+    """Print warnings/errors as ``file:line: severity: message``, at most :data:`MAX_PROBLEM_LINES`
+    per file and then one line counting the rest (info only in the debug log). Returns them all."""
+    shown: list[str] = []
+    per_file: dict[str, list[Problem]] = {}
     for p in problems:
         if p.severity == "info":
             logger.debug("%s", p)
             continue
-        typer.echo(str(p), err=True)
+        per_file.setdefault(p.file, []).append(p)
         shown.append(str(p))
+    for file, found in per_file.items():
+        for p in found[:MAX_PROBLEM_LINES]:
+            typer.echo(str(p), err=True)
+        if len(found) > MAX_PROBLEM_LINES:
+            rest = found[MAX_PROBLEM_LINES:]
+            errors = sum(p.severity == "error" for p in rest)
+            typer.echo(f"{file}: ... and {len(rest)} more problems ({errors} errors, {len(rest) - errors} warnings)",
+                       err=True)
     return shown
 
 
 def _read_csv(path: Path, what: str) -> tuple[dict[str, ImageRecord], list[str]]:
-    """Read a ground-truth or prediction CSV (predictions may also be ``acfd detect``'s JSON)."""
+    """Read a ground-truth or prediction CSV (predictions may also be ``acfd detect``'s JSON).
+
+    Raises:
+        CliError: predictions of which not one row could be used (the file is empty, or every row
+            is malformed): one line with the count and the first problem, not one line per row.
+    """
     if not path.is_file():
         raise CliError(f"{path}: {what} file not found")
     if what == "prediction" and path.suffix.lower() == ".json":
         records, problems = formats.read_detections_json(path)
     else:
         records, problems = formats.read_icartoon_csv(path)
+    if what == "prediction" and not any(len(r) for r in records.values()):
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise CliError(f"{path}: no usable prediction: all {len(errors)} rows are malformed (first: {errors[0]})")
+        if not records:
+            raise CliError(f"{path}: no predictions in the file (it is empty)")
     return records, _echo_problems(problems)
 
 
@@ -259,6 +285,7 @@ def _eval(
             raise CliError(f"--images DIR is needed to run {model_name!r} (PRED is not a .csv / .json)")
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
+        check_named_model(model_name, weights_arg, "--model" if model is not None else "PRED")
         pred_records, pred_problems = _run_detector(
             model_name, list(gt_records), images, weights_arg, device, batch_size, settings
         )

@@ -127,6 +127,23 @@ def deprecated(old_value: T | None, old_name: str, new_value: T | None, new_name
     return old_value
 
 
+def check_named_model(model: str | None, weights: object | None, option: str = "--model") -> None:
+    """A variant name without weights means its shipped weights; a variant none are shipped for
+    is refused (its random weights would find nothing: one box over the whole image).
+
+    Raises:
+        CliError: a variant name with no weights given and none shipped.
+    """
+    if model is None or weights is not None:
+        return
+    from acfd.models.registry import list_models  # run time: start-up stays light
+    from acfd.predict.modelfile import shipped_weights
+
+    if model in list_models() and shipped_weights(model) is None:
+        raise CliError(f"{option} {model}: no weights are shipped for this variant; give its trained weights "
+                       "with --weights FILE", EXIT_USAGE)
+
+
 def detector_settings(
     preset: str,
     scales: str | None,
@@ -163,6 +180,7 @@ def detector_settings(
 __all__ = [
     "PresetName",
     "agreement_iou_option",
+    "check_named_model",
     "calibration_option",
     "deprecated",
     "deprecated_score_thr_option",

@@ -48,6 +48,7 @@ from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
 from acfd.detection.verifier import BoxVerifier
+from acfd.models.registry import list_models
 from acfd.predict.backends import BACKENDS, Backend, backend_name, network_without_file, onnx_backend, place_verifier
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
@@ -77,8 +78,8 @@ class Detector:
     """Find cartoon faces in images.
 
     Args:
-        model: a variant name (``"acfd-s"``; with no ``weights`` it gets random weights and a
-            warning), a weights/checkpoint file, an exported ``.onnx`` file (run by ONNX Runtime),
+        model: a variant name (``"acfd-n"``: its shipped weights; others need ``weights``, or get
+            random weights and a warning), a weights/checkpoint file, an exported ``.onnx`` file (run by ONNX Runtime),
             an ``ACFD`` module, or ``None`` for the shipped default model. With a ``backend`` a
             name or a ``ModelConfig`` is enough (or nothing when the backend has a
             ``model_config`` attribute).
@@ -172,6 +173,9 @@ class Detector:
             self.model_file = ModelFile.open(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
                                              num_threads=torch.get_num_threads())
             runner = self.model_file.runner
+        elif runner is not None and weights is None and model in list_models():
+            # a backend brings the network: the variant only gives the anchors and the box coder
+            self.model_file = ModelFile.variant(model)
         elif isinstance(model, (str, os.PathLike)) or (model is None and (runner is None or weights is not None)):
             self.model_file = ModelFile.open(model, weights)
         presets = self.model_file.presets if self.model_file is not None else {**GENERIC_PRESETS, "paper": PAPER_PRESET}

@@ -61,10 +61,15 @@ META_SOURCE_WEIGHTS = "acfd_source_weights"
 WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".onnx")
 
 
+def shipped_weights(name: str) -> Path | None:
+    """The weights shipped inside the package for the variant ``name``, or ``None``."""
+    path = WEIGHTS_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
 def default_weights_path() -> Path | None:
     """The shipped detector's weights inside the package, or ``None`` if this install has none."""
-    path = WEIGHTS_DIR / f"{SHIPPED_DETECTOR}.safetensors"
-    return path if path.is_file() else None
+    return shipped_weights(SHIPPED_DETECTOR)
 
 
 def verifier_path(weights: str | os.PathLike[str]) -> Path:
@@ -273,10 +278,12 @@ class ModelFile:
         """Open a model file.
 
         Args:
-            model: ``None`` (the shipped weights, or ``weights``), a variant name (with ``weights``,
-                or alone for random weights), a ``.safetensors`` / checkpoint file, or an ``.onnx``
-                export (opened in ONNX Runtime with ``providers`` and ``num_threads``).
-            weights: the weights of a variant given by name (or alone).
+            model: ``None`` (the shipped weights, or ``weights``), a variant name (with ``weights``;
+                alone: its shipped weights, else no weights file: :meth:`load_network` gives it
+                random weights with a warning), a ``.safetensors`` / checkpoint file, or an
+                ``.onnx`` export (opened in ONNX Runtime with ``providers`` and ``num_threads``).
+            weights: the weights of a variant given by name (or alone). Their own stored config
+                (a GroupNorm head, other widths...) is used when it is of that variant.
             providers: ONNX Runtime providers for an ``.onnx`` file (``None``: CUDA when available).
             num_threads: ONNX Runtime threads for an ``.onnx`` file.
 
@@ -303,15 +310,29 @@ class ModelFile:
                     "has none); pass Detector(model=NAME, weights=PATH) or a checkpoint path"
                 )
             return cls._from_file(default, None)
-        name = str(model)
-        config = get_model_config(name)  # "unknown model 'x'; available: ..."
+        config = get_model_config(str(model))  # "unknown model 'x'; available: ..."
         if weights is None:
-            return cls(None, config)
+            shipped = shipped_weights(config.name)
+            return cls(None, config) if shipped is None else cls._from_file(shipped, None)
         return cls._from_file(Path(weights), config)
+
+    @classmethod
+    def variant(cls, name: str) -> ModelFile:
+        """The config of the variant ``name`` and no weights file (for a backend that brings its
+        own network, which only needs the anchors and the box coder)."""
+        return cls(None, get_model_config(name))
 
     @classmethod
     def _from_file(cls, path: Path, config: ModelConfig | None) -> ModelFile:
         state, cfg_dict, metadata = _read_state_dict(path)
+        task = metadata.get("task")
+        if task and task != "detection":
+            raise ValueError(f"{path}: these are {task} weights, not a face detector's")
+        if config is not None and isinstance(cfg_dict, dict) and cfg_dict.get("name", config.name) == config.name:
+            try:  # the file's own config of that variant (its head's normalisation, widths...)
+                config = model_config_from_dict({**cfg_dict, "name": config.name})
+            except (TypeError, ValueError):
+                pass  # the registered config; loading the tensors says what does not fit
         if config is None:
             if cfg_dict is None:
                 raise ValueError(f"{path}: no model config stored in the file")
@@ -523,6 +544,7 @@ __all__ = [
     "read_metadata",
     "read_model_config",
     "save_weights",
+    "shipped_weights",
     "verifier_path",
     "write_metadata",
     "write_presets",

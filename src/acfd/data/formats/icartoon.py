@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Layouts of the CSV: ``filename,x1,y1,x2,y2`` / ``...,face`` / ``...,face,score``.
 ICARTOON_KINDS = ("train", "gt", "submission")
+#: Coordinates beyond this are no pixel position of any image: such rows are dropped.
+MAX_COORDINATE = 1_000_000
 
 
 def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Problem]]:
@@ -37,9 +39,10 @@ def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Probl
     ``filename,x1,y1,x2,y2,face`` (test ground truth) and ``filename,x1,y1,x2,y2,face,score``
     (submission). Handles a UTF-8 BOM, CRLF line ends, spaces around fields and a header line.
     Rows with the wrong number of fields, non-numeric values, ``x2 <= x1`` or ``y2 <= y1`` are
-    dropped (error); duplicate annotation rows are dropped (warning), duplicate submission rows kept
-    and reported, as the official scorer counts them; negative coordinates are clipped to 0
-    (warning); blank lines are skipped (info).
+    dropped (error), as are coordinates beyond :data:`MAX_COORDINATE`; duplicate annotation rows
+    are dropped (warning), duplicate submission rows kept and reported, as the official scorer
+    counts them; negative coordinates are clipped to 0 and scores outside [0, 1] kept (warning);
+    blank lines are skipped (info).
 
     Args:
         path: the CSV file.
@@ -119,6 +122,12 @@ def read_icartoon_csv(path: str | os.PathLike[str]) -> tuple[Records, list[Probl
                 Problem(src, lineno, f"class {row[5]!r} is not {FACE_CLASS!r}; box kept as a face")
             )
         x1, y1, x2, y2 = (float(c) for c in coords)  # type: ignore[arg-type]
+        if max(abs(x1), abs(y1), abs(x2), abs(y2)) > MAX_COORDINATE:
+            problems.append(Problem(src, lineno, f"coordinates ({','.join(row[1:5])}) beyond {MAX_COORDINATE:,} "
+                                    "pixels are no position in an image; row dropped", "error"))
+            continue
+        if score is not None and not 0.0 <= score <= 1.0:
+            problems.append(Problem(src, lineno, f"score {row[6]} outside [0, 1]; kept (AP ranks by it)"))
         if min(x1, y1, x2, y2) < 0:
             problems.append(
                 Problem(src, lineno, f"negative coordinate in ({','.join(row[1:5])}); clipped to 0")
@@ -207,4 +216,4 @@ def write_icartoon_csv(
     atomic_write_text(path, buf.getvalue())
 
 
-__all__ = ["ICARTOON_KINDS", "read_icartoon_csv", "write_icartoon_csv"]
+__all__ = ["ICARTOON_KINDS", "MAX_COORDINATE", "read_icartoon_csv", "write_icartoon_csv"]
