@@ -52,11 +52,26 @@ def test_missing_shared_data_is_one_line_and_leaves_no_run_folder(tmp_path: Path
         (["base_lr=-1"], "base_lr=-1: must be positive"),
         (["device=foo"], "unknown device"),
         (["nonsense=1"], "unknown training settings: nonsense"),
+        (["threads=0"], "setting threads=0: must be at least 1"),  # issue 38 A5: a 45-line traceback
     ],
 )
 def test_bad_settings_are_one_line(data: list[str], tmp_path: Path, extra: list[str], words: str) -> None:
     assert words in one_line(invoke([*data, *extra]))
     assert not (tmp_path / "run").exists()
+
+
+def test_a_malformed_recipe_is_one_line(tmp_path: Path) -> None:
+    """Issue 38 A5: a malformed YAML recipe gave an 83-line traceback (acfd train and acfd recognize train)."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nmodel: [acfd-n\n")
+    line = one_line(invoke(["--config", bad]))
+    assert line.startswith(f"error: {bad}: not valid YAML (line 3)")
+    from acfd.recognition.train import load_recognition_config
+
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        load_recognition_config(bad)
+    bad.write_text("- epochs\n- 3\n")
+    assert f"{bad}: expected a mapping of settings, got list" in one_line(invoke(["--config", bad]))
 
 
 def test_bad_resume_files_are_one_line(data: list[str], tmp_path: Path) -> None:

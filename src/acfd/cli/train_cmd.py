@@ -23,7 +23,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 }
 #: Settings that must be at least this value.
 _MINIMUM: dict[str, float] = {
-    "epochs": 1, "batch_size": 2, "base_batch_size": 1, "input_size": 32, "workers": 0, "log_every": 1,
+    "epochs": 1, "batch_size": 2, "base_batch_size": 1, "input_size": 32, "workers": 0, "threads": 1, "log_every": 1,
     "save_every": 1, "eval_every": 0, "warmup_iters": 0, "max_iters": 1, "time_limit": 0,
 }
 _POSITIVE = ("base_lr", "warmup_start_lr")
