@@ -493,3 +493,33 @@ def test_model_and_weights_errors_say_what_is_wrong(app: typer.Typer, tmp_path: 
     res = invoke(app, [tmp_path / "a.png", "--model", "acfd-zzz", *FAST])
     assert res.exit_code == 2 and "unknown model 'acfd-zzz'" in res.stderr
     assert "RANDOM" not in res.output
+
+
+def test_sigterm_writes_the_partial_file_as_ctrl_c_does(
+    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 38 A11: acfd detect -o on SIGTERM exited 143 and lost every result."""
+    import os
+    import signal
+
+    from acfd.predict import detector as infer
+
+    for i in range(3):
+        Image.fromarray(rand_rgb(60, 80, i)).save(tmp_path / f"{i}.png")
+    original = infer.Detector.detect_arrays
+    calls = {"n": 0}
+
+    def terminated_at_the_second(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a job scheduler's stop would
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(infer.Detector, "detect_arrays", terminated_at_the_second)
+    out = tmp_path / "out" / "submission.csv"
+    before = signal.getsignal(signal.SIGTERM)
+    res = invoke(app, [tmp_path, "-o", out, "--weights", weights, *FAST])
+    assert res.exit_code == 143
+    assert not out.exists() and (tmp_path / "out" / "submission.partial.csv").is_file()
+    assert "terminated (SIGTERM) after 1 of 3 files" in res.stderr and "submission.partial.csv" in res.stderr
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's again

@@ -3,16 +3,20 @@
 The command checks its options and outputs, then hands the work to the batch runner
 (:mod:`acfd.predict.batch`, or :mod:`acfd.predict.ray_engine` with ``--engine ray``). Every input
 that cannot be read gets a one-line ``path: reason`` and the run goes on; the exit code is 0 when
-everything was read, 1 when something failed, 2 when nothing could be read and 130 after Ctrl-C.
-Outputs are checked before the work (writable, not overwriting an input, the ``--coco-gt`` file
-readable) and written atomically at the end; after Ctrl-C the results so far go to
-``<name>.partial<suffix>`` (never to the real output name, so a partial submission cannot be taken
-for a finished one).
+everything was read, 1 when something failed, 2 when nothing could be read, 130 after Ctrl-C and
+143 after SIGTERM. Outputs are checked before the work (writable, not overwriting an input, the
+``--coco-gt`` file readable) and written atomically at the end; after Ctrl-C or SIGTERM (a job
+scheduler's stop, ``kill``) the results so far go to ``<name>.partial<suffix>`` (never to the real
+output name, so a partial submission cannot be taken for a finished one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,6 +56,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from acfd.predict.sources import InputItem
 
 logger = logging.getLogger(__name__)
+
+#: Exit code after SIGTERM (128 + 15), as a shell reports a process it terminated.
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 #: Formats of ``-o``: the names of :class:`acfd.predict.batch.OutputFormat`, without loading torch for ``--help``.
 FormatName = Enum("FormatName", {name: name for name in ("csv", "json", "coco")}, type=str)  # type: ignore[misc]
@@ -145,7 +152,8 @@ def detect(
 
     Without -o, prints each image's faces (box x1 y1 x2 y2 in pixels, score). Prints 'N images,
     M faces, K failed' at the end and lists each failure as 'path: reason'. Exit code 1 when an
-    input failed, 2 when nothing could be read, 130 after Ctrl-C.
+    input failed, 2 when nothing could be read, 130 after Ctrl-C, 143 after SIGTERM (both write the
+    results so far to NAME.partial.SUFFIX).
     """
     try:
         _detect(paths, output, None if fmt is None else fmt.value, save_images, device=device, half=half, batch_size=batch_size, model=model,
@@ -232,8 +240,9 @@ def _detect(
 
     detector_kwargs: dict[str, Any] = dict(model=model, weights=weights, device=device, half=half,
                                            batch_size=batch_size, **settings)
-    run = _run(items, detector_kwargs, engine, address, batch_size, video_every, save_images, progress,
-               echo=output is None)
+    with _sigterm_ends_the_run() as terminated:
+        run = _run(items, detector_kwargs, engine, address, batch_size, video_every, save_images, progress,
+                   echo=output is None)
     failures.extend(run.failures)
 
     n_images = len(run.results)
@@ -251,12 +260,32 @@ def _detect(
     if run.interrupted:
         done = f"after {n_images} of {len(items)} files"
         where = f"partial results written to {written} ({output} not written)" if written else "no results file written"
-        typer.echo(f"interrupted {done}: {where}", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED)
+        typer.echo(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} {done}: {where}", err=True)
+        raise typer.Exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
     if n_images == 0:
         raise typer.Exit(EXIT_USAGE)
     if failures:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_ends_the_run() -> Iterator[list[int]]:
+    """Inside the block SIGTERM ends the run as Ctrl-C does (the batch runner keeps what was done);
+    the list it yields gets the signal's number when one came."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield received
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _run(items: list[InputItem], detector_kwargs: dict[str, Any], engine: str, address: str | None, batch_size: int,
