@@ -635,6 +635,18 @@ def test_default_and_file_weights_load(tiny_model: torch.nn.Module, tmp_path: Pa
     assert_same(ref, Detector(scales="128", score_thresh=0.7)(image), exact=False)
 
 
+def test_enlarging_an_image_beyond_the_training_scale_warns_once(tiny_model: torch.nn.Module,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 38 A13: --scales 4096 on a 770 px image enlarged it 5x without a word (and boxed eyes)."""
+    det = Detector(model=tiny_model, scales=["160", "640"], score_thresh=0.9)
+    with caplog.at_level(logging.WARNING, logger="acfd.predict.detector"):
+        det(rand_image(100, 150))  # 640 enlarges it 4.3x
+        det([rand_image(100, 150, 1), rand_image(120, 150, 2)])
+        det(rand_image(200, 300))  # 2.1x: as the interactive scale does to small images, no warning
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("scale 640 enlarges a 100x150 image 4.3x (more than 4x)")
+
+
 def test_model_name_without_weights_warns(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         det = Detector(model="acfd-tiny")

@@ -60,6 +60,11 @@ from acfd.utils import resolve_device
 
 logger = logging.getLogger(__name__)
 
+#: A view that enlarges an image more than this (length factor) shows faces larger than the
+#: training crops did (the paper's random crops enlarge at most 1 / 0.3 = 3.3x, the CPU recipe's
+#: zoom 1.5x): small parts of a face (an eye) can then be boxed as faces. Such a view is warned about.
+MAX_UPSCALE = 4.0
+
 
 def _mirror_boxes(result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Boxes found on a horizontally mirrored ``(height, width)`` image, in the original's pixels."""
@@ -225,6 +230,7 @@ class Detector:
         self._mean_hwc = np.asarray(self.cfg.pixel_mean, dtype=np.float32)  # CPU pre-processing
         self._inv_std_hwc = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self._upscale_warned: set[str] = set()
         self.timings = Timings()
 
     @property
@@ -440,6 +446,16 @@ class Detector:
         keep = scores > self.score_thresh
         return {"boxes": boxes[keep], "scores": scores[keep]}
 
+    def _check_upscale(self, scale: Scale, height: int, width: int) -> None:
+        """Warn (once per scale) when ``scale`` enlarges an image beyond :data:`MAX_UPSCALE`."""
+        factor = scale.length_factor(height, width)
+        if factor > MAX_UPSCALE and str(scale) not in self._upscale_warned:
+            self._upscale_warned.add(str(scale))
+            logger.warning(
+                "scale %s enlarges a %dx%d image %.1fx (more than %gx): its faces get larger than the training "
+                "crops showed them and parts of faces may be boxed as faces; use a smaller scale for small images",
+                scale, height, width, factor, MAX_UPSCALE)
+
     # -- whole pipeline -------------------------------------------------------------------
 
     def detect_arrays(
@@ -467,6 +483,7 @@ class Detector:
         for scale, mirrored in self._view_plan():
             groups: dict[tuple[int, int], list[int]] = {}
             for i, im in enumerate(images):
+                self._check_upscale(scale, *im.shape[:2])
                 groups.setdefault(self.padded_size(*scale.target_size(*im.shape[:2])), []).append(i)
             for idxs in groups.values():
                 for start in range(0, len(idxs), step):
