@@ -156,7 +156,7 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     # the weights' evaluation preset (score > 0.08, not the interactive threshold), other scales
     assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu", "preset": "evaluation",
                      "scales": ("640x860", "800x1075"), "batch_size": 2}
-    assert "img2.jpg: error: image not found" in result.output
+    assert "1 of 2 ground-truth images not found here or in subfolders (e.g. img2.jpg)" in result.output
     assert "AP50 66.67" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
     saved, _ = read_icartoon_csv(sub)
     assert list(saved) == ["img1.jpg"] and saved["img1.jpg"].scores is not None
@@ -171,6 +171,7 @@ def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp
     gt = _write(tmp_path / "gt.csv", GT_ROWS)
     images = tmp_path / "images"
     images.mkdir()
+    (images / "img1.jpg").write_bytes(b"x")  # found: the run starts
     seen: dict = {}
 
     def fake_detector(self, model, weights=None, **kwargs):  # noqa: ANN001, ANN003, ANN202
@@ -294,3 +295,41 @@ def test_impossible_scores_and_boxes_are_reported_and_many_problems_summed_up(ap
     assert "p.csv:6: error: coordinates (1e30,10,2e30,119) beyond 1,000,000 pixels" in err
     problem_lines = [ln for ln in err.splitlines() if "p.csv" in ln]
     assert len(problem_lines) == 11 and problem_lines[-1].endswith("... and 13 more problems (13 errors, 0 warnings)")
+
+
+def test_images_in_subfolders_are_found_as_detect_finds_them(app: typer.Typer, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 38 A14: with the frames in DIR/<show>/, eval printed one "not found" line per image,
+    scored and exited 0."""
+    from PIL import Image
+
+    from acfd.predict import detector as infer
+
+    gt = _write(tmp_path / "gt.csv", GT_ROWS)
+    images = tmp_path / "frames"
+    (images / "show").mkdir(parents=True)
+    for name in ("img1.jpg", "img2.jpg"):
+        Image.new("RGB", (320, 200)).save(images / "show" / name)
+    seen: list[Path] = []
+
+    class FakeDetector:
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            pass
+
+        def detect_paths(self, paths, batch_size=1):  # noqa: ANN001, ANN202
+            for p in paths:
+                seen.append(Path(p))
+                yield Path(p), type("D", (), {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})()
+
+    monkeypatch.setattr(infer, "Detector", FakeDetector)
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco"])
+    assert result.exit_code == 0, result.output
+    assert sorted(seen) == [images / "show" / "img1.jpg", images / "show" / "img2.jpg"]
+    assert "not found" not in result.output
+    # a folder without any of them: one line with the count, before any work
+    (tmp_path / "other").mkdir()
+    result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(tmp_path / "other")])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'other'}: none of the 2 ground-truth images is in this folder or its subfolders "
+        "(e.g. img1.jpg); check --images (or --split)"]

@@ -119,31 +119,40 @@ def _read_split(path: Path) -> set[str]:
     return {n for n in formats.read_split(path) if n}
 
 
+def _find_images(images: Path, names: list[str]) -> tuple[dict[str, Path], list[str]]:
+    """The ground-truth images under ``images`` (subfolders too, as acfd detect reads them), and one
+    line saying how many are missing (their faces count as missed).
+
+    Raises:
+        CliError: none of them is there.
+    """
+    found = formats.find_images(images, names)
+    missing = [n for n in names if n not in found]
+    if missing and len(missing) == len(names):
+        raise CliError(f"{images}: none of the {len(names)} ground-truth images is in this folder or its "
+                       f"subfolders (e.g. {missing[0]}); check --images (or --split)")
+    problems = []
+    if missing:
+        problems.append(f"{images}: warning: {len(missing)} of {len(names)} ground-truth images not found here "
+                        f"or in subfolders (e.g. {missing[0]}); their faces count as missed")
+        typer.echo(problems[0], err=True)
+    return found, problems
+
+
 def _run_detector(
     model: str,
-    names: list[str],
-    images: Path,
+    paths: dict[str, Path],
     weights: str | None,
     device: str,
     batch_size: int,
     settings: dict[str, Any],
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run a :class:`~acfd.predict.detector.Detector` with ``settings`` (its preset and what changes
-    it) on ``images/<name>``; per-image failures are reported."""
+    it) on the image of each ground-truth name; per-image failures are reported."""
     from acfd.predict.detector import Detector  # loads torch: not needed to score a CSV
 
     problems: list[str] = []
-    key_of: dict[str, str] = {}
-    paths: list[Path] = []
-    for name in names:
-        p = images / name
-        if p.is_file():
-            key_of[str(p)] = name
-            paths.append(p)
-        else:
-            problems.append(f"{p}: error: image not found; its faces count as missed")
-    for msg in problems:
-        typer.echo(msg, err=True)
+    key_of = {str(p): name for name, p in paths.items()}
     try:
         # the evaluation preset by default: every box above the raw-score floor, all (calibrated)
         # scores kept; an interactive threshold would cut the precision-recall curve short
@@ -152,8 +161,8 @@ def _run_detector(
         raise CliError(f"cannot load model {model!r}: {exc}") from None
     logger.info("detecting faces on %d images with %s", len(paths), model)
     records: dict[str, ImageRecord] = {}
-    for path, out in det.detect_paths(paths, batch_size=batch_size):
-        key = key_of.get(str(path)) or key_of.get(str(images / Path(path).name), Path(path).name)
+    for path, out in det.detect_paths(list(paths.values()), batch_size=batch_size):
+        key = key_of.get(str(path), Path(path).name)
         if isinstance(out, Exception):
             msg = f"{path}: error: {out}"
             typer.echo(msg, err=True)
@@ -262,10 +271,13 @@ def _eval(
         except ValueError as exc:
             raise CliError(str(exc)) from exc
         gt_records = _subset(gt_records, keep)
+    found: dict[str, Path] = {}
     if images is not None and images.is_dir():
+        found, missing = _find_images(images, list(gt_records))
+        gt_problems += missing
         # One rule with `acfd data check`: ground-truth boxes are clipped to their image and
         # boxes entirely outside it are removed (the CSV alone has no image sizes to check).
-        gt_problems += _echo_problems(formats.clip_to_image(gt_records, images))
+        gt_problems += _echo_problems(formats.clip_to_image(gt_records, images, paths=found))
     num_faces = sum(len(r.boxes) for r in gt_records.values())
     if num_faces == 0:
         raise CliError(f"{gt}: no ground-truth face{' in the split' if split else ''}; nothing to score")
@@ -286,9 +298,7 @@ def _eval(
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
         check_named_model(model_name, weights_arg, "--model" if model is not None else "PRED")
-        pred_records, pred_problems = _run_detector(
-            model_name, list(gt_records), images, weights_arg, device, batch_size, settings
-        )
+        pred_records, pred_problems = _run_detector(model_name, found, weights_arg, device, batch_size, settings)
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")
             typer.echo(f"wrote {save_csv}")

@@ -38,6 +38,7 @@ from acfd.data.formats.records import (
     clip_record,
     clip_to_image,
     fill_image_sizes,
+    find_images,
     read_split,
 )
 from acfd.data.formats.voc import read_voc, write_voc
@@ -166,6 +167,7 @@ __all__ = [
     "clip_to_image",
     "coco_image_ids",
     "fill_image_sizes",
+    "find_images",
     "guess_format",
     "normalize_format",
     "read_annotations",

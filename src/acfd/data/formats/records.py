@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acfd.data.image_io import ImageReadError, read_image_size
+from acfd.data.image_io import ImageReadError, is_image_file, read_image_size
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,36 @@ def image_path(images_dir: Path, filename: str) -> Path:
     return images_dir / filename
 
 
+def find_images(images_dir: str | os.PathLike[str], names: Iterable[str]) -> dict[str, Path]:
+    """The image file of each record name under ``images_dir``: ``images_dir / name``, else the one
+    image of that file name in its subfolders (``acfd detect DIR`` reads them too; the first in
+    sorted order when several share it). Names with no image are left out.
+
+    Args:
+        images_dir: the images folder.
+        names: record names (file names, or paths relative to ``images_dir``).
+    """
+    images_dir = Path(images_dir)
+    found: dict[str, Path] = {}
+    by_name: dict[str, Path] | None = None
+    for name in names:
+        direct = image_path(images_dir, name)
+        if direct.is_file():
+            found[name] = direct
+            continue
+        if by_name is None:  # built once, on the first name not directly there
+            by_name = {}
+            for p in sorted(images_dir.rglob("*")):
+                if is_image_file(p) and p.is_file():
+                    by_name.setdefault(p.name, p)
+        if Path(name).name in by_name:
+            found[name] = by_name[Path(name).name]
+    return found
+
+
 def fill_image_sizes(
-    records: Mapping[str, ImageRecord], images_dir: str | os.PathLike[str], only_missing: bool = True
+    records: Mapping[str, ImageRecord], images_dir: str | os.PathLike[str], only_missing: bool = True,
+    paths: Mapping[str, Path] | None = None,
 ) -> list[Problem]:
     """Set ``width``/``height`` of records from their image headers (no pixel decoding).
 
@@ -168,6 +196,8 @@ def fill_image_sizes(
         records: records to update in place.
         images_dir: folder the record file names are relative to.
         only_missing: keep sizes that are already set.
+        paths: the image of each record (e.g. :func:`find_images`); records it leaves out are
+            skipped. Default: ``images_dir / filename``.
 
     Returns:
         One error per missing or unreadable image.
@@ -177,7 +207,9 @@ def fill_image_sizes(
     for rec in records.values():
         if only_missing and rec.width is not None and rec.height is not None:
             continue
-        img = image_path(images_dir, rec.filename)
+        if paths is not None and rec.filename not in paths:
+            continue
+        img = paths[rec.filename] if paths is not None else image_path(images_dir, rec.filename)
         try:
             rec.width, rec.height = read_image_size(img)
         except ImageReadError as exc:
@@ -185,7 +217,8 @@ def fill_image_sizes(
     return problems
 
 
-def clip_to_image(records: Mapping[str, ImageRecord], images_dir: str | os.PathLike[str]) -> list[Problem]:
+def clip_to_image(records: Mapping[str, ImageRecord], images_dir: str | os.PathLike[str],
+                  paths: Mapping[str, Path] | None = None) -> list[Problem]:
     """Clip boxes to their image, reading only image sizes (headers), and report what changed.
 
     Boxes that stick out of the image are clipped (one warning per image with the count); boxes
@@ -195,13 +228,15 @@ def clip_to_image(records: Mapping[str, ImageRecord], images_dir: str | os.PathL
     Args:
         records: records to update in place.
         images_dir: folder the record file names are relative to.
+        paths: the image of each record, as for :func:`fill_image_sizes`.
     """
     images_dir = Path(images_dir)
-    problems = fill_image_sizes(records, images_dir, only_missing=False)
+    problems = fill_image_sizes(records, images_dir, only_missing=False, paths=paths)
     for rec in records.values():
         if rec.width is None or rec.height is None or len(rec) == 0:
             continue
-        problems.extend(clip_record(rec, str(image_path(images_dir, rec.filename))))
+        where = paths[rec.filename] if paths is not None and rec.filename in paths else image_path(images_dir, rec.filename)
+        problems.extend(clip_record(rec, str(where)))
     return problems
 
 
@@ -294,6 +329,7 @@ __all__ = [
     "clip_record",
     "clip_to_image",
     "fill_image_sizes",
+    "find_images",
     "fmt_coord",
     "parse_float",
     "read_split",
