@@ -274,7 +274,8 @@ def test_upload_bytes_in_flight_are_bounded():
     with guarded_server(create_app(lambda s: FixedDetector(), settings), settings) as base:
         first = _partial_upload(base, 3_000_000, b"\0" * 2_600_000)  # then stalls, within the grace
         _wait_for(lambda: _bytes_in_flight(base) >= 2_600_000)
-        refused = httpx.post(f"{base}/v1/detect", content=b"\0" * 2_500_000, headers=PNG, timeout=10)
+        # over the budget well before its end (a body whose last piece crosses the budget is already in)
+        refused = httpx.post(f"{base}/v1/detect", content=b"\0" * 2_900_000, headers=PNG, timeout=10)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1", refused.text
         assert "busy receiving other uploads" in refused.json()["detail"]
         slow = [_partial_upload(base, 3_000_000) for _ in range(20)]  # declared, not sent: hold nothing
