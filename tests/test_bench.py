@@ -125,6 +125,28 @@ def test_run_benchmark_rows_and_thread_restore() -> None:
     assert report.meta["model"] == "acfd-tiny" and report.meta["torch_threads"] == 1
 
 
+def test_run_benchmark_shows_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 38 A15: acfd bench with the README's arguments ran 16 minutes without a progress bar."""
+    from acfd.engine import bench
+
+    bars = []
+
+    class Bar(bench.tqdm):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            import io
+
+            super().__init__(*args, **{**kwargs, "disable": False, "file": io.StringIO()})  # as on a terminal
+
+        def close(self) -> None:
+            bars.append((self.n, self.total, self.unit))
+            super().close()
+
+    monkeypatch.setattr(bench, "tqdm", Bar)
+    run_benchmark(create_model("acfd-tiny"), backends="eager,compile", scale_sets=["128"], batch_sizes=[1, 2],
+                  warmup=0, iters=1, frame_size=(96, 160), num_threads=1)
+    assert bars and set(bars) == {(4, 4, "config")}  # every configuration counted, the skipped compile ones too
+
+
 def test_run_benchmark_bad_arguments() -> None:
     model = create_model("acfd-tiny")
     with pytest.raises(ValueError, match="nothing to benchmark"):

@@ -51,7 +51,7 @@ def test_perfect_prediction_prints_ap50_100(app: typer.Typer, tmp_path: Path) ->
     result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt)])
     assert result.exit_code == 0, result.output
     lines = _lines(result.stdout)
-    assert "AP50 100.00" in lines
+    assert "AP50 100.00%" in lines
     assert any(ln.startswith("COCO AP 100.00") for ln in lines)
     assert any(ln.startswith("all faces") for ln in lines)
     assert any(ln.startswith("aspect h/w>2 or <0.5") for ln in lines)  # img2's 50x110 face
@@ -77,7 +77,7 @@ def test_csv_errors_are_reported_and_evaluation_goes_on(app: typer.Typer, tmp_pa
     result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--no-coco"])
     assert result.exit_code == 0, result.output
     assert f"{pred}:2:" in result.output
-    assert "AP50 100.00" in _lines(result.stdout)
+    assert "AP50 100.00%" in _lines(result.stdout)
     assert not any(ln.startswith("COCO") for ln in _lines(result.stdout))
 
 
@@ -86,10 +86,10 @@ def test_split_restricts_gt_and_predictions(app: typer.Typer, tmp_path: Path) ->
     pred = _write(tmp_path / "pred.csv", PERFECT_PRED[:2])  # img2 missed
     split = _write(tmp_path / "dev.txt", ["img1.jpg"])
     full = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--no-coco"])
-    assert "AP50 66.67" in _lines(full.stdout)
+    assert "AP50 66.67%" in _lines(full.stdout)
     part = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--split", str(split), "--no-coco"])
     assert part.exit_code == 0, part.output
-    assert "AP50 100.00" in _lines(part.stdout)
+    assert "AP50 100.00%" in _lines(part.stdout)
 
 
 def test_json_and_plot_outputs(app: typer.Typer, tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_json_and_plot_outputs(app: typer.Typer, tmp_path: Path) -> None:
         app, ["eval", str(pred), "--gt", str(gt), "--json", str(out_json), "--plot", str(out_png)]
     )
     assert result.exit_code == 0, result.output
-    assert "AP50 33.33" in _lines(result.stdout)
+    assert "AP50 33.33%" in _lines(result.stdout)
     assert "1 predicted images have no ground truth" in result.stdout
     data = json.loads(out_json.read_text())
     assert data["ap50"] == pytest.approx(1 / 3)
@@ -157,12 +157,12 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu", "preset": "evaluation",
                      "scales": ("640x860", "800x1075"), "batch_size": 2}
     assert "1 of 2 ground-truth images not found here or in subfolders (e.g. img2.jpg)" in result.output
-    assert "AP50 66.67" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
+    assert "AP50 66.67%" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
     saved, _ = read_icartoon_csv(sub)
     assert list(saved) == ["img1.jpg"] and saved["img1.jpg"].scores is not None
     # the saved submission scores the same
     again = CliRunner().invoke(app, ["eval", str(sub), "--gt", str(gt), "--no-coco"])
-    assert "AP50 66.67" in _lines(again.stdout)
+    assert "AP50 66.67%" in _lines(again.stdout)
 
 
 def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -238,7 +238,7 @@ def test_detect_json_is_accepted_as_predictions(app: typer.Typer, tmp_path: Path
     (tmp_path / "faces.json").write_text(json.dumps(faces))
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "faces.json"), "--gt", str(gt)])
     assert result.exit_code == 0, result.output
-    assert "AP50 100.00" in _lines(result.stdout)
+    assert "AP50 100.00%" in _lines(result.stdout)
     (tmp_path / "coco.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}]))
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "coco.json"), "--gt", str(gt)])
     assert result.exit_code == 1 and "no file names" in result.stderr
@@ -263,7 +263,7 @@ def test_gt_box_outside_its_image_follows_data_check(app: typer.Typer, tmp_path:
     Image.new("RGB", (100, 200)).save(imgs / "img2.jpg")
     result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--images", str(imgs)])
     assert result.exit_code == 0, result.output
-    assert "AP50 100.00" in _lines(result.stdout) and "entirely outside" in result.stderr
+    assert "AP50 100.00%" in _lines(result.stdout) and "entirely outside" in result.stderr
 
 
 # --- hostile prediction files (issue 38 A4) ----------------------------------------------------
@@ -333,3 +333,15 @@ def test_images_in_subfolders_are_found_as_detect_finds_them(app: typer.Typer, t
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'other'}: none of the 2 ground-truth images is in this folder or its subfolders "
         "(e.g. img1.jpg); check --images (or --split)"]
+
+
+def test_most_ground_truth_images_without_predictions_suggests_a_split(app: typer.Typer, tmp_path: Path) -> None:
+    """Issue 38 A15: predictions for the dev split scored against all of train.csv gave a low AP50 silently."""
+    gt = _write(tmp_path / "gt.csv", [*GT_ROWS, "img3.jpg,1,1,50,50", "img4.jpg,1,1,50,50"])
+    pred = _write(tmp_path / "pred.csv", PERFECT_PRED[2:])  # img2 only: 3 of 4 images without
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--no-coco"])
+    assert result.exit_code == 0, result.output
+    assert "warning: 3 of 4 ground-truth images have no prediction" in result.stderr and "--split FILE" in result.stderr
+    split = _write(tmp_path / "split.txt", ["img2.jpg"])
+    result = CliRunner().invoke(app, ["eval", str(pred), "--gt", str(gt), "--split", str(split), "--no-coco"])
+    assert result.exit_code == 0 and "no prediction" not in result.stderr and "AP50 100.00%" in _lines(result.stdout)

@@ -332,8 +332,10 @@ def test_plot_pr_curve_writes_png_atomically(tmp_path) -> None:
 def test_format_report_and_json() -> None:
     res = _result(0.8731)
     lines = format_report(res, {"all": res, "small": _result(float("nan"))}, {"AP": 0.5, "AP50": 0.9})
-    assert lines[0] == "AP50 87.31"
-    assert lines[2].startswith("COCO AP 50.00  AP50 90.00")
+    assert lines[0] == "AP50 87.31%"  # issue 38 A15: percentages say so
+    assert lines[1].startswith("recall ") and "%" in lines[1].split()[1]
+    assert lines[2].startswith("COCO AP 50.00%  AP50 90.00%")
+    assert "AP50 %" in lines[3] and "recall %" in lines[3]
     assert lines[-1].split()[-2:] == ["n/a", "100.00"]
     assert pct(float("nan")) == "n/a" and pct(1.0) == "100.00"
     data = report_dict(res, {"small": _result(float("nan"))}, {"AP": float("nan")}, pred="p.csv")

@@ -18,6 +18,8 @@ def test_models_lists_sizes_of_the_named_variants():
     expected = count_parameters(fuse_model(create_model("acfd-n"), inplace=True)) / 1e6
     assert abs(params - expected) < 0.01
     assert float(lines["acfd-tiny"][5]) > 0  # GFLOPs at 128x128
+    # issue 38 A15: the variant with shipped weights is marked, the others are not
+    assert lines["acfd-n"][6:] == ["shipped"] and lines["acfd-tiny"][6:] == []
 
 
 def test_models_unknown_name_exits_2():

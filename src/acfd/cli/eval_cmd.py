@@ -321,6 +321,11 @@ def _eval(
     typer.echo(f"predictions: {pred_source} ({len(pred_records)} images, {num_det} detections)")
     if outside:
         typer.echo(f"{len(outside)} predicted images have no ground truth: their detections are ignored")
+    unpredicted = [k for k in gt_records if k not in pred_records or not len(pred_records[k])]
+    if not use_model and split is None and len(unpredicted) > len(gt_records) / 2:
+        typer.echo(f"warning: {len(unpredicted)} of {len(gt_records)} ground-truth images have no prediction: their "
+                   "faces count as missed; if the predictions are for part of the images, pass it with --split FILE",
+                   err=True)
 
     breakdown = evaluate_breakdown(gt_records, pred_records)
     official = breakdown["all"]

@@ -175,6 +175,7 @@ def bench_command(
         "1080x1920", "--frame-size", hidden=True, help="Synthetic frame HxW (tests use a small one)."
     ),
     compile_mode: str = typer.Option("max-autotune", "--compile-mode", hidden=True),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar over the configurations on stderr."),
 ) -> None:
     """Milliseconds per 1920x1080 frame and per folder image: pre-processing, network, post-processing.
 
@@ -214,6 +215,7 @@ def bench_command(
         compile_mode=compile_mode,
         num_threads=threads,
         nms_thresh=source.preset("interactive").nms_thresh,
+        progress=progress,
     )
     meta = report.meta
     typer.echo(

@@ -71,8 +71,10 @@ def register(app: typer.Typer) -> None:
         fused: bool = typer.Option(True, help="Report the deployed (ACB/BN-fused) model."),
         names: list[str] = typer.Argument(None, help="Variants to show (default: all)."),
     ) -> None:
-        """List model variants: parameters, size in MB (fp32) and GFLOPs."""
+        """List model variants: parameters, size in MB (fp32) and GFLOPs; "shipped" marks the variant
+        whose trained weights come with acfd (the default model of acfd detect and Detector())."""
         from acfd.models.registry import get_model_config, list_models  # loads torch: at run time
+        from acfd.predict.modelfile import shipped_weights
 
         chosen = names or list_models()
         for name in chosen:
@@ -82,7 +84,8 @@ def register(app: typer.Typer) -> None:
                 fail(str(exc), EXIT_USAGE)
         cache_path, cache = _load_cache()
         changed = False
-        typer.echo(f"{'model':<22}{'backbone':<18}{'neck':<8}{'params(M)':>10}{'MB':>9}{'GFLOPs@' + str(size):>13}")
+        typer.echo(f"{'model':<22}{'backbone':<18}{'neck':<8}{'params(M)':>10}{'MB':>9}{'GFLOPs@' + str(size):>13}"
+                   "  weights")
         for name in chosen:
             cfg = get_model_config(name)
             key = _cache_key(name, size, fused)
@@ -94,7 +97,7 @@ def register(app: typer.Typer) -> None:
                 "vovnetv2" if cfg.backbone.name == "vovnet" else cfg.backbone.name)
             typer.echo(
                 f"{name:<22}{backbone:<18}{cfg.neck.name:<8}{facts['params'] / 1e6:>10.2f}"
-                f"{facts['mb']:>9.1f}{facts['gflops']:>13.2f}"
+                f"{facts['mb']:>9.1f}{facts['gflops']:>13.2f}" + ("  shipped" if shipped_weights(name) else "")
             )
         if changed:
             try:

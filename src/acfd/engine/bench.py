@@ -27,6 +27,7 @@ import json
 import logging
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from acfd.deploy.export import DEFAULT_OPSET, export_onnx, tensorrt_available
 from acfd.deploy.fuse import fuse_model
@@ -298,6 +300,7 @@ def run_benchmark(
     compile_mode: str = "max-autotune",
     num_threads: int | None = None,
     nms_thresh: float | None = None,
+    progress: bool = True,
 ) -> BenchReport:
     """Time the detection pipeline for every backend x scale set x batch size x input.
 
@@ -320,6 +323,7 @@ def run_benchmark(
         num_threads: CPU threads for PyTorch and ONNX Runtime (``None``: PyTorch's current).
         nms_thresh: the NMS threshold (``None``: that of the generic interactive preset; pass the
             weights' own, ``ModelFile.preset("interactive").nms_thresh``).
+        progress: a progress bar over the configurations on stderr (hidden when it is no terminal).
 
     Returns:
         A :class:`BenchReport`.
@@ -352,7 +356,7 @@ def run_benchmark(
     try:
         return _run(
             model, dev, names, scale_sets, batches, warmup, iters, inputs, score_thresh,
-            DEFAULT_OPSET if opset is None else opset, compile_mode, nms_thresh,
+            DEFAULT_OPSET if opset is None else opset, compile_mode, nms_thresh, progress,
         )
     finally:
         torch.set_num_threads(previous_threads)
@@ -371,6 +375,7 @@ def _run(
     opset: int,
     compile_mode: str,
     nms_thresh: float | None,
+    progress: bool = True,
 ) -> BenchReport:
     threads = torch.get_num_threads()
     report = BenchReport(
@@ -389,14 +394,18 @@ def _run(
         }
     )
     model = model.to(dev).eval()
-    with _backend_networks(model, names, dev, opset, compile_mode, threads) as nets:
+    total = len(names) * len(scale_sets) * len(inputs) * len(batches)
+    bar = tqdm(total=total, unit="config", desc="bench", file=sys.stderr, disable=None if progress else True)
+    with bar, _backend_networks(model, names, dev, opset, compile_mode, threads) as nets:
         for name in names:
             entry = nets[name]
             for scales in scale_sets:
                 for label, imgs, is_frame in inputs:
                     for batch in batches:
+                        bar.set_postfix_str(f"{name} {scales} batch {batch}")
                         if isinstance(entry, str):  # skipped backend
                             report.results.append(BenchResult(name, scales, batch, label, note=entry))
+                            bar.update(1)
                             continue
                         net, runner, note = entry
                         detector = Detector(
@@ -421,6 +430,7 @@ def _run(
                                 note=note,
                             )
                         )
+                        bar.update(1)
     return report
 
 

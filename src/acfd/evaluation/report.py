@@ -26,6 +26,12 @@ def pct(x: float | None) -> str:
     return f"{100.0 * x:.2f}"
 
 
+def pct_sign(x: float | None) -> str:
+    """:func:`pct` with its unit: ``0.8731 -> "87.31%"`` (``"n/a"`` if undefined)."""
+    text = pct(x)
+    return text if text == "n/a" else text + "%"
+
+
 def format_report(
     official: OfficialResult,
     breakdown: Mapping[str, OfficialResult] | None = None,
@@ -41,30 +47,31 @@ def format_report(
         errors: result of ``evaluate_errors`` (where the AP50 is lost), or None.
 
     Returns:
-        Lines; the headline is exactly ``"AP50 <percent, 2 decimals>"`` (e.g. ``"AP50 87.31"``).
+        Lines; the headline is exactly ``"AP50 <percent, 2 decimals>%"`` (e.g. ``"AP50 87.31%"``);
+        the tables' columns of percentages say ``%`` in their heading.
     """
     lines = [
-        f"AP50 {pct(official.ap)}",
-        f"recall {pct(official.max_recall)} (faces {official.num_gt}, detections {official.num_det}, "
+        f"AP50 {pct_sign(official.ap)}",
+        f"recall {pct_sign(official.max_recall)} (faces {official.num_gt}, detections {official.num_det}, "
         f"tp {official.tp}, fp {official.fp})",
     ]
     if coco is not None:
-        lines.append("COCO " + "  ".join(f"{k} {pct(coco.get(k))}" for k in COCO_METRIC_KEYS))
+        lines.append("COCO " + "  ".join(f"{k} {pct_sign(coco.get(k))}" for k in COCO_METRIC_KEYS))
     if breakdown:
-        lines.append(f"{'subset':<22} {'faces':>7} {'dets':>7} {'AP50':>7} {'recall':>7}")
+        lines.append(f"{'subset':<22} {'faces':>7} {'dets':>7} {'AP50 %':>7} {'recall %':>8}")
         for name, res in breakdown.items():
             label = SUBSET_LABELS.get(name, name)
             lines.append(
-                f"{label:<22} {res.num_gt:>7d} {res.num_det:>7d} {pct(res.ap):>7} {pct(res.max_recall):>7}"
+                f"{label:<22} {res.num_gt:>7d} {res.num_det:>7d} {pct(res.ap):>7} {pct(res.max_recall):>8}"
             )
     if errors is not None:
-        lines.append(f"{'error (fixed alone)':<22} {'count':>7} {'AP50':>7} {'gain':>7}")
+        lines.append(f"{'error (fixed alone)':<22} {'count':>7} {'AP50 %':>7} {'gain %':>8}")
         for kind in ERROR_KINDS:
             gain = errors.gain(kind)
             gain_txt = "n/a" if math.isnan(gain) else f"{100.0 * gain:+.2f}"
             unit = "faces" if kind == "missed" else "dets"
             lines.append(
-                f"{kind + ' (' + unit + ')':<22} {errors.counts[kind]:>7d} {pct(errors.fixed_ap[kind]):>7} {gain_txt:>7}"
+                f"{kind + ' (' + unit + ')':<22} {errors.counts[kind]:>7d} {pct(errors.fixed_ap[kind]):>7} {gain_txt:>8}"
             )
     return lines
 
