@@ -1,5 +1,8 @@
 """Training augmentation of ACFD (paper section 4.1, "Data Augmentation") and the eval resize.
 
+(Over 600 lines because the paper's augmentation is one pipeline: its two hand-written v2
+transforms, the photometric step and the train / eval / fast-train compositions share their helpers.)
+
 The paper lists, in order: (1) colour distortion; then (b) expansion by a random ratio in [1, 4]
 with mean padding (small faces), (c) a random crop of random size and position (large faces), or
 (d) "random tile the faces to anchor scales" (PyramidBox data-anchor-sampling); finally a resize to
