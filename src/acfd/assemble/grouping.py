@@ -217,7 +217,7 @@ def add_references(
         g = Gallery.load(gallery)
         g.check_model(embedder.model_id, embedder.embedding_dim)
         _pin_reference_source(project, "references_gallery", Path(gallery), "--gallery")
-        vectors = g.index.reconstruct_n(0, g.index.ntotal) if len(g) else np.zeros((0, g.dim), np.float32)
+        vectors = g.vectors()
         with db.transaction() as c:
             for i, (name, vector) in enumerate(zip(g.names, vectors)):
                 origin = f"gallery:{Path(gallery).resolve()}#{i}"

@@ -151,7 +151,7 @@ class Gallery:
         keep = [i for i, n in enumerate(self.names) if n != name]
         removed = len(self.names) - len(keep)
         if removed:
-            vectors = self.index.reconstruct_n(0, self.index.ntotal)[keep] if keep else np.zeros((0, self.dim), np.float32)
+            vectors = self.vectors()[keep]
             self.index = faiss.IndexFlatIP(self.dim)
             if len(keep):
                 self.index.add(np.ascontiguousarray(vectors))
