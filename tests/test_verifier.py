@@ -138,11 +138,11 @@ def test_box_verifier_skips_boxes_that_cannot_pass_and_onnx_runtime_agrees() -> 
     assert torch.allclose(kept_boxes, all_boxes[[0, 2]]) and torch.allclose(kept_scores, all_scores[[0, 2]])
     from acfd.utils import cache_dir
 
-    for name in cache_dir().glob("verifier-r4-tiny-*.onnx"):
+    for name in cache_dir().glob("verifier-stage-r4-tiny-*.onnx"):
         name.unlink()
     fast = BoxVerifier(_tiny_verifier(), stacking).use_onnx_runtime(1)
     assert "onnx" in repr(fast)
-    cached = list(cache_dir().glob("verifier-r4-tiny-*.onnx"))
+    cached = list(cache_dir().glob("verifier-stage-r4-tiny-*.onnx"))
     assert len(cached) == 1  # exported once ...
     ort_boxes, ort_scores = fast(image, boxes, scores)
     assert torch.allclose(ort_boxes, all_boxes, atol=1e-3) and torch.allclose(ort_scores, all_scores, atol=1e-5)
@@ -152,7 +152,7 @@ def test_box_verifier_skips_boxes_that_cannot_pass_and_onnx_runtime_agrees() -> 
     assert torch.allclose(again(image, boxes, scores)[1], ort_scores)
     other = BoxVerifier(_tiny_verifier(seed=1), stacking).use_onnx_runtime(1, cache=False)  # other weights
     assert not torch.allclose(other(image, boxes, scores)[1], ort_scores)
-    assert len(list(cache_dir().glob("verifier-r4-tiny-*.onnx"))) == 1
+    assert len(list(cache_dir().glob("verifier-stage-r4-tiny-*.onnx"))) == 1
 
 
 def test_box_verifier_rescores_and_moves_boxes_by_the_offsets() -> None:

@@ -14,8 +14,7 @@ the training ones, whatever the box size.
 The map is fitted once per weights file by gradient-boosted trees (scikit-learn's
 ``HistGradientBoostingClassifier``, constrained to be non-decreasing in the raw score), tabulated on
 a grid of (logit of the raw score, log box side in network-input pixels) and evaluated by bilinear
-interpolation (``torch.nn.functional.grid_sample``), so inference needs neither scikit-learn nor
-trees. The table travels in the weights file's metadata (key :data:`METADATA_KEY`) and in the ONNX
+interpolation (NumPy), so inference needs neither scikit-learn, nor trees, nor torch. The table travels in the weights file's metadata (key :data:`METADATA_KEY`) and in the ONNX
 export's metadata.
 """
 
@@ -26,11 +25,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torchvision.ops import box_area
 
 #: Metadata key of the calibration table in a ``.safetensors`` weights file and an ``.onnx`` export.
 METADATA_KEY = "score_calibration"
@@ -40,16 +37,21 @@ GRID_LOG_SIDES = (math.log(4.0), math.log(1024.0))
 GRID_SHAPE = (48, 32)
 
 
-def box_sides(boxes: torch.Tensor) -> torch.Tensor:
-    """``(K,)`` sides ``sqrt(w * h)`` of ``(K, 4)`` boxes, at least 1e-3 (degenerate boxes)."""
-    return box_area(boxes).clamp(min=1e-6).sqrt()
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
 
 
-def logit(p: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def box_sides(boxes: Any) -> Any:
+    """``(K,)`` sides ``sqrt(w * h)`` of ``(K, 4)`` boxes (NumPy or torch), at least 1e-3 (degenerate boxes)."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return area.clamp(min=1e-6).sqrt() if _is_torch(boxes) else np.sqrt(np.maximum(area, 1e-6))
+
+
+def logit(p: Any) -> Any:
     """``log(p / (1 - p))`` of probabilities clamped to [1e-6, 1 - 1e-6] (NumPy float64 or torch)."""
-    if isinstance(p, torch.Tensor):
+    if _is_torch(p):
         p = p.clamp(1e-6, 1 - 1e-6)
-        return torch.log(p) - torch.log1p(-p)
+        return p.log() - (-p).log1p()
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
 
@@ -88,28 +90,41 @@ class ScoreCalibration:
                 raise ValueError(f"calibration {name} must be two finite increasing numbers, got {(lo, hi)}")
 
     @cached_property
-    def _grid(self) -> torch.Tensor:
-        """The table as ``grid_sample``'s input: ``(1, 1, n_sides, n_scores)``."""
-        return torch.tensor(self.table, dtype=torch.float32).t().contiguous()[None, None]
+    def _table(self) -> np.ndarray:
+        return np.asarray(self.table, dtype=np.float32)
 
     @cached_property
     def _best_per_score(self) -> np.ndarray:
         """``(n_scores,)`` the largest calibrated score over box sizes at each raw-score node."""
         return np.asarray(self.table).max(axis=1)
 
-    def __call__(self, scores: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """Calibrated scores of ``(K,)`` raw ``scores`` for ``(K, 4)`` ``boxes`` (x1, y1, x2, y2 in
-        the input pixels of :attr:`reference_scale`)."""
-        if scores.numel() == 0:
-            return scores.float()
-        side = box_sides(boxes.float())
+    def calibrate(self, scores: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Calibrated float32 scores of ``(K,)`` raw ``scores`` for ``(K, 4)`` ``boxes`` (x1, y1,
+        x2, y2 in the input pixels of :attr:`reference_scale`): bilinear on the table, the nearest
+        edge outside it (``grid_sample``'s ``align_corners=True``, ``border`` rule)."""
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if scores.size == 0:
+            return scores
+        table = self._table
         (l0, l1), (s0, s1) = self.logit_range, self.log_side_range
-        x = (logit(scores.float()) - l0) / (l1 - l0) * 2 - 1  # grid_sample's x: the table's last axis
-        y = (side.float().log() - s0) / (s1 - s0) * 2 - 1
-        grid = torch.stack([x, y], -1).view(1, 1, -1, 2).to(torch.float32)
-        out = F.grid_sample(self._grid.to(grid.device), grid.clamp(-1, 1), mode="bilinear", padding_mode="border",
-                            align_corners=True)
-        return out.view(-1).to(scores.dtype)
+        side = box_sides(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+        u = np.clip((logit(scores) - l0) / (l1 - l0), 0.0, 1.0) * (table.shape[0] - 1)
+        v = np.clip((np.log(side.astype(np.float64)) - s0) / (s1 - s0), 0.0, 1.0) * (table.shape[1] - 1)
+        i0 = np.minimum(np.floor(u).astype(np.int64), table.shape[0] - 2)
+        j0 = np.minimum(np.floor(v).astype(np.int64), table.shape[1] - 2)
+        du, dv = (u - i0)[:, None], (v - j0)
+        rows = table[i0] * (1 - du) + table[i0 + 1] * du  # (K, n_sides): interpolated along the score
+        out = rows[np.arange(len(j0)), j0] * (1 - dv) + rows[np.arange(len(j0)), j0 + 1] * dv
+        return out.astype(np.float32)
+
+    def __call__(self, scores: Any, boxes: Any) -> Any:
+        """:meth:`calibrate` for NumPy arrays or torch tensors (the type, dtype and device of ``scores``)."""
+        if not _is_torch(scores):
+            return self.calibrate(scores, boxes).astype(np.asarray(scores).dtype, copy=False)
+        import torch  # the tensors' own library, already loaded by whoever made them
+
+        out = self.calibrate(scores.detach().float().cpu().numpy(), boxes.detach().float().cpu().numpy())
+        return torch.from_numpy(out).to(device=scores.device, dtype=scores.dtype)
 
     def raw_score_floor(self, thresh: float) -> float:
         """The largest raw score below which no box of any size calibrates above ``thresh``.
@@ -172,7 +187,9 @@ def fit_score_calibration(
         ValueError: mismatched lengths, or no true or no false positive to learn from.
         ImportError: scikit-learn is missing (``pip install scikit-learn``).
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier  # the optional "train" extra: inference needs no scikit-learn
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,  # the optional "train" extra: inference needs no scikit-learn
+    )
 
     scores, sides = np.asarray(scores, np.float64).ravel(), np.asarray(sides, np.float64).ravel()
     y = np.asarray(is_true_positive).astype(bool).ravel()

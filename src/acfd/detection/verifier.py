@@ -28,70 +28,34 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import cv2
 import numpy as np
 import torch
-import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
 from timm.models.resnet import BasicBlock, ResNet
+from torch import nn
 from torchvision.ops import roi_align
 
-from acfd.config import dataclass_from_dict
-from acfd.detection.protocol import PAPER_SCORE_THRESH
+from acfd.detection.verifier_runtime import (
+    METADATA_KEY,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    VerifierConfig,
+    VerifierSession,
+    VerifierStacking,
+    crop_squares,
+    refine_boxes,
+    resized_for_crops,
+)
 from acfd.utils import atomic_path, cache_dir, package_version, state_sha256
 
-#: Metadata key of the verifier's config and stacking in its ``.safetensors`` file.
-METADATA_KEY = "acfd_verifier"
 #: ONNX opset of the verifier's export (:meth:`BoxVerifier.use_onnx_runtime`).
 ONNX_OPSET = 17
-#: ImageNet mean / std in 0-255 pixels (the verifier's input normalisation).
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-
-@dataclass(frozen=True)
-class VerifierConfig:
-    """Architecture and crop geometry of a verifier variant.
-
-    Args:
-        name: the variant's registry name.
-        channels: output channels of the four ResNet stages (one basic block each).
-        stem_width: width of timm's deep stem (three 3x3 convolutions).
-        crop_size: side of the square crop fed to the network, in pixels.
-        context: crop side / box's longer side.
-        long_side: the image is resized to this longer side before cropping.
-        members: networks in the ensemble, trained alike with different seeds; their outputs
-            (logit and offsets) are averaged (``members`` x the verify time).
-    """
-
-    name: str
-    channels: tuple[int, int, int, int] = (32, 64, 128, 256)
-    stem_width: int = 16
-    crop_size: int = 64
-    context: float = 1.6
-    long_side: int = 640
-    members: int = 1
-
-    def __post_init__(self) -> None:
-        if self.members < 1:
-            raise ValueError(f"verifier {self.name!r}: members must be at least 1, got {self.members}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VerifierConfig:
-        cfg = dataclass_from_dict(cls, data, "verifier config")
-        return dataclasses.replace(cfg, channels=tuple(int(c) for c in cfg.channels))
 
 
 #: Verifier variants: ``r4-32`` is one network of 1.2 M parameters on 64-pixel crops, ``-96`` the
@@ -160,8 +124,9 @@ def flip_outputs(out: torch.Tensor) -> torch.Tensor:
 def mirror_averaged(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """The mean of ``network``'s outputs for crops ``x`` and for their mirror images (expressed for
     ``x``), in one batch: faster than two calls."""
+    n = x.shape[0]  # not len(x): the ONNX export must keep the number of crops dynamic
     both = network(torch.cat([x, x.flip(-1)]))
-    return (both[:len(x)] + flip_outputs(both[len(x):])) / 2
+    return (both[:n] + flip_outputs(both[n:])) / 2
 
 
 def flip_offsets(offsets: torch.Tensor) -> torch.Tensor:
@@ -169,33 +134,26 @@ def flip_offsets(offsets: torch.Tensor) -> torch.Tensor:
     return torch.stack([-offsets[:, 2], offsets[:, 1], -offsets[:, 0], offsets[:, 3]], 1)
 
 
-def box_long_sides(boxes: np.ndarray) -> np.ndarray:
-    """``(K,)`` longer sides of ``(K, 4)`` boxes, at least 1 pixel."""
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
+def _crops_of(image: torch.Tensor, rois: torch.Tensor, size: int) -> torch.Tensor:
+    """``(K, 3, size, size)`` float crops (whole 0-255 values) of a ``(1, 3, H, W)`` float image at
+    ``(K, 4)`` squares: bilinear ``roi_align`` (exported as ONNX ``RoiAlign``), outside is black."""
+    out = roi_align(image, [rois], (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return out.round().clamp(0, 255)
 
 
 def context_crops(image: np.ndarray, boxes: np.ndarray, cfg: VerifierConfig) -> torch.Tensor:
     """``(K, 3, S, S)`` uint8 crops of an RGB ``(H, W, 3)`` uint8 image around ``(K, 4)`` boxes
     (original pixels): squares of ``cfg.context`` x the longer side, centred on each box, from the
-    image resized to ``cfg.long_side`` (OpenCV area interpolation), bilinear ``roi_align``; outside
-    the image is black."""
+    image resized to ``cfg.long_side`` (:func:`~acfd.detection.verifier_runtime.resized_for_crops`),
+    bilinear ``roi_align``; outside the image is black."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    size = cfg.crop_size
     if len(boxes) == 0:
-        return torch.zeros((0, 3, size, size), dtype=torch.uint8)
-    height, width = image.shape[:2]
-    factor = cfg.long_side / max(height, width)
-    resized = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
-                         interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+        return torch.zeros((0, 3, cfg.crop_size, cfg.crop_size), dtype=torch.uint8)
+    resized, factor = resized_for_crops(image, cfg)
     # contiguous CHW: torchvision's CPU roi_align is about twice as fast on it as on the HWC view
     tensor = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)[None].float().contiguous()
-    b = boxes * factor
-    cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-    half = box_long_sides(b) * cfg.context / 2
-    rois = torch.from_numpy(np.stack([cx - half, cy - half, cx + half, cy + half], 1)).float()
-    out = roi_align(tensor, [rois], (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+    rois = torch.from_numpy(crop_squares(boxes, factor, cfg))
+    return _crops_of(tensor, rois, cfg.crop_size).to(torch.uint8)
 
 
 def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
@@ -205,64 +163,22 @@ def normalise_crops(crops: torch.Tensor) -> torch.Tensor:
     return ((crops.float() - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def _logit(p: torch.Tensor) -> torch.Tensor:
-    p = p.double().clamp(1e-6, 1 - 1e-6)
-    return torch.log(p) - torch.log1p(-p)
+class VerifierStage(nn.Module):
+    """The verifier's whole inference stage as one module, for the ONNX stage graph
+    (:mod:`acfd.detection.verifier_runtime`): ``(1, 3, H, W)`` float image (0-255, resized to
+    ``long_side``) and ``(K, 4)`` crop squares in its pixels -> ``(K, 5)`` outputs, mirror-averaged
+    when the stacking says so."""
 
+    def __init__(self, model: FaceVerifier, flip: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.flip = flip
+        self.register_buffer("mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), persistent=False)
 
-@dataclass(frozen=True)
-class VerifierStacking:
-    """How the verifier's outputs change a final box (fitted by ``acfd train-verifier``).
-
-    ``score = sigmoid(score_weight * logit(detector score) + verifier_weight * min(verifier logit,
-    max_verifier_logit) + bias)`` (the detector score being its calibrated one when the weights
-    have a calibration), and the box moves by ``box_step`` x the predicted offsets x its longer
-    side. The cap on the verifier's logit (above any it gave on the training images) bounds how
-    far it can raise a box, so boxes that cannot reach a score threshold need no crop
-    (:meth:`min_detector_score`).
-
-    Args:
-        score_weight, verifier_weight, bias: the logistic regression's coefficients.
-        box_step: fraction of the predicted box offsets applied (0: boxes unchanged).
-        flip: average the outputs of each crop and its mirror image (as fitted).
-        raw_score_floor: the raw detector score above which boxes were verified when fitting;
-            the detector keeps every box above it for the verifier.
-        calibrated: whether the stacking was fitted on calibrated detector scores.
-        fitted_on: what it was fitted on (a note).
-        max_verifier_logit: the cap on the verifier's logit.
-    """
-
-    score_weight: float
-    verifier_weight: float
-    bias: float
-    box_step: float = 1.0
-    flip: bool = True
-    raw_score_floor: float = PAPER_SCORE_THRESH
-    calibrated: bool = True
-    fitted_on: str = ""
-    max_verifier_logit: float = 12.0
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VerifierStacking:
-        """The stacking stored in a verifier file (``raw_floor``: the older name of ``raw_score_floor``)."""
-        values = dict(data)
-        if "raw_floor" in values and "raw_score_floor" not in values:
-            values["raw_score_floor"] = values.pop("raw_floor")
-        return dataclass_from_dict(cls, values, "verifier stacking")
-
-    def __call__(self, scores: torch.Tensor, verifier_logits: torch.Tensor) -> torch.Tensor:
-        capped = verifier_logits.double().clamp(max=self.max_verifier_logit)
-        z = self.score_weight * _logit(scores) + self.verifier_weight * capped + self.bias
-        return torch.sigmoid(z).to(scores.dtype)
-
-    def min_detector_score(self, score_thresh: float) -> float:
-        """The detector score at or below which no verifier logit lifts a box above ``score_thresh``
-        (0 when every box may pass: no threshold, or weights that do not rise with the scores)."""
-        if score_thresh <= 0 or self.score_weight <= 0 or self.verifier_weight < 0:
-            return 0.0
-        best = self.verifier_weight * self.max_verifier_logit + self.bias
-        z = (math.log(score_thresh) - math.log1p(-score_thresh) - best) / self.score_weight if score_thresh < 1 else math.inf
-        return 1.0 / (1.0 + math.exp(-z)) if z < 700 else 1.0
+    def forward(self, image: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
+        x = (_crops_of(image, rois, self.model.cfg.crop_size) - self.mean) / self.std
+        return mirror_averaged(self.model, x) if self.flip else self.model(x)
 
 
 class BoxVerifier:
@@ -281,7 +197,7 @@ class BoxVerifier:
         self.stacking = stacking
         self.detector = detector
         self.source = source
-        self.session: Any = None  # an onnxruntime.InferenceSession once use_onnx_runtime() is called
+        self.session: VerifierSession | None = None  # set by use_onnx_runtime()
 
     def __repr__(self) -> str:
         backend = "onnx" if self.session is not None else "torch"
@@ -293,63 +209,70 @@ class BoxVerifier:
         return self
 
     def use_onnx_runtime(self, num_threads: int | None = None, cache: bool = True) -> BoxVerifier:
-        """Run the network with ONNX Runtime on the CPU (2-4x faster than eager PyTorch on the few
-        crops of an image). The export (about a second) is kept in :func:`acfd.utils.cache_dir`
-        under a name holding the SHA-256 of the weights and the acfd version (``cache=False``: in memory only).
+        """Run the whole stage (crops and network) with ONNX Runtime on the CPU, as the stage graph
+        of :mod:`acfd.detection.verifier_runtime` (2-4x faster than eager PyTorch on the few crops
+        of an image). The export (about a second) is kept in :func:`acfd.utils.cache_dir` under a
+        name holding the SHA-256 of the weights and the acfd version (``cache=False``: in memory only).
 
         Raises:
             ImportError: onnxruntime is not installed.
             RuntimeError: the export failed.
         """
-        import onnxruntime as ort  # optional at run time: PyTorch runs the verifier without it
-
         path = self._onnx_cache_path() if cache else None
-        proto = path.read_bytes() if path is not None and path.is_file() else self._export_onnx()
+        proto = path.read_bytes() if path is not None and path.is_file() else self.stage_graph()
         if path is not None and not path.is_file():
             try:
                 with atomic_path(path) as tmp:  # two processes racing both end with a whole file
                     Path(tmp).write_bytes(proto)
             except OSError as exc:  # a read-only cache: in memory this time
                 logging.getLogger(__name__).debug("verifier export not cached at %s (%s)", path, exc)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # no spinning after each run: the detector's runner and PyTorch need the cores next
-        # (as acfd.deploy.onnx_runner.OnnxRunner)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
-            options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(proto, options, providers=["CPUExecutionProvider"])
+        self.session = VerifierSession(proto, num_threads, source=self.source or self.cfg.name)
         return self
 
     def _onnx_cache_path(self) -> Path:
         digest = state_sha256(self.model)[:24]
-        return cache_dir() / f"verifier-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{package_version()}.onnx"
+        return cache_dir() / f"verifier-stage-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{package_version()}.onnx"
 
-    def _export_onnx(self) -> bytes:
-        """The network as an ONNX model with a dynamic batch (TorchScript exporter, as for the
-        detector in :mod:`acfd.deploy.export`)."""
-        sample = torch.zeros((2, 3, self.cfg.crop_size, self.cfg.crop_size))
-        buffer = io.BytesIO()
+    def stage_graph(self) -> bytes:
+        """The stage graph (:class:`VerifierStage`: dynamic image size and number of boxes) as ONNX
+        bytes, with the config, stacking and detector fingerprint in its metadata (TorchScript
+        exporter, as for the detector in :mod:`acfd.deploy.export`)."""
+        import onnx  # the export side only: running the graph needs ONNX Runtime alone
+
         model = FaceVerifier(self.cfg).eval()  # a CPU float32 copy, whatever device self.model is on
         model.load_state_dict({k: v.float().cpu() for k, v in self.model.state_dict().items()})
+        stage = VerifierStage(model, self.stacking.flip).eval()
+        image = torch.zeros((1, 3, self.cfg.long_side, self.cfg.long_side))
+        rois = torch.tensor([[0.0, 0.0, 64.0, 64.0], [10.0, 10.0, 90.0, 90.0]])
+        buffer = io.BytesIO()
         with warnings.catch_warnings(), torch.no_grad():
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(model, (sample,), buffer, input_names=["crops"], output_names=["outputs"],
-                              dynamic_axes={"crops": {0: "batch"}, "outputs": {0: "batch"}}, opset_version=ONNX_OPSET,
-                              dynamo=False)
-        return buffer.getvalue()
+            warnings.filterwarnings("ignore", category=UserWarning)
+            torch.onnx.export(stage, (image, rois), buffer, input_names=["image", "rois"], output_names=["outputs"],
+                              dynamic_axes={"image": {2: "height", 3: "width"}, "rois": {0: "boxes"}, "outputs": {0: "boxes"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        proto = onnx.load_from_string(buffer.getvalue())
+        meta = {"config": self.cfg.to_dict(), "stacking": dataclasses.asdict(self.stacking), "detector": self.detector}
+        onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
+        return proto.SerializeToString()
+
+    def export_stage(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`stage_graph` to ``path`` atomically (shipped beside the detector's graph,
+        it lets ``acfd detect`` run without torch)."""
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(self.stage_graph())
+        return Path(path)
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
-        if self.session is not None:
-            return torch.from_numpy(self.session.run(None, {"crops": x.contiguous().numpy()})[0])
         device = next(self.model.parameters()).device
         return self.model(x.to(device)).float().cpu()
 
     @torch.inference_mode()
     def outputs(self, image: np.ndarray, boxes: np.ndarray, batch_size: int = 256) -> torch.Tensor:
         """``(K, 5)`` outputs for boxes of one RGB image (mirror-averaged when the stacking says)."""
+        if self.session is not None:
+            return torch.from_numpy(self.session.outputs(image, boxes))
         crops = context_crops(image, boxes, self.cfg)
         parts = []
         for start in range(0, len(crops), batch_size):
@@ -372,14 +295,11 @@ class BoxVerifier:
             boxes, scores = boxes[keep], scores[keep]
         if len(boxes) == 0:
             return boxes, scores
-        out = self.outputs(image, boxes.detach().cpu().numpy()).to(boxes.device)
-        new_scores = self.stacking(scores, out[:, 0])
-        long_side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
-        new_boxes = boxes + self.stacking.box_step * out[:, 1:].to(boxes.dtype) * long_side[:, None]
-        height, width = image.shape[:2]
-        new_boxes[:, 0::2] = new_boxes[:, 0::2].clamp(0, width)
-        new_boxes[:, 1::2] = new_boxes[:, 1::2].clamp(0, height)
-        return new_boxes, new_scores
+        out = self.outputs(image, boxes.detach().cpu().numpy()).numpy()
+        new_scores = self.stacking.scores(scores.detach().cpu().numpy(), out[:, 0])
+        new_boxes = refine_boxes(boxes.detach().cpu().numpy(), out[:, 1:], self.stacking.box_step, image.shape[:2])
+        return (torch.from_numpy(new_boxes).to(boxes.device, boxes.dtype),
+                torch.from_numpy(new_scores).to(scores.device, scores.dtype))
 
 
 def save_verifier(model: FaceVerifier, stacking: VerifierStacking, path: str | os.PathLike[str],
@@ -431,6 +351,7 @@ __all__ = [
     "FaceVerifier",
     "VerifierConfig",
     "VerifierStacking",
+    "VerifierStage",
     "context_crops",
     "flip_offsets",
     "flip_outputs",

@@ -41,13 +41,13 @@ from acfd.detection.verifier import (
     FaceVerifier,
     VerifierConfig,
     VerifierStacking,
-    box_long_sides,
     context_crops,
     flip_offsets,
     get_verifier_config,
     mirror_averaged,
     normalise_crops,
 )
+from acfd.detection.verifier_runtime import box_long_sides
 from acfd.evaluation.icartoonface import evaluate_official, match_image
 from acfd.predict.detector import Detector
 from acfd.predict.modelfile import ModelFile
