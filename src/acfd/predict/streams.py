@@ -1,33 +1,155 @@
 """Image files and video frames fed to a :class:`~acfd.predict.detector.Detector` in batches, in
-order (:meth:`Detector.detect_paths`, :meth:`Detector.detect_video_frames`)."""
+order (:meth:`Detector.detect_paths`, :meth:`Detector.detect_video_frames`).
+
+Decoding overlaps inference: a background thread decodes the next few files or frames
+(:func:`prefetched`, at most :data:`PREFETCH` ahead, so memory stays bounded) while the detector
+runs on the current ones; OpenCV's and libjpeg's decoders and the network release the GIL, so the
+two run on different cores. A JPEG larger than the detector needs is decoded reduced by libjpeg
+(:func:`min_long_side`), and its boxes are mapped back to the file's own pixels.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import math
 import os
+import queue
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from acfd.data.image_io import ImageReadError, load_image
+from acfd.data.image_io import DEFAULT_MAX_PIXELS, DecodedImage, ImageReadError, open_image
 from acfd.data.video import iter_video_frames
-from acfd.predict.results import Detections
+from acfd.predict.results import Detections, Timings
 
 logger = logging.getLogger(__name__)
 
+#: Files or frames decoded ahead of the detector: enough to hide the decoder's jitter, few enough
+#: that a 4K video holds only a handful of frames (4 x 25 MB) beyond the batch being detected.
+PREFETCH = 4
+
+T = TypeVar("T")
+
 
 class Detector(Protocol):
-    """What these functions use of :class:`acfd.predict.detector.Detector`."""
+    """What these functions use of :class:`acfd.predict.detector.Detector` (its ``scales`` and
+    ``verifier``, when it has them, size the reduced JPEG decoding)."""
 
     def detect_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
                       batch_size: int | None = None) -> list[Detections]: ...
 
-    def timed(self, step: str) -> contextlib.AbstractContextManager[None]: ...
+    timings: Timings
+
+
+_DONE = object()
+
+
+class _Failure:
+    """An exception raised by the prefetching thread, carried to the consumer."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetched(items: Iterable[T], size: int = PREFETCH) -> Iterator[T]:
+    """Iterate ``items`` on a background thread, at most ``size`` items ahead of the consumer.
+
+    An exception raised while iterating ``items`` is raised here, in the consumer, after the items
+    before it. When the consumer stops early (``break``, an exception, closing this generator), the
+    thread stops too: it closes ``items`` (a generator's ``finally`` runs, a video file is
+    released) and is joined before this generator returns.
+
+    Args:
+        items: any iterable; it is iterated on the background thread only.
+        size: the queue's bound (>= 1).
+    """
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    slots: queue.Queue[object] = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        """Put ``item`` once there is room; ``False`` when the consumer has gone."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        source = iter(items)
+        try:
+            for item in source:
+                if not offer(item):
+                    return
+            offer(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            offer(_Failure(exc))
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=produce, name="acfd-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()
+
+
+def min_long_side(detector: object, height: int, width: int) -> int | None:
+    """The shortest longer side an image of ``height x width`` may be decoded at and still give
+    ``detector`` every pixel it uses: each test scale's network input (both sides, so an exact
+    ``HxW`` scale of another aspect is never enlarged) and the verifier's resized image.
+
+    ``None`` when the detector has no :attr:`scales` (decode every pixel).
+    """
+    scales = getattr(detector, "scales", None)
+    if not scales:
+        return None
+    long_side = max(height, width)
+    need = 0
+    for scale in scales:
+        th, tw = scale.target_size(height, width)
+        need = max(need, math.ceil(long_side * th / height), math.ceil(long_side * tw / width))
+    verifier_cfg = getattr(getattr(detector, "verifier", None), "cfg", None)
+    need = max(need, int(getattr(verifier_cfg, "long_side", 0) or 0))
+    return need
+
+
+def _decode_for(detector: object, path: Path, reduce: bool) -> DecodedImage:
+    with open_image(path) as opened:
+        wanted = min_long_side(detector, opened.size[1], opened.size[0]) if reduce else None
+        return opened.decode(DEFAULT_MAX_PIXELS, wanted)
+
+
+def _in_full_pixels(dets: Detections, decoded: DecodedImage) -> Detections:
+    """``dets`` found on a reduced decode, with boxes and image size in the file's own pixels."""
+    if decoded.reduction == 1:
+        return dets
+    w, h = decoded.size
+    boxes = dets.boxes * decoded.reduction
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+    return dataclasses.replace(dets, boxes=boxes, image_size=(h, w))
 
 
 def detect_files(
@@ -35,14 +157,19 @@ def detect_files(
     paths: Iterable[str | os.PathLike[str]],
     batch_size: int = 1,
     progress: bool = True,
+    reduce: bool = True,
 ) -> Iterator[tuple[Path, Detections | Exception]]:
     """Detect faces in image files, in order; a file that cannot be read never stops the run.
+
+    Files are decoded on a background thread, a few ahead of the detector (:func:`prefetched`).
 
     Args:
         detector: the detector.
         paths: image files.
         batch_size: images per network call.
         progress: show a tqdm bar on stderr.
+        reduce: decode a JPEG larger than the detector needs reduced (1/2, 1/4 or 1/8 of each side,
+            :func:`min_long_side`); the boxes are in the file's pixels either way.
 
     Yields:
         ``(path, Detections)``, or ``(path, ImageReadError)`` for a file that cannot be read.
@@ -50,28 +177,37 @@ def detect_files(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     paths = [Path(p) for p in paths]
-    pending: list[tuple[Path, np.ndarray]] = []
+    pending: list[tuple[Path, DecodedImage]] = []
+
+    def decoded() -> Iterator[tuple[Path, DecodedImage | Exception, float]]:
+        for path in paths:
+            start = time.perf_counter()
+            try:
+                image: DecodedImage | Exception = _decode_for(detector, path, reduce)
+            except (ImageReadError, OSError) as exc:
+                logger.debug("cannot read %s: %s", path, exc)
+                image = exc
+            yield path, image, time.perf_counter() - start
 
     def flush() -> Iterator[tuple[Path, Detections]]:
         if not pending:
             return
-        dets = detector.detect_arrays([im for _, im in pending], [str(p) for p, _ in pending], batch_size=batch_size)
-        done = [(p, d) for (p, _), d in zip(pending, dets)]
+        dets = detector.detect_arrays([d.array for _, d in pending], [str(p) for p, _ in pending], batch_size=batch_size)
+        done = [(p, _in_full_pixels(det, d)) for (p, d), det in zip(pending, dets)]
         pending.clear()
         for item in done:
             bar.update(1)
             yield item
 
-    with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
-        for path in paths:
-            try:
-                with detector.timed("load"):
-                    image = load_image(path)
-            except (ImageReadError, OSError) as exc:
+    timings = detector.timings
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False))
+        for path, image, seconds in stack.enter_context(contextlib.closing(prefetched(decoded()))):
+            timings.load += seconds  # decoding time, though it overlaps the detector's
+            if isinstance(image, Exception):
                 yield from flush()
-                logger.debug("cannot read %s: %s", path, exc)
                 bar.update(1)
-                yield path, exc
+                yield path, image
                 continue
             pending.append((path, image))
             if len(pending) >= batch_size:
@@ -86,6 +222,8 @@ def detect_frames(
     batch_size: int = 1,
 ) -> Iterator[tuple[np.ndarray, Detections]]:
     """Detect faces in every ``every``-th frame of a video, yielding each frame (RGB) too.
+
+    Frames are decoded on a background thread, at most :data:`PREFETCH` ahead of the detector.
 
     Args:
         detector: the detector.
@@ -110,12 +248,14 @@ def detect_frames(
             d.frame_index, d.timestamp = index, ts
             yield frame, d
 
-    for index, ts, frame in iter_video_frames(path, every=every):
-        pending.append((index, ts, frame))
-        if len(pending) >= batch_size:
+    frames = prefetched(iter_video_frames(path, every=every), max(PREFETCH, batch_size))
+    with contextlib.closing(frames):
+        for index, ts, frame in frames:
+            pending.append((index, ts, frame))
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
             yield from flush()
-    if pending:
-        yield from flush()
 
 
-__all__ = ["detect_files", "detect_frames"]
+__all__ = ["PREFETCH", "detect_files", "detect_frames", "min_long_side", "prefetched"]
