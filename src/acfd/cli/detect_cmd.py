@@ -210,7 +210,12 @@ def _detect(
     if engine == "ray" and save_images is not None:
         fail("--save-images is not supported with --engine ray (draw the boxes from the -o results)", EXIT_USAGE)
 
-    from acfd.predict.batch import AnnotatedImages, OutputFormat, partial_path, write_outputs  # loads torch: after the option checks
+    from acfd.predict.batch import (  # loads torch: after the option checks
+        AnnotatedImages,
+        OutputFormat,
+        partial_path,
+        write_outputs,
+    )
     from acfd.predict.sources import collect_inputs
 
     items, failures = collect_inputs(paths)
@@ -292,7 +297,9 @@ def _run(items: list[InputItem], detector_kwargs: dict[str, Any], engine: str, a
          video_every: int, save_images: Path | None, progress: bool, echo: bool) -> RunResult:
     """The run on the chosen engine (the same :class:`~acfd.predict.batch.RunResult` from both)."""
     if engine == "ray":
-        from acfd.predict.ray_engine import run_detection_ray  # the optional "ray" extra
+        from acfd.predict.ray_engine import (
+            run_detection_ray,  # the optional "ray" extra
+        )
 
         with one_line_errors(context="Ray run failed", code=EXIT_USAGE):
             run = run_detection_ray(items, detector_kwargs, batch_size=batch_size, video_every=video_every,
@@ -302,10 +309,15 @@ def _run(items: list[InputItem], detector_kwargs: dict[str, Any], engine: str, a
                 _echo_summary(key, dets)
         return run
     from acfd.predict.batch import run_detection  # run time: start-up stays light
-    from acfd.predict.detector import Detector
+    from acfd.predict.onnx_pipeline import open_pipeline
 
     with one_line_errors(context="cannot load the model", code=EXIT_USAGE):
-        detector = Detector(**detector_kwargs)
+        # the exported graphs when the settings allow (no torch import: seconds saved), else Detector
+        detector = open_pipeline(**detector_kwargs)
+        if detector is None:
+            from acfd.predict.detector import Detector
+
+            detector = Detector(**detector_kwargs)
     logger.debug("%r", detector)
     return run_detection(detector, items, batch_size=batch_size, video_every=video_every, save_dir=save_images,
                          progress=progress, on_result=_echo_summary if echo else None)

@@ -317,7 +317,8 @@ class ExtrasGroup(TyperGroup):
 
 
 def check_device(device: str) -> Any:
-    """``--device`` as a ``torch.device``, with one-line errors for what cannot run here.
+    """``--device`` as a ``torch.device`` (``"cpu"`` as it is: checking it needs no torch), with
+    one-line errors for what cannot run here.
 
     Args:
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``...
@@ -327,6 +328,8 @@ def check_device(device: str) -> Any:
     """
     from acfd.utils import resolve_device
 
+    if str(device).strip() == "cpu":  # always there: no torch import to check it (start-up time)
+        return "cpu"
     try:
         return resolve_device(device)
     except ValueError as exc:

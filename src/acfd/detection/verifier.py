@@ -249,6 +249,7 @@ class BoxVerifier:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # roi_align's input checks
             torch.onnx.export(stage, (image, rois), buffer, input_names=["image", "rois"], output_names=["outputs"],
                               dynamic_axes={"image": {2: "height", 3: "width"}, "rois": {0: "boxes"}, "outputs": {0: "boxes"}},
                               opset_version=ONNX_OPSET, dynamo=False)

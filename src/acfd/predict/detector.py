@@ -32,7 +32,6 @@ import contextlib
 import logging
 import math
 import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,10 +48,23 @@ from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
 from acfd.detection.verifier import BoxVerifier
 from acfd.models.registry import list_models
-from acfd.predict.backends import BACKENDS, Backend, backend_name, network_without_file, onnx_backend, place_verifier
+from acfd.predict.backends import (
+    BACKENDS,
+    Backend,
+    backend_name,
+    network_without_file,
+    onnx_backend,
+    place_verifier,
+)
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
-from acfd.predict.presets import FROM_PRESET, GENERIC_PRESETS, PAPER_PRESET, PRESET_NAMES, Preset
+from acfd.predict.presets import (
+    FROM_PRESET,
+    GENERIC_PRESETS,
+    PAPER_PRESET,
+    PRESET_NAMES,
+    Preset,
+)
 from acfd.predict.results import Detections, PreparedBatch, Timings
 from acfd.predict.scales import Scale, parse_scales
 from acfd.predict.streams import detect_files, detect_frames
@@ -272,13 +284,9 @@ class Detector:
     @contextlib.contextmanager
     def timed(self, step: str) -> Iterator[None]:
         """Add the time the block takes to :attr:`timings` ``.step`` (CUDA synchronised at its end)."""
-        start = time.perf_counter()
-        try:
+        sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else None
+        with self.timings.timed(step, sync):
             yield
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            setattr(self.timings, step, getattr(self.timings, step) + time.perf_counter() - start)
 
     # -- the three steps ------------------------------------------------------------------
 

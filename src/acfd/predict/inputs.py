@@ -4,17 +4,24 @@ pipeline works on: an ``(H, W, 3)`` uint8 RGB array."""
 from __future__ import annotations
 
 import os
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from acfd.data.image_io import load_image, pil_to_rgb
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a torch tensor, without importing torch (whoever made one has loaded it)."""
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
 #: Anything :meth:`Detector.__call__` accepts as one image.
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, "torch.Tensor"]
 
 
 def _float_to_uint8(a: np.ndarray) -> np.ndarray:
@@ -78,7 +85,9 @@ def as_rgb_array(image: ImageInput, *, bgr: bool = False) -> np.ndarray:
         return load_image(image)
     if isinstance(image, Image.Image):
         return pil_to_rgb(image)  # the conversions of load_image: EXIF, 16-bit, alpha onto white
-    if isinstance(image, torch.Tensor):
+    if _is_tensor(image):
+        import torch
+
         t = image.detach().cpu()
         if t.ndim == 3 and t.shape[0] in (1, 3, 4):
             t = t.permute(1, 2, 0)
@@ -100,7 +109,7 @@ def is_batch(images: Any) -> bool:
     4-D array / tensor."""
     if isinstance(images, (list, tuple)):
         return True
-    return isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
+    return (isinstance(images, np.ndarray) or _is_tensor(images)) and images.ndim == 4
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

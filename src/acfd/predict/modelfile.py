@@ -500,7 +500,9 @@ class ModelFile:
                     **kwargs: Any) -> tuple[Path, Path | None]:
         """Export the network to ``out`` with :meth:`export_metadata` (see
         :func:`acfd.deploy.export.export_onnx` for ``kwargs``) and, with ``verifier``, copy the
-        verifier fitted for these weights beside it.
+        verifier fitted for these weights beside it and write its stage graph there too
+        (``NAME-verifier.onnx``: with both graphs ``acfd detect`` runs without torch,
+        :mod:`acfd.predict.onnx_pipeline`).
 
         Returns:
             ``(out, the verifier's copy or None)``.
@@ -517,6 +519,7 @@ class ModelFile:
         if not (target.exists() and target.resolve() == source.resolve()):
             with atomic_path(target) as tmp:
                 shutil.copyfile(source, tmp)
+        load_verifier(source).export_stage(target.with_suffix(".onnx"))
         return out, target
 
 

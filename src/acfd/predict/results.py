@@ -3,18 +3,23 @@ time went); and :class:`PreparedBatch`, what its pre-processing step hands to th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from acfd.data.formats import ImageRecord
 from acfd.predict.inputs import ImageInput, as_rgb_array
 from acfd.predict.scales import Scale
 from acfd.predict.visualize import DEFAULT_COLOR, draw_detections
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 def frame_key(key: str, frame_index: int) -> str:
@@ -143,6 +148,17 @@ class Timings:
     verify: float = 0.0
     images: int = 0
     batches: int = 0
+
+    @contextlib.contextmanager
+    def timed(self, step: str, synchronize: Callable[[], Any] | None = None) -> Iterator[None]:
+        """Add the time the block takes to ``step`` (after ``synchronize()``, e.g. CUDA's, at its end)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if synchronize is not None:
+                synchronize()
+            setattr(self, step, getattr(self, step) + time.perf_counter() - start)
 
     def reset(self) -> None:
         """Zero every counter."""

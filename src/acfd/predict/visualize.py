@@ -1,4 +1,5 @@
-"""Drawing detections on images (torchvision's ``draw_bounding_boxes``) and saving them atomically."""
+"""Drawing detections on images (Pillow's ``ImageDraw``, as torchvision's ``draw_bounding_boxes``
+does, without importing torch) and saving them atomically."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageColor, ImageDraw, ImageFont
-from torchvision.utils import draw_bounding_boxes
 
 from acfd.utils import atomic_path
 
@@ -36,7 +36,7 @@ def default_font_size(height: int, width: int) -> int:
     return max(12, round(0.025 * max(height, width)))
 
 
-def _draw_labels(image: np.ndarray, boxes: torch.Tensor, labels: Sequence[str], color: tuple[int, int, int] | str,
+def _draw_labels(image: np.ndarray, boxes: np.ndarray, labels: Sequence[str], color: tuple[int, int, int] | str,
                  font_size: int) -> np.ndarray:
     """Write each label on a filled tab above its box (inside it at the top edge), in place."""
     pil = Image.fromarray(image)
@@ -58,8 +58,8 @@ def _draw_labels(image: np.ndarray, boxes: torch.Tensor, labels: Sequence[str], 
 
 def draw_detections(
     image: np.ndarray,
-    boxes: np.ndarray | torch.Tensor,
-    scores: np.ndarray | torch.Tensor | None = None,
+    boxes: Any,
+    scores: Any = None,
     color: tuple[int, int, int] | str = DEFAULT_COLOR,
     thickness: int | None = None,
     labels: Sequence[str] | None = None,
@@ -91,25 +91,28 @@ def draw_detections(
         raise ValueError(f"expected an (H, W, 3) RGB image array, got shape {shape}")
     if image.dtype != np.uint8:
         raise ValueError(f"expected a uint8 image, got {image.dtype}")
-    # a copy: torch.as_tensor would share memory with a float32 array and the clipping below
-    # would change the caller's results (Detections.boxes) in place
-    box_t = torch.tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+    # a copy: the clipping below must not change the caller's results (Detections.boxes)
+    box_t = np.array(np.asarray(boxes, dtype=np.float32), dtype=np.float32).reshape(-1, 4)
     if len(box_t) == 0:
         return image.copy()
     h, w = image.shape[:2]
-    # Clip and make sure x1 <= x2, y1 <= y2 (draw_bounding_boxes refuses anything else).
-    box_t[:, 0::2] = box_t[:, 0::2].clamp(0, w - 1)
-    box_t[:, 1::2] = box_t[:, 1::2].clamp(0, h - 1)
-    box_t[:, 2:] = torch.maximum(box_t[:, 2:], box_t[:, :2])
+    # Clip and make sure x1 <= x2, y1 <= y2 (Pillow refuses anything else).
+    box_t[:, 0::2] = box_t[:, 0::2].clip(0, w - 1)
+    box_t[:, 1::2] = box_t[:, 1::2].clip(0, h - 1)
+    box_t[:, 2:] = np.maximum(box_t[:, 2:], box_t[:, :2])
+    box_t = np.round(box_t)
     if labels is None and scores is not None:
         labels = [f"{float(s):.2f}" for s in np.asarray(scores).reshape(-1)]
     width = thickness if thickness is not None else default_thickness(h, w)
-    chw = torch.from_numpy(np.array(image, dtype=np.uint8, order="C")).permute(2, 0, 1)
-    drawn = draw_bounding_boxes(chw, box_t.round(), colors=color, width=width)
-    out = np.ascontiguousarray(drawn.permute(1, 2, 0).numpy())
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(pil)
+    outline = ImageColor.getrgb(color) if isinstance(color, str) else tuple(int(c) for c in color)
+    for x1, y1, x2, y2 in box_t.astype(np.int64).tolist():
+        draw.rectangle((x1, y1, x2, y2), width=int(width), outline=outline)
+    out = np.array(pil)
     if labels is not None:
         size = font_size if font_size is not None else default_font_size(h, w)
-        out = np.array(_draw_labels(out, box_t.round(), list(labels), color, int(size)))
+        out = np.array(_draw_labels(out, box_t, list(labels), color, int(size)))
     return out
 
 

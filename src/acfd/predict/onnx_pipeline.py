@@ -1,0 +1,388 @@
+"""One-view detection with ONNX Runtime and NumPy alone: the CPU path that never imports torch.
+
+Importing torch and torchvision takes about 3.5 s, several times what one image costs, so a
+command-line call on one image would spend most of its time loading a library it does not need.
+:class:`OnnxPipeline` runs an exported detector graph (``acfd export``; the shipped model's graph
+ships in the package as ``acfd-n.onnx``) and the exported verifier stage
+(:mod:`acfd.detection.verifier_runtime`, ``acfd-n-verifier.onnx``) with ONNX Runtime, and does the
+rest in NumPy. It computes what :class:`~acfd.predict.detector.Detector` computes for a preset of
+one view (one scale, no test-time flip: the ``interactive`` preset): pre-processing, score floor,
+top-k, box decoding, NMS, the mapping back to the image, score calibration, the verifier, the
+threshold. ``tests/test_onnx_pipeline.py`` holds the two to the same boxes.
+
+:func:`open_pipeline` gives one when the settings allow it (CPU, one view, ONNX Runtime installed,
+the graphs present and exported from the weights asked for), else ``None``, and the caller uses
+:class:`~acfd.predict.detector.Detector`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acfd.config import (
+    SHIPPED_DETECTOR,
+    WEIGHTS_DIR,
+    ModelConfig,
+    model_config_from_dict,
+)
+from acfd.detection.calibration import ScoreCalibration
+from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
+from acfd.detection.verifier_runtime import VerifierSession, session_options
+from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
+from acfd.predict.presets import FROM_PRESET, Preset, read_presets
+from acfd.predict.presets import METADATA_KEY as PRESETS_KEY
+from acfd.predict.results import Detections, Timings
+from acfd.predict.scales import Scale, parse_scales
+from acfd.utils import file_sha256
+
+logger = logging.getLogger(__name__)
+
+#: Metadata key of the fingerprint of the weights an export came from (as ``ModelFile``).
+SOURCE_KEY = "acfd_source_weights"
+
+
+def shipped_graphs(name: str = SHIPPED_DETECTOR) -> tuple[Path, Path]:
+    """Where the package keeps the exported graphs of the shipped detector ``name`` and its verifier."""
+    return WEIGHTS_DIR / f"{name}.onnx", WEIGHTS_DIR / f"{name}-verifier.onnx"
+
+
+def default_threads() -> int:
+    """Threads for the networks: the cores this process may run on (``os.sched_getaffinity``:
+    a container's or ``taskset``'s limit, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+# -- boxes in NumPy (torchvision's semantics) --------------------------------------------------
+
+def grid_anchors(strides: Sequence[int], scale: float, height: int, width: int) -> np.ndarray:
+    """``(A, 4)`` float32 anchors of a padded ``height`` x ``width`` input, level by level,
+    row-major: one square of side ``scale * stride`` per cell (as ``AnchorGenerator``)."""
+    out = []
+    for stride in strides:
+        h, w = -(-height // stride), -(-width // stride)
+        half = np.float32(scale * stride / 2)
+        ys = (np.arange(h, dtype=np.float32) + np.float32(0.5)) * np.float32(stride)
+        xs = (np.arange(w, dtype=np.float32) + np.float32(0.5)) * np.float32(stride)
+        cy, cx = np.meshgrid(ys, xs, indexing="ij")
+        cx, cy = cx.reshape(-1), cy.reshape(-1)
+        out.append(np.stack([cx - half, cy - half, cx + half, cy + half], axis=1))
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode_boxes(deltas: np.ndarray, anchors: np.ndarray, weights: Sequence[float], clip: float) -> np.ndarray:
+    """Boxes from anchor-relative deltas (``BoxCoder.decode``), float32."""
+    wx, wy, ww, wh = (np.float32(w) for w in weights)
+    deltas = deltas.astype(np.float32, copy=False)
+    aw = anchors[:, 2] - anchors[:, 0]
+    ah = anchors[:, 3] - anchors[:, 1]
+    ax = anchors[:, 0] + np.float32(0.5) * aw
+    ay = anchors[:, 1] + np.float32(0.5) * ah
+    dw = np.minimum(deltas[:, 2] / ww, np.float32(clip))
+    dh = np.minimum(deltas[:, 3] / wh, np.float32(clip))
+    cx = deltas[:, 0] / wx * aw + ax
+    cy = deltas[:, 1] / wy * ah + ay
+    w = np.exp(dw) * aw
+    h = np.exp(dh) * ah
+    return np.stack([cx - np.float32(0.5) * w, cy - np.float32(0.5) * h,
+                     cx + np.float32(0.5) * w, cy + np.float32(0.5) * h], axis=1)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, max_keep: int | None = None) -> np.ndarray:
+    """Indices kept by greedy NMS, scores descending (``torchvision.ops.nms``: a box is dropped
+    when its IoU with a kept, higher-scoring box is above ``iou_thresh``). Hand-written because
+    torchvision is the one library here that has it and importing it is what this module avoids."""
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes.astype(np.float32, copy=False)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size and (max_keep is None or len(keep) < max_keep):
+        i = order[0]
+        keep.append(int(i))
+        rest = order[1:]
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        iou = inter / (area[i] + area[rest] - inter)
+        order = rest[~(iou > iou_thresh)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class OnnxPipeline:
+    """Detect faces with an exported detector (and verifier) for a preset of one view.
+
+    Args:
+        graph: the exported detector (``acfd export``), with its model config, calibration and
+            presets in its metadata.
+        verifier: the verifier's stage graph, or ``None``.
+        preset: a preset name of the graph (its metadata, else the presets file beside
+            ``presets_beside``) or a :class:`Preset`; it must have one view (one scale, no flip).
+        overrides: settings that replace the preset's (``scales``, ``score_thresh``, ``nms_thresh``,
+            ``flip``, ``agreement_iou``, ``raw_score_floor``), as ``Detector``'s arguments.
+        presets_beside: the weights file whose ``NAME-presets.json`` holds the presets when the
+            graph's metadata has none.
+        calibration: ``True``: the calibration in the graph's metadata (if any); ``False``: raw scores.
+        threads: intra-op threads of both networks (``None``: :func:`default_threads`).
+        max_det: keep at most this many boxes per image.
+        topk: keep at most this many boxes before NMS.
+        batch_size: largest batch sent to the network.
+
+    Raises:
+        ValueError: a preset of several views, or a graph without a model config.
+    """
+
+    def __init__(self, graph: str | os.PathLike[str], verifier: str | os.PathLike[str] | None,
+                 preset: str | Preset = "interactive", overrides: Mapping[str, Any] | None = None,
+                 calibration: bool = True, threads: int | None = None, max_det: int = PAPER_MAX_DET,
+                 topk: int = PAPER_TOPK, batch_size: int = 16, presets_beside: Path | None = None) -> None:
+        import onnxruntime as ort  # optional: Detector runs on PyTorch without it
+
+        self.threads = default_threads() if threads is None else int(threads)
+        self.path = Path(graph)
+        try:
+            self.session = ort.InferenceSession(str(self.path), session_options(self.threads),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure is one line naming the file
+            raise ValueError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
+        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        if "config" not in self.metadata:
+            raise ValueError(f"{self.path}: no acfd model config in the ONNX metadata (export it with acfd export)")
+        self.cfg: ModelConfig = model_config_from_dict(json.loads(self.metadata["config"]))
+        self.input_name = self.session.get_inputs()[0].name
+        if isinstance(preset, str):
+            presets = read_presets(self.metadata, None if PRESETS_KEY in self.metadata else presets_beside)
+            if preset not in presets:
+                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
+            preset = presets[preset]
+        changes = dict(overrides or {})
+        if changes.get("scales") is not None:
+            changes["scales"] = tuple(str(s) for s in parse_scales(changes["scales"]))
+        preset = preset.override(**changes)
+        scales = parse_scales(preset.scales)
+        if len(scales) != 1 or (preset.flip and scales[0].flip):
+            raise ValueError("OnnxPipeline runs presets of one view (one scale, no flip); use Detector")
+        self.calibration = ScoreCalibration.from_metadata(self.metadata, str(self.path)) if calibration else None
+        self.verifier = VerifierSession(verifier, self.threads) if verifier is not None else None
+        if self.verifier is not None and self.verifier.stacking.calibrated != (self.calibration is not None):
+            raise ValueError(f"{verifier}: it combines {'calibrated' if self.verifier.stacking.calibrated else 'raw'} "
+                             "detector scores, but this detector's are not")
+        self.preset = preset
+        self.scale: Scale = scales[0]
+        self.scales = scales
+        self.score_thresh = float(preset.score_thresh)
+        self.nms_thresh = float(preset.nms_thresh)
+        self.raw_score_floor = preset.raw_score_floor
+        self.max_det, self.topk, self.batch_size = int(max_det), int(topk), int(batch_size)
+        self._mean = np.asarray(self.cfg.pixel_mean, dtype=np.float32)
+        self._inv_std = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
+        self._anchors: dict[tuple[int, int], np.ndarray] = {}
+        self.timings = Timings()
+
+    def __repr__(self) -> str:
+        return (f"OnnxPipeline(model={self.cfg.name!r}, graph={str(self.path)!r}, scale={str(self.scale)!r}, "
+                f"score_thresh={self.score_thresh}, nms_thresh={self.nms_thresh}, threads={self.threads}, "
+                f"calibrated={self.calibration is not None}, verifier={self.verifier is not None})")
+
+    @property
+    def backend_name(self) -> str:
+        return "onnx"
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Add the time the block takes to :attr:`timings` ``.step``."""
+        with self.timings.timed(step):
+            yield
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        d = int(self.cfg.size_divisor)
+        return math.ceil(height / d) * d, math.ceil(width / d) * d
+
+    def _raw_floor(self) -> float:
+        """As ``Detector._raw_floor``: the raw score below which nothing can end above the threshold."""
+        if self.verifier is not None:
+            derived = self.verifier.stacking.raw_score_floor
+        elif self.calibration is not None:
+            derived = self.calibration.raw_score_floor(self.score_thresh)
+        else:
+            derived = self.score_thresh
+        return derived if self.raw_score_floor is None else max(derived, self.raw_score_floor)
+
+    def _anchors_for(self, height: int, width: int) -> np.ndarray:
+        if (height, width) not in self._anchors:
+            anchors = self.cfg.anchors
+            self._anchors[(height, width)] = grid_anchors(anchors.strides, anchors.scale, height, width)
+        return self._anchors[(height, width)]
+
+    def _forward(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Boxes (original pixels) and raw scores per image after NMS, scores descending."""
+        with self.timed("preprocess"):
+            sizes = [self.scale.target_size(*im.shape[:2]) for im in images]
+            ph = max(self.padded_size(h, w)[0] for h, w in sizes)
+            pw = max(self.padded_size(h, w)[1] for h, w in sizes)
+            batch = np.zeros((len(images), 3, ph, pw), dtype=np.float32)  # zeros = the mean colour
+            for i, (im, (h, w)) in enumerate(zip(images, sizes)):
+                batch[i, :, :h, :w] = ((resize(im, (h, w)).astype(np.float32) - self._mean) * self._inv_std).transpose(2, 0, 1)
+        with self.timed("forward"):
+            cls_logits, box_deltas = self.session.run(None, {self.input_name: batch})[:2]
+        with self.timed("postprocess"):
+            anchors = self._anchors_for(ph, pw)
+            if cls_logits.shape[-1] != len(anchors):
+                raise RuntimeError(f"{self.path}: the network returned {cls_logits.shape[-1]} predictions for a "
+                                   f"{ph}x{pw} input but there are {len(anchors)} anchors")
+            scores_all = 1.0 / (1.0 + np.exp(-cls_logits.reshape(len(images), -1).astype(np.float32)))
+            floor = self._raw_floor()
+            coder = self.cfg.box_coder
+            out = []
+            for i, ((h, w), im) in enumerate(zip(sizes, images)):
+                scores = scores_all[i]
+                idx = np.flatnonzero(scores > floor)
+                if idx.size > self.topk:
+                    idx = idx[np.argsort(-scores[idx], kind="stable")[: self.topk]]
+                boxes = decode_boxes(box_deltas[i, idx], anchors[idx], coder.weights, math.log(1000.0 / 16))
+                boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+                boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+                sc = scores[idx]
+                valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+                boxes, sc = boxes[valid], sc[valid]
+                kept = nms(boxes, sc, self.nms_thresh, self.max_det)
+                boxes, sc = boxes[kept], sc[kept]
+                if self.scale.max_box is not None:
+                    side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+                    boxes, sc = boxes[side < self.scale.max_box], sc[side < self.scale.max_box]
+                oh, ow = im.shape[:2]
+                boxes[:, 0::2] = (boxes[:, 0::2] * np.float32(ow / w)).clip(0, ow)
+                boxes[:, 1::2] = (boxes[:, 1::2] * np.float32(oh / h)).clip(0, oh)
+                out.append((boxes, sc.astype(np.float32)))
+        return out
+
+    def _finalise(self, boxes: np.ndarray, scores: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated, then verified scores and boxes, then the threshold (as ``Detector._finalise``)."""
+        if self.calibration is None and self.verifier is None:
+            return boxes, scores
+        if self.calibration is not None:
+            with self.timed("postprocess"):
+                factor = Scale.parse(self.calibration.reference_scale).length_factor(*image.shape[:2])
+                scores = self.calibration.calibrate(scores, boxes * np.float32(factor))
+        if self.verifier is not None:
+            with self.timed("verify"):
+                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh)
+        keep = scores > self.score_thresh
+        return boxes[keep], scores[keep]
+
+    def detect_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
+                      batch_size: int | None = None) -> list[Detections]:
+        """Detect faces in RGB uint8 arrays (images of one padded size go through the network together)."""
+        step = self.batch_size if batch_size is None else max(1, int(batch_size))
+        sources = list(sources) if sources is not None else [None] * len(images)
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, im in enumerate(images):
+            groups.setdefault(self.padded_size(*self.scale.target_size(*im.shape[:2])), []).append(i)
+        for idxs in groups.values():
+            for start in range(0, len(idxs), step):
+                chunk = idxs[start:start + step]
+                for i, (boxes, scores) in zip(chunk, self._forward([images[i] for i in chunk])):
+                    found[i] = self._finalise(boxes, scores, images[i])
+                self.timings.batches += 1
+        out = []
+        for im, src, result in zip(images, sources, found):
+            assert result is not None
+            boxes, scores = result
+            order = np.argsort(-scores, kind="stable")
+            out.append(Detections(boxes[order], scores[order], tuple(im.shape[:2]), source=src))
+        self.timings.images += len(images)
+        return out
+
+    def __call__(self, images: ImageInput | Sequence[ImageInput], *, bgr: bool = False) -> Detections | list[Detections]:
+        """Detect faces in one image or a list of them (as :meth:`Detector.__call__`)."""
+        batch = is_batch(images)
+        items = list(images) if batch else [images]
+        arrays, sources = [], []
+        for item in items:
+            with self.timed("load"):
+                arrays.append(as_rgb_array(item, bgr=bgr))
+            sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
+        dets = self.detect_arrays(arrays, sources)
+        return dets if batch else dets[0]
+
+    def detect_paths(self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 1,
+                     progress: bool = True) -> Iterator[tuple[Path, Detections | Exception]]:
+        """As :meth:`Detector.detect_paths`."""
+        from acfd.predict.streams import detect_files
+
+        return detect_files(self, paths, batch_size=batch_size, progress=progress)  # type: ignore[arg-type]
+
+    def detect_video_frames(self, path: str | os.PathLike[str], every: int = 1,
+                            batch_size: int = 1) -> Iterator[tuple[np.ndarray, Detections]]:
+        """As :meth:`Detector.detect_video_frames`."""
+        from acfd.predict.streams import detect_frames
+
+        return detect_frames(self, path, every=every, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def open_pipeline(model: str | os.PathLike[str] | None = None, weights: Any = None, device: str = "cpu",
+                  half: bool = False, preset: str = "interactive", scales: Any = None,
+                  score_thresh: float | None = None, nms_thresh: float | None = None, flip: bool | None = None,
+                  agreement_iou: Any = FROM_PRESET, raw_score_floor: Any = FROM_PRESET,
+                  calibration: Any = "auto", verifier: Any = "auto", threads: int | None = None,
+                  batch_size: int = 16, **ignored: Any) -> OnnxPipeline | None:
+    """An :class:`OnnxPipeline` for :class:`~acfd.predict.detector.Detector` arguments when they
+    allow one, else ``None`` (the caller builds a ``Detector``; nothing is wrong).
+
+    It needs: the CPU in float32; the shipped model (``model`` ``None`` or its name, no
+    ``weights``) whose exported graphs ship with the package and were exported from the very
+    weights file beside them, or an ``.onnx`` export with no ``verifier`` asked for beyond the
+    stage graph beside it; a preset of one view; ONNX Runtime installed; ``calibration`` and
+    ``verifier`` ``"auto"`` or ``None``.
+    """
+    if str(device) != "cpu" or half or weights is not None or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    if not all(value in ("auto", None) for value in (calibration, verifier) if isinstance(value, (str, type(None)))):
+        return None
+    if not isinstance(calibration, (str, type(None))) or not isinstance(verifier, (str, type(None))):
+        return None
+    if model is None or str(model) == SHIPPED_DETECTOR:
+        graph, stage = shipped_graphs()
+        weights_file = WEIGHTS_DIR / f"{SHIPPED_DETECTOR}.safetensors"
+        if not (graph.is_file() and stage.is_file() and weights_file.is_file()):
+            return None
+        presets_source: Path | None = weights_file
+    elif str(model).lower().endswith(".onnx") and Path(model).is_file():
+        graph, stage, weights_file = Path(model), Path(model).with_name(Path(model).stem + "-verifier.onnx"), None
+        presets_source = None
+    else:
+        return None
+    overrides = {"scales": scales, "score_thresh": score_thresh, "nms_thresh": nms_thresh, "flip": flip,
+                 "agreement_iou": agreement_iou, "raw_score_floor": raw_score_floor}
+    try:
+        pipeline = OnnxPipeline(graph, stage if verifier == "auto" and stage.is_file() else None, preset, overrides,
+                                calibration=calibration == "auto", threads=threads, batch_size=batch_size,
+                                presets_beside=presets_source)
+    except ValueError as exc:  # several views, a bad setting...: Detector runs it or says what is wrong
+        logger.debug("not the ONNX pipeline: %s", exc)
+        return None
+    fingerprint = pipeline.metadata.get(SOURCE_KEY, "")
+    if weights_file is not None and fingerprint != file_sha256(weights_file)[:16]:
+        logger.debug("%s was not exported from %s: using Detector", graph, weights_file)
+        return None
+    if pipeline.verifier is not None and pipeline.verifier.detector != fingerprint:
+        logger.debug("%s was fitted for other weights than %s: using Detector", stage, graph)
+        return None
+    return pipeline
+
+
+__all__ = ["OnnxPipeline", "decode_boxes", "default_threads", "grid_anchors", "nms", "open_pipeline", "shipped_graphs"]
