@@ -9,6 +9,7 @@ submission CSV, a JSON list per image or COCO results, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from acfd.data.formats import coco_image_ids, write_coco_results, write_icartoon_csv
 from acfd.data.image_io import load_image
-from acfd.data.video import VideoReadError
+from acfd.data.video import VideoReadError, read_video_info
 from acfd.predict.results import Detections, frame_key
 from acfd.predict.sources import InputItem
 from acfd.predict.visualize import save_image
@@ -93,6 +94,17 @@ class AnnotatedImages:
         save_image(self.target(key, dets.frame_index), dets.draw(image))
 
 
+def frame_bar(path: Path, every: int, progress: bool) -> tqdm:
+    """A progress bar over a video's kept frames, showing frames per second (hidden when stderr is
+    not a terminal); its total comes from the container header, when it has a frame count."""
+    try:
+        count = read_video_info(path).frame_count
+    except VideoReadError:
+        count = 0  # the detection that follows reports the error
+    return tqdm(total=-(-count // every) if count else None, unit="frame", desc=path.name, file=sys.stderr,
+                leave=False, disable=None if progress else True)
+
+
 def _runs(items: list[InputItem]) -> Iterator[list[InputItem]]:
     """Consecutive images together (batched), each video alone."""
     chunk: list[InputItem] = []
@@ -150,8 +162,11 @@ def run_detection(
                 bar.set_postfix_str(it.path.name)
                 try:
                     frames = detector.detect_video_frames(it.path, every=video_every, batch_size=batch_size)
-                    for frame, dets in frames:
-                        emit(frame_key(it.key, int(dets.frame_index or 0)), it.path, dets, frame)
+                    # closed on Ctrl-C too, which stops the thread decoding ahead
+                    with contextlib.closing(frames), frame_bar(it.path, video_every, progress) as frame_progress:
+                        for frame, dets in frames:
+                            emit(frame_key(it.key, int(dets.frame_index or 0)), it.path, dets, frame)
+                            frame_progress.update(1)
                 except VideoReadError as exc:
                     run.failures.append((str(it.path), failure_reason(exc)))
                 bar.update(1)
