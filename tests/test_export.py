@@ -189,7 +189,7 @@ def test_runner_errors(tmp_path: Path, runner: OnnxRunner) -> None:
         OnnxRunner(garbage)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         runner(np.zeros((3, 64, 64), np.float32))
-    with pytest.raises(ValueError, match="num_threads"):
+    with pytest.raises(ValueError, match="threads must be >= 1"):
         OnnxRunner(runner.path, num_threads=0)
 
 

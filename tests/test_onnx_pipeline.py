@@ -21,13 +21,12 @@ from acfd.predict.detector import Detector
 from acfd.predict.onnx_pipeline import (
     OnnxPipeline,
     decode_boxes,
-    default_threads,
     grid_anchors,
     nms,
     open_pipeline,
     shipped_graphs,
 )
-from acfd.utils import file_sha256
+from acfd.utils import default_threads, file_sha256
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "samples").glob("*.jpg"))
 
@@ -56,7 +55,10 @@ def test_the_pipeline_finds_what_detector_finds(settings: dict) -> None:
     images = [load_image(p) for p in SAMPLES]
     pipeline = open_pipeline(**settings)
     assert isinstance(pipeline, OnnxPipeline)
-    ours, theirs = pipeline.detect_arrays(images), Detector(**settings).detect_arrays(images)
+    reference = Detector(**settings)
+    assert reference.pipeline is not None  # Detector() runs the same pipeline over its own sessions ...
+    reference.pipeline = None  # ... so compare with its PyTorch post-processing instead
+    ours, theirs = pipeline.detect_arrays(images), reference.detect_arrays(images)
     assert sum(len(d) for d in theirs) > 0
     for a, b in zip(ours, theirs):
         assert len(a) == len(b) and a.image_size == b.image_size
@@ -71,7 +73,7 @@ def test_the_shipped_graphs_are_exported_from_the_shipped_weights() -> None:
     graph, stage = shipped_graphs()
     assert graph.is_file() and stage.is_file()
     fingerprint = file_sha256(WEIGHTS_DIR / "acfd-n.safetensors")[:16]
-    pipeline = OnnxPipeline(graph, stage, presets_beside=WEIGHTS_DIR / "acfd-n.safetensors")
+    pipeline = OnnxPipeline.open(graph, stage, presets_beside=WEIGHTS_DIR / "acfd-n.safetensors")
     assert pipeline.metadata["acfd_source_weights"] == fingerprint
     assert pipeline.verifier is not None and pipeline.verifier.detector == fingerprint
     assert pipeline.preset == Detector(verifier=None).preset  # the presets file beside the weights
@@ -84,6 +86,15 @@ def test_settings_the_pipeline_cannot_run_go_to_detector(settings: dict) -> None
     assert open_pipeline(**settings) is None
 
 
+def test_detector_uses_the_pipeline_for_one_view_on_onnx_runtime_only() -> None:
+    assert Detector(threads=1).pipeline is not None
+    assert Detector(threads=1).pipeline.runner.num_threads == 1
+    assert Detector(preset="evaluation").pipeline is None  # several views: merged by PyTorch
+    assert Detector(backend="torch").pipeline is None
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        Detector(threads=0)
+
+
 def test_an_export_without_a_stage_graph_runs_without_verifier(tmp_path: Path) -> None:
     graph, _ = shipped_graphs()
     copy = tmp_path / "model.onnx"
@@ -91,13 +102,13 @@ def test_an_export_without_a_stage_graph_runs_without_verifier(tmp_path: Path) -
     pipeline = open_pipeline(str(copy))
     assert pipeline is not None and pipeline.verifier is None and pipeline.calibration is not None
     with pytest.raises(ValueError, match="one view"):
-        OnnxPipeline(copy, None, "evaluation")
+        OnnxPipeline.open(copy, None, "evaluation")
     with pytest.raises(ValueError, match="unknown preset"):
-        OnnxPipeline(copy, None, "fast")
+        OnnxPipeline.open(copy, None, "fast")
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not onnx")
-    with pytest.raises(ValueError, match="broken.onnx: not a readable ONNX model"):
-        OnnxPipeline(broken, None)
+    with pytest.raises(ValueError, match="broken.onnx: cannot load ONNX model"):
+        OnnxPipeline.open(broken, None)
 
 
 def test_threads_default_to_the_cores_this_process_may_use() -> None:

@@ -4,6 +4,7 @@ format and its errors, how the Detector finds and applies it, and the shipped on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -448,3 +449,19 @@ def test_shipped_verifier_belongs_to_the_shipped_weights(samples_dir: Path) -> N
     det = Detector()
     assert det.verifier is not None and det.verifier.source == str(path)
     assert Detector(verifier=None).verifier is None
+
+
+def test_the_gate_skips_boxes_that_only_an_unseen_logit_could_lift() -> None:
+    from acfd.engine.verifier_training import choose_gate_logit
+
+    stacking = VerifierStacking(0.75, 0.3, 0.05, max_verifier_logit=8.0)
+    gated = dataclasses.replace(stacking, gate_logit=4.0)
+    assert 0 < stacking.min_detector_score(0.35) < gated.min_detector_score(0.35) < 0.35
+    needed = gated.needed_logits(np.array([gated.min_detector_score(0.35)]), 0.35)
+    assert abs(float(needed[0]) - 4.0) < 1e-6  # the gate's score needs exactly the gate's logit
+    scores = np.array([0.05, 0.2, 0.3, 0.6, 0.9])
+    logits = np.array([-3.0, 2.5, 1.0, 3.0, 5.0])
+    gate = choose_gate_logit(stacking, scores, logits, thresholds=(0.35,), margin=0.5)
+    passed = logits > stacking.needed_logits(scores, 0.35)
+    assert gate == np.ceil((stacking.needed_logits(scores, 0.35)[passed].max() + 0.5) * 2) / 2
+    assert choose_gate_logit(stacking, scores, np.full(5, -9.0), thresholds=(0.35,)) is None  # nothing passed

@@ -103,7 +103,40 @@ class FileReadError(ValueError):
         return (self.__class__, (self.path, self.reason))
 
 
-def resolve_device(device: object) -> "torch.device":  # noqa: F821 - torch is imported lazily
+def default_threads() -> int:
+    """Threads for inference: the cores this process may run on (``os.sched_getaffinity``: a
+    container's or ``taskset``'s limit, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def ort_session_options(num_threads: int | None = None) -> Any:
+    """ONNX Runtime session options of every acfd network: full graph optimisation, errors only in
+    the log (float16 graphs warn about constant folding), ``num_threads`` intra-op threads (``None``:
+    one per core) and one inter-op thread, and no spinning: ONNX Runtime's idle workers otherwise
+    spin after each run and take the cores from the post-processing and the other network that
+    follow (and from other jobs on a shared machine).
+
+    Raises:
+        ValueError: ``num_threads`` below 1.
+    """
+    import onnxruntime as ort  # optional: PyTorch runs the networks without it
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if num_threads is not None:
+        if int(num_threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {num_threads}")
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+    return options
+
+
+def resolve_device(device: object) -> torch.device:  # noqa: F821 - torch is imported lazily
     """A ``torch.device`` that exists on this machine, or a one-line ``ValueError``.
 
     Args:

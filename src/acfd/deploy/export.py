@@ -38,17 +38,20 @@ from torch import nn
 
 from acfd.config import config_to_dict
 from acfd.deploy.fuse import fuse_model
-from acfd.utils import atomic_path, atomic_write_bytes, atomic_write_text, cache_dir, package_version, state_sha256
+from acfd.deploy.onnx_runner import INPUT_NAME, META_CONFIG, META_MODEL, OUTPUT_NAMES
+from acfd.utils import (
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    cache_dir,
+    package_version,
+    state_sha256,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Default ONNX opset (supported by onnxruntime >= 1.12 and the TorchScript exporter).
 DEFAULT_OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("cls_logits", "box_deltas")
-#: ``metadata_props`` keys written by :func:`export_onnx`.
-META_MODEL = "model"
-META_CONFIG = "config"
 
 
 def _model_name(model: nn.Module) -> str:

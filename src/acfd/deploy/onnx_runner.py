@@ -18,14 +18,23 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from acfd.config import ModelConfig, model_config_from_dict
-from acfd.deploy.export import META_CONFIG, META_MODEL, OUTPUT_NAMES
+from acfd.utils import ort_session_options
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+
+#: The graph's input and outputs (the ``ACFD.forward`` contract), written by :func:`acfd.deploy.export.export_onnx`.
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("cls_logits", "box_deltas")
+#: ``metadata_props`` keys written by :func:`acfd.deploy.export.export_onnx`.
+META_MODEL = "model"
+META_CONFIG = "config"
 
 
 def _onnxruntime() -> Any:
@@ -61,21 +70,11 @@ class OnnxRunner:
         num_threads: int | None = None,
     ) -> None:
         ort = _onnxruntime()
+        self.num_threads = num_threads
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: ONNX model not found")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only (fp16 graphs warn about constant folding)
-        # ORT's idle workers spin after each run and take the cores from the post-processing that
-        # follows in PyTorch (decode + NMS of up to 1,000 boxes at the protocol's score 0.08: 12-15 ms
-        # -> 1.7 ms per 1080p frame on 2 cores, network time unchanged).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if num_threads is not None:
-            if num_threads < 1:
-                raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-            options.intra_op_num_threads = int(num_threads)
-            options.inter_op_num_threads = 1
+        options = ort_session_options(num_threads)
         try:
             self.session = ort.InferenceSession(
                 str(self.path), options, providers=providers or default_providers()
@@ -138,7 +137,6 @@ class OnnxRunner:
         return f"OnnxRunner({str(self.path)!r}, model={self.model_name!r}, providers={self.providers})"
 
 
-@torch.no_grad()
 def check_onnx(
     model: nn.Module,
     path: str | Path,
@@ -156,10 +154,13 @@ def check_onnx(
     Returns:
         ``{"cls_logits": max_abs_diff, "box_deltas": max_abs_diff, "scale": max_abs_output}``.
     """
+    import torch  # the export side: running a graph needs no torch
+
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(*input_shape, generator=gen)
     net = copy.deepcopy(model).float().cpu().eval()
-    ref = [t.float().numpy() for t in net(x)]
+    with torch.no_grad():
+        ref = [t.float().numpy() for t in net(x)]
     got = OnnxRunner(path, providers=["CPUExecutionProvider"])(x.numpy())
     out = {name: float(abs(g - r).max()) for name, g, r in zip(OUTPUT_NAMES, got, ref)}
     out["scale"] = float(max(abs(r).max() for r in ref))

@@ -25,6 +25,7 @@ model file (:class:`acfd.predict.modelfile.ModelFile`) finds the verifier beside
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -229,8 +230,13 @@ class BoxVerifier:
         self.session = VerifierSession(proto, num_threads, source=self.source or self.cfg.name)
         return self
 
+    def _stage_metadata(self) -> str:
+        return json.dumps({"config": self.cfg.to_dict(), "stacking": dataclasses.asdict(self.stacking),
+                           "detector": self.detector})
+
     def _onnx_cache_path(self) -> Path:
-        digest = state_sha256(self.model)[:24]
+        # the graph holds the weights and, in its metadata, the stacking and the detector's fingerprint
+        digest = hashlib.sha256((state_sha256(self.model) + self._stage_metadata()).encode()).hexdigest()[:24]
         return cache_dir() / f"verifier-stage-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{package_version()}.onnx"
 
     def stage_graph(self) -> bytes:
@@ -254,8 +260,7 @@ class BoxVerifier:
                               dynamic_axes={"image": {2: "height", 3: "width"}, "rois": {0: "boxes"}, "outputs": {0: "boxes"}},
                               opset_version=ONNX_OPSET, dynamo=False)
         proto = onnx.load_from_string(buffer.getvalue())
-        meta = {"config": self.cfg.to_dict(), "stacking": dataclasses.asdict(self.stacking), "detector": self.detector}
-        onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps(meta)})
+        onnx.helper.set_model_props(proto, {METADATA_KEY: self._stage_metadata()})
         return proto.SerializeToString()
 
     def export_stage(self, path: str | os.PathLike[str]) -> Path:

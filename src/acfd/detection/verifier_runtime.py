@@ -27,6 +27,7 @@ import numpy as np
 
 from acfd.config import dataclass_from_dict
 from acfd.detection.protocol import PAPER_SCORE_THRESH
+from acfd.utils import ort_session_options
 
 #: Metadata key of the verifier's config and stacking in its ``.safetensors`` file and stage graph.
 METADATA_KEY = "acfd_verifier"
@@ -96,6 +97,11 @@ class VerifierStacking:
         calibrated: whether the stacking was fitted on calibrated detector scores.
         fitted_on: what it was fitted on (a note).
         max_verifier_logit: the cap on the verifier's logit.
+        gate_logit: at inference with a score threshold, boxes that could only pass it with a
+            verifier logit above this are not verified (:meth:`min_detector_score`); ``None``:
+            ``max_verifier_logit`` (exact: no box that could pass is skipped). Chosen on held-out
+            training images as the largest logit any box that passed needed, over thresholds
+            0.2-0.8, plus a margin (``acfd.engine.verifier_training.choose_gate_logit``).
     """
 
     score_weight: float
@@ -107,6 +113,7 @@ class VerifierStacking:
     calibrated: bool = True
     fitted_on: str = ""
     max_verifier_logit: float = 12.0
+    gate_logit: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VerifierStacking:
@@ -115,6 +122,11 @@ class VerifierStacking:
         if "raw_floor" in values and "raw_score_floor" not in values:
             values["raw_score_floor"] = values.pop("raw_floor")
         return dataclass_from_dict(cls, values, "verifier stacking")
+
+    def needed_logits(self, scores: np.ndarray, score_thresh: float) -> np.ndarray:
+        """The verifier logit each detector score needs to end above ``score_thresh``."""
+        target = float(_logit(np.asarray(score_thresh)))
+        return (target - self.score_weight * _logit(scores) - self.bias) / self.verifier_weight
 
     def scores(self, scores: np.ndarray, verifier_logits: np.ndarray) -> np.ndarray:
         """The stacked scores (float64) of detector ``scores`` and the verifier's logits."""
@@ -130,11 +142,13 @@ class VerifierStacking:
         return torch.from_numpy(out).to(device=scores.device, dtype=scores.dtype)
 
     def min_detector_score(self, score_thresh: float) -> float:
-        """The detector score at or below which no verifier logit lifts a box above ``score_thresh``
-        (0 when every box may pass: no threshold, or weights that do not rise with the scores)."""
+        """The detector score at or below which no verifier logit up to :attr:`gate_logit` lifts a
+        box above ``score_thresh`` (0 when every box may pass: no threshold, or weights that do not
+        rise with the scores)."""
         if score_thresh <= 0 or self.score_weight <= 0 or self.verifier_weight < 0:
             return 0.0
-        best = self.verifier_weight * self.max_verifier_logit + self.bias
+        cap = self.max_verifier_logit if self.gate_logit is None else min(self.gate_logit, self.max_verifier_logit)
+        best = self.verifier_weight * cap + self.bias
         z = (math.log(score_thresh) - math.log1p(-score_thresh) - best) / self.score_weight if score_thresh < 1 else math.inf
         return 1.0 / (1.0 + math.exp(-z)) if z < 700 else 1.0
 
@@ -176,25 +190,6 @@ def refine_boxes(boxes: np.ndarray, offsets: np.ndarray, box_step: float, image_
     return out
 
 
-def session_options(num_threads: int | None) -> Any:
-    """ONNX Runtime options for the detector's and the verifier's sessions: ``num_threads`` intra-op
-    threads (``None``: one per core), one inter-op thread, no spinning after a run (the other
-    stage and the post-processing need the cores next; spinning workers also steal them from other
-    jobs on a shared machine), errors only in the log."""
-    import onnxruntime as ort  # optional: PyTorch runs both networks without it
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if num_threads is not None:
-        if int(num_threads) < 1:
-            raise ValueError(f"threads must be >= 1, got {num_threads}")
-        options.intra_op_num_threads = int(num_threads)
-        options.inter_op_num_threads = 1
-    return options
-
-
 class VerifierSession:
     """The exported stage graph of a verifier (module docstring) in ONNX Runtime, with its config,
     stacking and the detector fingerprint it was fitted for (from the graph's metadata).
@@ -211,7 +206,7 @@ class VerifierSession:
         self.source = source or (str(model) if not isinstance(model, bytes) else "verifier graph")
         data = model if isinstance(model, bytes) else str(model)
         try:
-            self.session = ort.InferenceSession(data, session_options(num_threads), providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(data, ort_session_options(num_threads), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure is one line naming the file
             raise ValueError(f"{self.source}: not a readable verifier graph ({str(exc).splitlines()[0]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -256,5 +251,4 @@ __all__ = [
     "crop_squares",
     "refine_boxes",
     "resized_for_crops",
-    "session_options",
 ]

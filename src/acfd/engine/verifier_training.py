@@ -383,10 +383,32 @@ def fit_verifier(
     stacking = VerifierStacking(float(lr.coef_[0, 0]), float(lr.coef_[0, 1]), float(lr.intercept_[0]),
                                 box_step=float(best_step), flip=flip, raw_score_floor=PAPER_SCORE_THRESH,
                                 calibrated=calibrated, fitted_on=note, max_verifier_logit=float(max_verifier_logit))
+    stacking = dataclasses.replace(stacking, gate_logit=choose_gate_logit(stacking, samples.calibrated[rows], out[:, 0]))
     # the final networks get seeds the fold's did not use (one network: fold seed, final seed + 1)
     final = train_verifier(samples, cfg, epochs=epochs, seed=seed + cfg.members, progress=progress)
     verifier = BoxVerifier(final, stacking, detector=model_file.fingerprint or "", source="")
     return VerifierFit(verifier, len(samples.is_face), int(samples.is_face.sum()), len(images), ap, samples.failed)
 
 
-__all__ = ["VerifierFit", "VerifierSamples", "collect_samples", "fit_stacking", "fit_verifier", "held_out", "predict", "train_verifier"]
+#: Score thresholds the verifier's gate is chosen for, and the margin added to what they needed.
+GATE_THRESHOLDS = tuple(np.round(np.arange(0.2, 0.81, 0.05), 2))
+GATE_MARGIN = 0.5
+
+
+def choose_gate_logit(stacking: VerifierStacking, scores: np.ndarray, logits: np.ndarray,
+                      thresholds: Sequence[float] = GATE_THRESHOLDS, margin: float = GATE_MARGIN) -> float | None:
+    """:attr:`VerifierStacking.gate_logit` from boxes of held-out images: their detector scores
+    and verifier logits. It is the largest logit that a box which ended above one of ``thresholds``
+    needed (:meth:`VerifierStacking.needed_logits`), plus ``margin``; ``None`` when that reaches the
+    cap anyway (the gate is then exact)."""
+    scores, logits = np.asarray(scores, np.float64), np.asarray(logits, np.float64)
+    needed = [stacking.needed_logits(scores, t)[np.minimum(logits, stacking.max_verifier_logit) > stacking.needed_logits(scores, t)]
+              for t in thresholds]
+    passed = np.concatenate(needed) if needed else np.zeros(0)
+    if len(passed) == 0 or stacking.verifier_weight <= 0:
+        return None
+    gate = float(np.ceil((passed.max() + margin) * 2) / 2)  # to a half logit
+    return None if gate >= stacking.max_verifier_logit else gate
+
+
+__all__ = ["GATE_MARGIN", "GATE_THRESHOLDS", "VerifierFit", "VerifierSamples", "choose_gate_logit", "collect_samples", "fit_stacking", "fit_verifier", "held_out", "predict", "train_verifier"]

@@ -73,12 +73,12 @@ def network_without_file(model: Any, weights: Any, device: torch.device, runner:
 
 
 def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, device: torch.device,
-                 half: bool) -> Backend | None:
+                 half: bool, threads: int | None = None) -> Backend | None:
     """An ONNX Runtime runner of the fused network (cached export), or ``None`` for PyTorch.
 
     ``auto`` uses it only on CPU, in float32, for weights read from a file, and falls back to
     PyTorch (debug log / warning) when onnxruntime is missing or the export fails; ``onnx``
-    raises instead.
+    raises instead. ``threads``: the session's intra-op threads.
     """
     explicit = choice == "onnx"
     from_file = model_file is not None and model_file.format in ("safetensors", "checkpoint")
@@ -99,20 +99,21 @@ def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, devic
     try:
         path = model_file.cached_onnx(network) if from_file else cached_onnx(network)  # type: ignore[union-attr]
         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
-        return OnnxRunner(path, providers=providers, num_threads=torch.get_num_threads())
-    except Exception as exc:  # noqa: BLE001 - auto: any export/runtime problem -> PyTorch
+        return OnnxRunner(path, providers=providers, num_threads=threads)
+    except Exception as exc:
         if explicit:
             raise
         logger.warning("ONNX Runtime backend unavailable (%s); using PyTorch", exc)
         return None
 
 
-def place_verifier(verifier: BoxVerifier, backend: Backend | None, device: torch.device) -> None:
-    """The verifier's network with ONNX Runtime where the detector's runs with it, else on the
-    detector's device (PyTorch when the export fails)."""
+def place_verifier(verifier: BoxVerifier, backend: Backend | None, device: torch.device,
+                   threads: int | None = None) -> None:
+    """The verifier's network with ONNX Runtime (``threads`` intra-op threads) where the detector's
+    runs with it, else on the detector's device (PyTorch when the export fails)."""
     if isinstance(backend, OnnxRunner) and device.type == "cpu":
         try:
-            verifier.use_onnx_runtime(torch.get_num_threads())
+            verifier.use_onnx_runtime(threads)
             return
         except Exception as exc:  # noqa: BLE001 - any export / session failure: PyTorch instead
             logger.debug("verifier on PyTorch (ONNX Runtime failed: %s)", exc)

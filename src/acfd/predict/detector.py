@@ -43,6 +43,7 @@ from torchvision.ops import box_area
 from torchvision.transforms.v2 import functional as F
 
 from acfd.config import ModelConfig
+from acfd.deploy.onnx_runner import OnnxRunner
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
@@ -58,6 +59,7 @@ from acfd.predict.backends import (
 )
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
+from acfd.predict.onnx_pipeline import OnnxPipeline
 from acfd.predict.presets import (
     FROM_PRESET,
     GENERIC_PRESETS,
@@ -68,7 +70,7 @@ from acfd.predict.presets import (
 from acfd.predict.results import Detections, PreparedBatch, Timings
 from acfd.predict.scales import Scale, parse_scales
 from acfd.predict.streams import detect_files, detect_frames
-from acfd.utils import resolve_device
+from acfd.utils import default_threads, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,9 @@ class Detector:
             verifier file; or a :class:`~acfd.detection.verifier.BoxVerifier`. With a verifier
             every box above its stacking's raw floor is verified and ``score_thresh`` applies to
             the verified scores.
+        threads: CPU threads of the ONNX Runtime sessions; given, also PyTorch's on the CPU
+            (``torch.set_num_threads``, process-wide). ``None``: the cores this process may run on
+            (:func:`acfd.utils.default_threads`) for ONNX Runtime, PyTorch's own setting.
         preset: where the settings above come from when they are not given: a preset name
             (``"interactive"``, the default; ``"evaluation"``; ``"paper"``) of the weights file
             (:attr:`ModelFile.presets`; generic ones for weights without presets), or a
@@ -165,9 +170,15 @@ class Detector:
         raw_score_floor: Any = FROM_PRESET,
         verifier: BoxVerifier | str | os.PathLike[str] | None = "auto",
         *,
+        threads: int | None = None,
         preset: str | Preset = "interactive",
     ) -> None:
         _check_counts(max_det, topk, batch_size)
+        if threads is not None and int(threads) < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.threads = default_threads() if threads is None else int(threads)
+        if threads is not None and str(device).startswith("cpu"):
+            torch.set_num_threads(self.threads)
         if isinstance(preset, str) and preset not in PRESET_NAMES:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_NAMES)}")
         overrides = dict(scales=None if scales is None else tuple(str(s) for s in parse_scales(scales)),
@@ -188,7 +199,7 @@ class Detector:
             if weights is not None or choice == "torch" or runner is not None:
                 raise ValueError(f"{model}: an .onnx file runs in ONNX Runtime; give no weights= or backend=")
             self.model_file = ModelFile.open(model, providers=None if self.device.type == "cuda" else ["CPUExecutionProvider"],
-                                             num_threads=torch.get_num_threads())
+                                             num_threads=self.threads)
             runner = self.model_file.runner
         elif runner is not None and weights is None and model in list_models():
             # a backend brings the network: the variant only gives the anchors and the box coder
@@ -215,9 +226,9 @@ class Detector:
         else:
             self.verifier = check_verifier_scores(verifier, calibrated)
         if runner is None and choice in ("auto", "onnx"):
-            self.backend = onnx_backend(choice, self.model, self.model_file, self.device, half)
+            self.backend = onnx_backend(choice, self.model, self.model_file, self.device, half, self.threads)
         if self.verifier is not None:
-            place_verifier(self.verifier, self.backend, self.device)
+            place_verifier(self.verifier, self.backend, self.device, self.threads)
 
         self.cfg = self.model.cfg
         self.box_coder = self.model.box_coder
@@ -244,6 +255,18 @@ class Detector:
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
         self._upscale_warned: set[str] = set()
         self.timings = Timings()
+        self.pipeline = self._onnx_pipeline()
+
+    def _onnx_pipeline(self) -> OnnxPipeline | None:
+        """The NumPy pipeline over this detector's own ONNX Runtime sessions, for one view on the
+        CPU (:mod:`acfd.predict.onnx_pipeline`: the same boxes, a cheaper post-processing), else ``None``."""
+        on_ort = isinstance(self.backend, OnnxRunner) and self.device.type == "cpu" and not self.half
+        verifier_on_ort = self.verifier is None or self.verifier.session is not None
+        if not (on_ort and verifier_on_ort and self.views == 1):
+            return None
+        return OnnxPipeline(self.backend, self.cfg, self.preset, self.calibration,  # type: ignore[arg-type]
+                            self.verifier.session if self.verifier is not None else None,
+                            max_det=self.max_det, topk=self.topk, batch_size=self.batch_size, timings=self.timings)
 
     @property
     def backend_name(self) -> str:
@@ -484,6 +507,10 @@ class Detector:
             sources: a source label per image (stored in :attr:`Detections.source`).
             batch_size: largest network batch; ``None`` is :attr:`batch_size`.
         """
+        if self.pipeline is not None:
+            for im in images:
+                self._check_upscale(self.scales[0], *im.shape[:2])
+            return self.pipeline.detect_arrays(images, sources, batch_size)
         step = self.batch_size if batch_size is None else max(1, int(batch_size))
         if sources is None:
             sources = [None] * len(images)

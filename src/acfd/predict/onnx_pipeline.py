@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -33,17 +32,17 @@ from acfd.config import (
     SHIPPED_DETECTOR,
     WEIGHTS_DIR,
     ModelConfig,
-    model_config_from_dict,
 )
+from acfd.deploy.onnx_runner import OnnxRunner
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
-from acfd.detection.verifier_runtime import VerifierSession, session_options
+from acfd.detection.verifier_runtime import VerifierSession
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.presets import FROM_PRESET, Preset, read_presets
 from acfd.predict.presets import METADATA_KEY as PRESETS_KEY
 from acfd.predict.results import Detections, Timings
 from acfd.predict.scales import Scale, parse_scales
-from acfd.utils import file_sha256
+from acfd.utils import default_threads, file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +53,6 @@ SOURCE_KEY = "acfd_source_weights"
 def shipped_graphs(name: str = SHIPPED_DETECTOR) -> tuple[Path, Path]:
     """Where the package keeps the exported graphs of the shipped detector ``name`` and its verifier."""
     return WEIGHTS_DIR / f"{name}.onnx", WEIGHTS_DIR / f"{name}-verifier.onnx"
-
-
-def default_threads() -> int:
-    """Threads for the networks: the cores this process may run on (``os.sched_getaffinity``:
-    a container's or ``taskset``'s limit, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 # -- boxes in NumPy (torchvision's semantics) --------------------------------------------------
@@ -125,72 +115,98 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, max_keep: int 
 class OnnxPipeline:
     """Detect faces with an exported detector (and verifier) for a preset of one view.
 
+    Build it with :meth:`open` (from files) or :func:`open_pipeline` (from ``Detector``'s
+    arguments); ``Detector`` builds one from its own sessions.
+
     Args:
-        graph: the exported detector (``acfd export``), with its model config, calibration and
-            presets in its metadata.
-        verifier: the verifier's stage graph, or ``None``.
-        preset: a preset name of the graph (its metadata, else the presets file beside
-            ``presets_beside``) or a :class:`Preset`; it must have one view (one scale, no flip).
-        overrides: settings that replace the preset's (``scales``, ``score_thresh``, ``nms_thresh``,
-            ``flip``, ``agreement_iou``, ``raw_score_floor``), as ``Detector``'s arguments.
-        presets_beside: the weights file whose ``NAME-presets.json`` holds the presets when the
-            graph's metadata has none.
-        calibration: ``True``: the calibration in the graph's metadata (if any); ``False``: raw scores.
-        threads: intra-op threads of both networks (``None``: :func:`default_threads`).
+        runner: the detector graph in ONNX Runtime.
+        cfg: the network's config (anchors, box coder, normalisation, size divisor).
+        preset: the settings; one view (one scale, no flip).
+        calibration: the score calibration, or ``None`` for raw scores.
+        verifier: the verifier's stage graph in ONNX Runtime, or ``None``.
         max_det: keep at most this many boxes per image.
         topk: keep at most this many boxes before NMS.
         batch_size: largest batch sent to the network.
+        timings: where the step times add up (a new :class:`Timings` when ``None``).
 
     Raises:
-        ValueError: a preset of several views, or a graph without a model config.
+        ValueError: a preset of several views.
     """
 
-    def __init__(self, graph: str | os.PathLike[str], verifier: str | os.PathLike[str] | None,
-                 preset: str | Preset = "interactive", overrides: Mapping[str, Any] | None = None,
-                 calibration: bool = True, threads: int | None = None, max_det: int = PAPER_MAX_DET,
-                 topk: int = PAPER_TOPK, batch_size: int = 16, presets_beside: Path | None = None) -> None:
-        import onnxruntime as ort  # optional: Detector runs on PyTorch without it
-
-        self.threads = default_threads() if threads is None else int(threads)
-        self.path = Path(graph)
-        try:
-            self.session = ort.InferenceSession(str(self.path), session_options(self.threads),
-                                                providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - any ONNX Runtime failure is one line naming the file
-            raise ValueError(f"{self.path}: not a readable ONNX model ({str(exc).splitlines()[0]})") from None
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-        if "config" not in self.metadata:
-            raise ValueError(f"{self.path}: no acfd model config in the ONNX metadata (export it with acfd export)")
-        self.cfg: ModelConfig = model_config_from_dict(json.loads(self.metadata["config"]))
-        self.input_name = self.session.get_inputs()[0].name
-        if isinstance(preset, str):
-            presets = read_presets(self.metadata, None if PRESETS_KEY in self.metadata else presets_beside)
-            if preset not in presets:
-                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
-            preset = presets[preset]
-        changes = dict(overrides or {})
-        if changes.get("scales") is not None:
-            changes["scales"] = tuple(str(s) for s in parse_scales(changes["scales"]))
-        preset = preset.override(**changes)
+    def __init__(self, runner: OnnxRunner, cfg: ModelConfig, preset: Preset, calibration: ScoreCalibration | None,
+                 verifier: VerifierSession | None, max_det: int = PAPER_MAX_DET, topk: int = PAPER_TOPK,
+                 batch_size: int = 16, timings: Timings | None = None) -> None:
         scales = parse_scales(preset.scales)
         if len(scales) != 1 or (preset.flip and scales[0].flip):
             raise ValueError("OnnxPipeline runs presets of one view (one scale, no flip); use Detector")
-        self.calibration = ScoreCalibration.from_metadata(self.metadata, str(self.path)) if calibration else None
-        self.verifier = VerifierSession(verifier, self.threads) if verifier is not None else None
-        if self.verifier is not None and self.verifier.stacking.calibrated != (self.calibration is not None):
-            raise ValueError(f"{verifier}: it combines {'calibrated' if self.verifier.stacking.calibrated else 'raw'} "
-                             "detector scores, but this detector's are not")
-        self.preset = preset
+        self.runner, self.cfg, self.preset = runner, cfg, preset
+        self.path = runner.path
+        self.calibration, self.verifier = calibration, verifier
         self.scale: Scale = scales[0]
         self.scales = scales
         self.score_thresh = float(preset.score_thresh)
         self.nms_thresh = float(preset.nms_thresh)
         self.raw_score_floor = preset.raw_score_floor
         self.max_det, self.topk, self.batch_size = int(max_det), int(topk), int(batch_size)
-        self._mean = np.asarray(self.cfg.pixel_mean, dtype=np.float32)
-        self._inv_std = 1.0 / np.asarray(self.cfg.pixel_std, dtype=np.float32)
+        self._mean = np.asarray(cfg.pixel_mean, dtype=np.float32)
+        self._inv_std = 1.0 / np.asarray(cfg.pixel_std, dtype=np.float32)
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
-        self.timings = Timings()
+        self.timings = Timings() if timings is None else timings
+
+    @classmethod
+    def open(cls, graph: str | os.PathLike[str], verifier: str | os.PathLike[str] | None = None,
+             preset: str | Preset = "interactive", overrides: Mapping[str, Any] | None = None,
+             calibration: bool = True, threads: int | None = None, presets_beside: Path | None = None,
+             **kwargs: Any) -> OnnxPipeline:
+        """A pipeline of exported files.
+
+        Args:
+            graph: the exported detector (``acfd export``), with its model config, calibration
+                and presets in its metadata.
+            verifier: the verifier's stage graph, or ``None``.
+            preset: a preset name of the graph (its metadata, else the presets file beside
+                ``presets_beside``) or a :class:`Preset`.
+            overrides: settings that replace the preset's (``scales``, ``score_thresh``,
+                ``nms_thresh``, ``flip``, ``agreement_iou``, ``raw_score_floor``), as ``Detector``'s.
+            calibration: ``True``: the calibration in the graph's metadata (if any); ``False``: raw scores.
+            threads: intra-op threads of both networks (``None``: :func:`~acfd.utils.default_threads`).
+            presets_beside: the weights file whose ``NAME-presets.json`` holds the presets when
+                the graph's metadata has none.
+            **kwargs: ``max_det``, ``topk``, ``batch_size``.
+
+        Raises:
+            ValueError: an unreadable graph, one without a model config, an unknown preset, a preset
+                of several views, a verifier fitted for the other kind of scores.
+        """
+        threads = default_threads() if threads is None else int(threads)
+        runner = OnnxRunner(graph, providers=["CPUExecutionProvider"], num_threads=threads)
+        cfg = runner.model_config()
+        if cfg is None:
+            raise ValueError(f"{graph}: no acfd model config in the ONNX metadata (export it with acfd export)")
+        if isinstance(preset, str):
+            presets = read_presets(runner.metadata, None if PRESETS_KEY in runner.metadata else presets_beside)
+            if preset not in presets:
+                raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
+            preset = presets[preset]
+        changes = dict(overrides or {})
+        if changes.get("scales") is not None:
+            changes["scales"] = tuple(str(s) for s in parse_scales(changes["scales"]))
+        stored = ScoreCalibration.from_metadata(runner.metadata, str(graph)) if calibration else None
+        stage = VerifierSession(verifier, threads) if verifier is not None else None
+        if stage is not None and stage.stacking.calibrated != (stored is not None):
+            raise ValueError(f"{verifier}: it combines {'calibrated' if stage.stacking.calibrated else 'raw'} "
+                             "detector scores, but this detector's are not")
+        return cls(runner, cfg, preset.override(**changes), stored, stage, **kwargs)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The detector graph's metadata."""
+        return self.runner.metadata
+
+    @property
+    def threads(self) -> int | None:
+        """The detector session's intra-op threads."""
+        return self.runner.num_threads
 
     def __repr__(self) -> str:
         return (f"OnnxPipeline(model={self.cfg.name!r}, graph={str(self.path)!r}, scale={str(self.scale)!r}, "
@@ -237,13 +253,14 @@ class OnnxPipeline:
             for i, (im, (h, w)) in enumerate(zip(images, sizes)):
                 batch[i, :, :h, :w] = ((resize(im, (h, w)).astype(np.float32) - self._mean) * self._inv_std).transpose(2, 0, 1)
         with self.timed("forward"):
-            cls_logits, box_deltas = self.session.run(None, {self.input_name: batch})[:2]
+            cls_logits, box_deltas = self.runner(batch)
         with self.timed("postprocess"):
             anchors = self._anchors_for(ph, pw)
             if cls_logits.shape[-1] != len(anchors):
                 raise RuntimeError(f"{self.path}: the network returned {cls_logits.shape[-1]} predictions for a "
                                    f"{ph}x{pw} input but there are {len(anchors)} anchors")
-            scores_all = 1.0 / (1.0 + np.exp(-cls_logits.reshape(len(images), -1).astype(np.float32)))
+            logits = np.clip(cls_logits.reshape(len(images), -1).astype(np.float32), -80.0, 80.0)  # no exp overflow
+            scores_all = 1.0 / (1.0 + np.exp(-logits))
             floor = self._raw_floor()
             coder = self.cfg.box_coder
             out = []
@@ -369,9 +386,9 @@ def open_pipeline(model: str | os.PathLike[str] | None = None, weights: Any = No
     overrides = {"scales": scales, "score_thresh": score_thresh, "nms_thresh": nms_thresh, "flip": flip,
                  "agreement_iou": agreement_iou, "raw_score_floor": raw_score_floor}
     try:
-        pipeline = OnnxPipeline(graph, stage if verifier == "auto" and stage.is_file() else None, preset, overrides,
-                                calibration=calibration == "auto", threads=threads, batch_size=batch_size,
-                                presets_beside=presets_source)
+        pipeline = OnnxPipeline.open(graph, stage if verifier == "auto" and stage.is_file() else None, preset, overrides,
+                                     calibration=calibration == "auto", threads=threads, batch_size=batch_size,
+                                     presets_beside=presets_source)
     except ValueError as exc:  # several views, a bad setting...: Detector runs it or says what is wrong
         logger.debug("not the ONNX pipeline: %s", exc)
         return None
