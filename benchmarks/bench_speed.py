@@ -44,7 +44,7 @@ import numpy as np
 import typer
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data" / "icartoonface-det"
+DATA = Path(os.environ.get("ACFD_SHARED", REPO.parent / "shared")) / "data" / "icartoonface-det"
 LBPCASCADE = Path(__file__).resolve().parent / "assets" / "lbpcascade_animeface.xml"
 STEPS = ("load", "preprocess", "forward", "postprocess", "verify")
 
@@ -238,6 +238,10 @@ def main(
 
     from acfd.data import formats
 
+    if split and not Path(split).is_file():
+        raise typer.BadParameter(f"{split}: file not found (the iCartoonFace data: --split, --images-dir, --annotations)")
+    if (ap or not split) and not annotations.is_file():
+        raise typer.BadParameter(f"{annotations}: file not found (give --annotations, or a --split and --no-ap)")
     if split:
         names = [n for n in formats.read_split(Path(split)) if n]
     else:
