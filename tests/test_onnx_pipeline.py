@@ -131,3 +131,15 @@ def test_detect_on_an_image_never_imports_torch(tmp_path: Path) -> None:
     assert result["torch"] == []
     assert len(json.loads((tmp_path / "faces.json").read_text())[0]["detections"]) == 3
     assert len(list((tmp_path / "drawn").glob("*.jpg"))) == 1
+
+
+def test_threads_option_of_detect_and_eval(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from acfd.cli import app
+
+    ok = CliRunner().invoke(app, ["detect", str(SAMPLES[0]), "--threads", "1"])
+    assert ok.exit_code == 0 and "3 faces" in ok.output
+    bad = CliRunner().invoke(app, ["detect", str(SAMPLES[0]), "--threads", "0"])
+    assert bad.exit_code == 2 and "--threads" in bad.output
+    assert "--threads" in CliRunner().invoke(app, ["eval", "--help"]).output

@@ -47,6 +47,7 @@ from acfd.cli.options import (
     scales_option,
     score_thresh_option,
     shipped_values,
+    threads_option,
     verifier_option,
 )
 
@@ -128,6 +129,7 @@ def detect(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per network call."),
+    threads: int | None = threads_option(),
     model: str | None = typer.Option(
         None,
         "--model",
@@ -156,7 +158,8 @@ def detect(
     results so far to NAME.partial.SUFFIX).
     """
     try:
-        _detect(paths, output, None if fmt is None else fmt.value, save_images, device=device, half=half, batch_size=batch_size, model=model,
+        _detect(paths, output, None if fmt is None else fmt.value, save_images, device=device, half=half, batch_size=batch_size,
+                threads=threads, model=model,
                 weights=weights, video_every=video_every, coco_gt=coco_gt, progress=progress, engine=engine,
                 address=address, preset=preset.value, eval_mode=eval_mode,
                 score_thresh=score_thresh, score_thr=score_thr,
@@ -177,6 +180,7 @@ def _detect(
     device: str,
     half: bool,
     batch_size: int,
+    threads: int | None,
     model: str | None,
     weights: Path | None,
     video_every: int,
@@ -244,7 +248,7 @@ def _detect(
         check_not_inputs_any(AnnotatedImages(save_images).planned(items), [it.path for it in items])
 
     detector_kwargs: dict[str, Any] = dict(model=model, weights=weights, device=device, half=half,
-                                           batch_size=batch_size, **settings)
+                                           batch_size=batch_size, threads=threads, **settings)
     with _sigterm_ends_the_run() as terminated:
         run = _run(items, detector_kwargs, engine, address, batch_size, video_every, save_images, progress,
                    echo=output is None)

@@ -22,6 +22,7 @@ from acfd.cli.options import (
     nms_thresh_option,
     preset_option,
     scales_option,
+    threads_option,
     verifier_option,
 )
 from acfd.data import formats
@@ -146,6 +147,7 @@ def _run_detector(
     device: str,
     batch_size: int,
     settings: dict[str, Any],
+    threads: int | None = None,
 ) -> tuple[dict[str, ImageRecord], list[str]]:
     """Run a :class:`~acfd.predict.detector.Detector` with ``settings`` (its preset and what changes
     it) on the image of each ground-truth name; per-image failures are reported."""
@@ -156,7 +158,7 @@ def _run_detector(
     try:
         # the evaluation preset by default: every box above the raw-score floor, all (calibrated)
         # scores kept; an interactive threshold would cut the precision-recall curve short
-        det = Detector(model, weights=weights, device=device, **settings)
+        det = Detector(model, weights=weights, device=device, threads=threads, **settings)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise CliError(f"cannot load model {model!r}: {exc}") from None
     logger.info("detecting faces on %d images with %s", len(paths), model)
@@ -212,6 +214,7 @@ def eval_command(
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
+    threads: int | None = threads_option(),
     save_csv: Path | None = typer.Option(
         None, "--save-csv", help="Write the model's detections as a submission CSV."
     ),
@@ -226,7 +229,7 @@ def eval_command(
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
         save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
-        verifier=verifier, preset=preset.value,
+        verifier=verifier, preset=preset.value, threads=threads,
     )
 
 
@@ -251,6 +254,7 @@ def _eval(
     calibration: bool = True,
     verifier: bool = True,
     preset: str = "evaluation",
+    threads: int | None = None,
 ) -> None:
     check_device(device)
     try:
@@ -298,7 +302,7 @@ def _eval(
         if not images.is_dir():
             raise CliError(f"{images}: image folder not found")
         check_named_model(model_name, weights_arg, "--model" if model is not None else "PRED")
-        pred_records, pred_problems = _run_detector(model_name, found, weights_arg, device, batch_size, settings)
+        pred_records, pred_problems = _run_detector(model_name, found, weights_arg, device, batch_size, settings, threads)
         if save_csv is not None:
             formats.write_icartoon_csv(save_csv, pred_records, kind="submission")
             typer.echo(f"wrote {save_csv}")

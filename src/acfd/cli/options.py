@@ -49,6 +49,15 @@ def preset_option(default: str = "interactive") -> Any:
     )
 
 
+def threads_option() -> Any:
+    return typer.Option(
+        None, "--threads", min=1,
+        help="CPU threads of the networks (ONNX Runtime; PyTorch too when given). Fewer than the cores "
+        "leaves room for other jobs on a shared machine.",
+        show_default="the cores this process may use",
+    )
+
+
 def score_thresh_option(what: str = "") -> Any:
     return typer.Option(
         None, "--score-thresh", min=0.0, max=1.0,

@@ -36,7 +36,7 @@ def serve(
     max_in_flight: int | None = typer.Option(None, "--max-in-flight", min=1, help="Uploaded requests admitted per worker; more get 429.", show_default="32"),
     max_batch: int | None = typer.Option(None, "--max-batch", min=1, help="Dynamic batching: images per network call (1: off).", show_default="8"),
     batch_wait_ms: float | None = typer.Option(None, "--batch-wait-ms", min=0.0, help="Longest wait to fill a batch.", show_default="5"),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="Torch threads per worker.", show_default="cores / workers"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of the networks per worker (ONNX Runtime and torch).", show_default="cores / workers"),
     gallery: Path | None = typer.Option(None, "--gallery", help="Recognition gallery: enables POST /v1/identify."),
     recognizer_weights: Path | None = typer.Option(None, "--recognizer-weights", help="Recognition model for /v1/identify."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),

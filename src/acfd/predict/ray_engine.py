@@ -68,6 +68,8 @@ class DetectActor:
     ) -> None:
         if torch_threads:
             torch.set_num_threads(torch_threads)
+            if detector_kwargs.get("threads") is None:  # ONNX Runtime: the actor's CPUs, not the machine's
+                detector_kwargs = {**detector_kwargs, "threads": torch_threads}
         self.detector = Detector(**detector_kwargs)
         self.batch_size = batch_size
         self.video_every = video_every

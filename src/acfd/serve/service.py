@@ -52,12 +52,10 @@ Finish = Callable[[Any, np.ndarray, int], Any]
 
 def default_detector_factory(settings: ServeSettings) -> Any:
     """The configured :class:`acfd.Detector`, at the score floor (requests filter above it)."""
-    import torch
-
     from acfd import Detector
 
-    torch.set_num_threads(settings.torch_threads)  # before the model: ONNX Runtime sizes its pool from it
-    return Detector(
+    return Detector(  # threads: ONNX Runtime's and torch's (process-wide)
+        threads=settings.torch_threads,
         model=settings.model,
         weights=settings.weights,
         device=settings.device,

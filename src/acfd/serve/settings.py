@@ -8,7 +8,6 @@ uvicorn's worker processes (``--workers N``) get the settings the CLI was given
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -17,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from acfd.data.image_io import DEFAULT_MAX_PIXELS
 from acfd.predict.presets import shipped_presets
 from acfd.predict.scales import parse_scales
+from acfd.utils import default_threads
 
 ENV_PREFIX = "ACFD_SERVE_"
 
@@ -78,7 +78,7 @@ class ServeSettings(BaseSettings):
     # -- batching and processes ------------------------------------------------------------------
     max_batch: int = Field(8, description="dynamic batching: most queued images per network call (1: off)")
     batch_wait_ms: float = Field(5.0, description="longest wait for more requests to fill a batch")
-    threads: int | None = Field(None, description="torch CPU threads per worker (None: cores / workers)")
+    threads: int | None = Field(None, description="CPU threads of the networks per worker, ONNX Runtime and torch (None: cores / workers)")
     workers: int = Field(1, description="worker processes, one model each")
 
     # -- access ------------------------------------------------------------------------------------
@@ -120,8 +120,9 @@ class ServeSettings(BaseSettings):
 
     @property
     def torch_threads(self) -> int:
-        """Torch threads for one worker's inference."""
-        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """CPU threads for one worker's inference (ONNX Runtime and torch): ``threads``, else the
+        cores this process may use shared among the workers."""
+        return self.threads or max(1, default_threads() // self.workers)
 
     def replace(self, **changes: Any) -> ServeSettings:
         """A copy with ``changes`` (validated)."""
