@@ -143,3 +143,16 @@ def test_threads_option_of_detect_and_eval(tmp_path: Path) -> None:
     bad = CliRunner().invoke(app, ["detect", str(SAMPLES[0]), "--threads", "0"])
     assert bad.exit_code == 2 and "--threads" in bad.output
     assert "--threads" in CliRunner().invoke(app, ["eval", "--help"]).output
+
+
+def test_the_verifier_crops_from_the_detector_input_when_it_has_its_size() -> None:
+    from acfd.detection.verifier_runtime import resized_for_crops
+
+    pipeline = open_pipeline()
+    image = load_image(SAMPLES[0])
+    boxes = np.array([[136.0, 258.0, 298.0, 390.0], [374.0, 111.0, 517.0, 244.0]])
+    resized, _ = resized_for_crops(image, pipeline.verifier.cfg)
+    plain = pipeline.verifier.outputs(image, boxes)
+    np.testing.assert_array_equal(pipeline.verifier.outputs(image, boxes, resized), plain)
+    wrong = np.zeros((10, 10, 3), np.uint8)  # not the size it would crop from: ignored
+    np.testing.assert_array_equal(pipeline.verifier.outputs(image, boxes, wrong), plain)

@@ -159,13 +159,19 @@ def box_long_sides(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]), 1.0)
 
 
+def crop_source_size(height: int, width: int, cfg: VerifierConfig) -> tuple[int, int]:
+    """``(height, width)`` of an image of that size resized to ``cfg.long_side`` on its longer side."""
+    factor = cfg.long_side / max(height, width)
+    return max(1, round(height * factor)), max(1, round(width * factor))
+
+
 def resized_for_crops(image: np.ndarray, cfg: VerifierConfig) -> tuple[np.ndarray, float]:
     """The RGB ``(H, W, 3)`` image resized to ``cfg.long_side`` on its longer side (OpenCV area
     interpolation when shrinking, bilinear when enlarging) and the length factor applied."""
     height, width = image.shape[:2]
     factor = cfg.long_side / max(height, width)
-    resized = cv2.resize(image, (max(1, round(width * factor)), max(1, round(height * factor))),
-                         interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+    h, w = crop_source_size(height, width, cfg)
+    resized = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
     return resized, factor
 
 
@@ -217,19 +223,27 @@ class VerifierSession:
         self.stacking = VerifierStacking.from_dict(info["stacking"])
         self.detector = str(info.get("detector", ""))
 
-    def outputs(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """``(K, 5)`` outputs (face logit, corner offsets) for boxes of one RGB uint8 image."""
+    def outputs(self, image: np.ndarray, boxes: np.ndarray, resized: np.ndarray | None = None) -> np.ndarray:
+        """``(K, 5)`` outputs (face logit, corner offsets) for boxes of one RGB uint8 image.
+
+        ``resized``: the image already resized as :func:`resized_for_crops` would (the detector's
+        input at a scale of the same longer side: the same OpenCV call), to save resizing it again."""
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, 5), np.float32)
-        resized, factor = resized_for_crops(image, self.cfg)
+        height, width = image.shape[:2]
+        if resized is not None and resized.shape[:2] == crop_source_size(height, width, self.cfg):
+            factor = self.cfg.long_side / max(height, width)
+        else:
+            resized, factor = resized_for_crops(image, self.cfg)
         chw = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
         return self.session.run(None, {"image": chw, "rois": crop_squares(boxes, factor, self.cfg)})[0]
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                 score_thresh: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 score_thresh: float = 0.0, resized: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Re-scored and refined ``(boxes, scores)`` of one image's final boxes (original pixels);
-        with ``score_thresh``, the boxes that cannot end above it are dropped first (no crop)."""
+        with ``score_thresh``, the boxes that cannot end above it are dropped first (no crop);
+        ``resized`` as for :meth:`outputs`."""
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         if score_thresh > 0:
@@ -237,7 +251,7 @@ class VerifierSession:
             boxes, scores = boxes[keep], scores[keep]
         if len(boxes) == 0:
             return boxes, scores
-        out = self.outputs(image, boxes)
+        out = self.outputs(image, boxes, resized)
         new_scores = self.stacking.scores(scores, out[:, 0]).astype(np.float32)
         return refine_boxes(boxes, out[:, 1:], self.stacking.box_step, image.shape[:2]), new_scores
 
@@ -248,6 +262,7 @@ __all__ = [
     "VerifierSession",
     "VerifierStacking",
     "box_long_sides",
+    "crop_source_size",
     "crop_squares",
     "refine_boxes",
     "resized_for_crops",

@@ -243,15 +243,17 @@ class OnnxPipeline:
             self._anchors[(height, width)] = grid_anchors(anchors.strides, anchors.scale, height, width)
         return self._anchors[(height, width)]
 
-    def _forward(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Boxes (original pixels) and raw scores per image after NMS, scores descending."""
+    def _forward(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Boxes (original pixels) and raw scores per image after NMS, scores descending, and the
+        image resized to the network input (the verifier may crop from it)."""
         with self.timed("preprocess"):
             sizes = [self.scale.target_size(*im.shape[:2]) for im in images]
             ph = max(self.padded_size(h, w)[0] for h, w in sizes)
             pw = max(self.padded_size(h, w)[1] for h, w in sizes)
             batch = np.zeros((len(images), 3, ph, pw), dtype=np.float32)  # zeros = the mean colour
-            for i, (im, (h, w)) in enumerate(zip(images, sizes)):
-                batch[i, :, :h, :w] = ((resize(im, (h, w)).astype(np.float32) - self._mean) * self._inv_std).transpose(2, 0, 1)
+            resized = [resize(im, size) for im, size in zip(images, sizes)]
+            for i, (small, (h, w)) in enumerate(zip(resized, sizes)):
+                batch[i, :, :h, :w] = ((small.astype(np.float32) - self._mean) * self._inv_std).transpose(2, 0, 1)
         with self.timed("forward"):
             cls_logits, box_deltas = self.runner(batch)
         with self.timed("postprocess"):
@@ -283,10 +285,11 @@ class OnnxPipeline:
                 oh, ow = im.shape[:2]
                 boxes[:, 0::2] = (boxes[:, 0::2] * np.float32(ow / w)).clip(0, ow)
                 boxes[:, 1::2] = (boxes[:, 1::2] * np.float32(oh / h)).clip(0, oh)
-                out.append((boxes, sc.astype(np.float32)))
+                out.append((boxes, sc.astype(np.float32), resized[i]))
         return out
 
-    def _finalise(self, boxes: np.ndarray, scores: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _finalise(self, boxes: np.ndarray, scores: np.ndarray, image: np.ndarray,
+                  resized: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated, then verified scores and boxes, then the threshold (as ``Detector._finalise``)."""
         if self.calibration is None and self.verifier is None:
             return boxes, scores
@@ -296,7 +299,7 @@ class OnnxPipeline:
                 scores = self.calibration.calibrate(scores, boxes * np.float32(factor))
         if self.verifier is not None:
             with self.timed("verify"):
-                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh)
+                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh, resized=resized)
         keep = scores > self.score_thresh
         return boxes[keep], scores[keep]
 
@@ -312,8 +315,8 @@ class OnnxPipeline:
         for idxs in groups.values():
             for start in range(0, len(idxs), step):
                 chunk = idxs[start:start + step]
-                for i, (boxes, scores) in zip(chunk, self._forward([images[i] for i in chunk])):
-                    found[i] = self._finalise(boxes, scores, images[i])
+                for i, (boxes, scores, resized) in zip(chunk, self._forward([images[i] for i in chunk])):
+                    found[i] = self._finalise(boxes, scores, images[i], resized)
                 self.timings.batches += 1
         out = []
         for im, src, result in zip(images, sources, found):
