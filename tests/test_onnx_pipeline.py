@@ -50,7 +50,8 @@ def test_nms_decode_and_anchors_match_torchvision_and_the_model() -> None:
 
 
 @pytest.mark.parametrize("settings", [{}, {"verifier": None}, {"calibration": None, "verifier": None},
-                                      {"score_thresh": 0.05, "nms_thresh": 0.6}])
+                                      {"score_thresh": 0.05, "nms_thresh": 0.6}, {"preset": "evaluation"},
+                                      {"flip": True, "scales": "480,640:max200", "agreement_iou": 0.6}])
 def test_the_pipeline_finds_what_detector_finds(settings: dict) -> None:
     images = [load_image(p) for p in SAMPLES]
     pipeline = open_pipeline(**settings)
@@ -79,8 +80,7 @@ def test_the_shipped_graphs_are_exported_from_the_shipped_weights() -> None:
     assert pipeline.preset == Detector(verifier=None).preset  # the presets file beside the weights
 
 
-@pytest.mark.parametrize("settings", [{"preset": "evaluation"}, {"flip": True}, {"scales": "480,640"},
-                                      {"weights": "x.safetensors"}, {"half": True}, {"device": "cuda"},
+@pytest.mark.parametrize("settings", [{"weights": "x.safetensors"}, {"half": True}, {"device": "cuda"},
                                       {"model": "acfd-s"}, {"verifier": "other.safetensors"}])
 def test_settings_the_pipeline_cannot_run_go_to_detector(settings: dict) -> None:
     assert open_pipeline(**settings) is None
@@ -89,7 +89,6 @@ def test_settings_the_pipeline_cannot_run_go_to_detector(settings: dict) -> None
 def test_detector_uses_the_pipeline_for_one_view_on_onnx_runtime_only() -> None:
     assert Detector(threads=1).pipeline is not None
     assert Detector(threads=1).pipeline.runner.num_threads == 1
-    assert Detector(preset="evaluation").pipeline is None  # several views: merged by PyTorch
     assert Detector(backend="torch").pipeline is None
     with pytest.raises(ValueError, match="threads must be >= 1"):
         Detector(threads=0)
@@ -101,8 +100,6 @@ def test_an_export_without_a_stage_graph_runs_without_verifier(tmp_path: Path) -
     copy.write_bytes(graph.read_bytes())
     pipeline = open_pipeline(str(copy))
     assert pipeline is not None and pipeline.verifier is None and pipeline.calibration is not None
-    with pytest.raises(ValueError, match="one view"):
-        OnnxPipeline.open(copy, None, "evaluation")
     with pytest.raises(ValueError, match="unknown preset"):
         OnnxPipeline.open(copy, None, "fast")
     broken = tmp_path / "broken.onnx"

@@ -47,7 +47,7 @@ def main() -> None:
     scores, logits = [], []
     for name in names:
         image = load_image(args.images / name)
-        ((boxes, raw, _),) = pipe._forward([image])
+        ((boxes, raw, _),) = pipe._view([image], pipe.views[0][0], mirrored=False, single=True)
         factor = Scale.parse(pipe.calibration.reference_scale).length_factor(*image.shape[:2])
         calibrated = pipe.calibration.calibrate(raw, boxes * np.float32(factor))
         scores.append(calibrated)

@@ -59,7 +59,7 @@ from acfd.predict.backends import (
 )
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
-from acfd.predict.onnx_pipeline import OnnxPipeline
+from acfd.predict.onnx_pipeline import OnnxPipeline, warn_upscale
 from acfd.predict.presets import (
     FROM_PRESET,
     GENERIC_PRESETS,
@@ -73,12 +73,6 @@ from acfd.predict.streams import detect_files, detect_frames
 from acfd.utils import default_threads, resolve_device
 
 logger = logging.getLogger(__name__)
-
-#: A view that enlarges an image more than this (length factor) shows faces larger than the
-#: training crops did (the paper's random crops enlarge at most 1 / 0.3 = 3.3x, the CPU recipe's
-#: zoom 1.5x): small parts of a face (an eye) can then be boxed as faces. Such a view is warned about.
-MAX_UPSCALE = 4.0
-
 
 def _mirror_boxes(result: dict[str, torch.Tensor], image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
     """Boxes found on a horizontally mirrored ``(height, width)`` image, in the original's pixels."""
@@ -258,11 +252,11 @@ class Detector:
         self.pipeline = self._onnx_pipeline()
 
     def _onnx_pipeline(self) -> OnnxPipeline | None:
-        """The NumPy pipeline over this detector's own ONNX Runtime sessions, for one view on the
-        CPU (:mod:`acfd.predict.onnx_pipeline`: the same boxes, a cheaper post-processing), else ``None``."""
+        """The NumPy pipeline over this detector's own ONNX Runtime sessions on the CPU
+        (:mod:`acfd.predict.onnx_pipeline`: the same boxes, a cheaper post-processing), else ``None``."""
         on_ort = isinstance(self.backend, OnnxRunner) and self.device.type == "cpu" and not self.half
         verifier_on_ort = self.verifier is None or self.verifier.session is not None
-        if not (on_ort and verifier_on_ort and self.views == 1):
+        if not (on_ort and verifier_on_ort):
             return None
         return OnnxPipeline(self.backend, self.cfg, self.preset, self.calibration,  # type: ignore[arg-type]
                             self.verifier.session if self.verifier is not None else None,
@@ -478,14 +472,8 @@ class Detector:
         return {"boxes": boxes[keep], "scores": scores[keep]}
 
     def _check_upscale(self, scale: Scale, height: int, width: int) -> None:
-        """Warn (once per scale) when ``scale`` enlarges an image beyond :data:`MAX_UPSCALE`."""
-        factor = scale.length_factor(height, width)
-        if factor > MAX_UPSCALE and str(scale) not in self._upscale_warned:
-            self._upscale_warned.add(str(scale))
-            logger.warning(
-                "scale %s enlarges a %dx%d image %.1fx (more than %gx): its faces get larger than the training "
-                "crops showed them and parts of faces may be boxed as faces; use a smaller scale for small images",
-                scale, height, width, factor, MAX_UPSCALE)
+        """Warn (once per scale) when ``scale`` enlarges an image beyond :data:`~acfd.predict.onnx_pipeline.MAX_UPSCALE`."""
+        warn_upscale(scale, height, width, self._upscale_warned)
 
     # -- whole pipeline -------------------------------------------------------------------
 
@@ -508,8 +496,6 @@ class Detector:
             batch_size: largest network batch; ``None`` is :attr:`batch_size`.
         """
         if self.pipeline is not None:
-            for im in images:
-                self._check_upscale(self.scales[0], *im.shape[:2])
             return self.pipeline.detect_arrays(images, sources, batch_size)
         step = self.batch_size if batch_size is None else max(1, int(batch_size))
         if sources is None:

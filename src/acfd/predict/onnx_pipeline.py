@@ -1,17 +1,18 @@
-"""One-view detection with ONNX Runtime and NumPy alone: the CPU path that never imports torch.
+"""Detection with ONNX Runtime and NumPy alone: the CPU path that never imports torch.
 
 Importing torch and torchvision takes about 3.5 s, several times what one image costs, so a
 command-line call on one image would spend most of its time loading a library it does not need.
 :class:`OnnxPipeline` runs an exported detector graph (``acfd export``; the shipped model's graph
 ships in the package as ``acfd-n.onnx``) and the exported verifier stage
 (:mod:`acfd.detection.verifier_runtime`, ``acfd-n-verifier.onnx``) with ONNX Runtime, and does the
-rest in NumPy. It computes what :class:`~acfd.predict.detector.Detector` computes for a preset of
-one view (one scale, no test-time flip: the ``interactive`` preset): pre-processing, score floor,
-top-k, box decoding, NMS, the mapping back to the image, score calibration, the verifier, the
-threshold. ``tests/test_onnx_pipeline.py`` holds the two to the same boxes.
+rest in NumPy. It computes what :class:`~acfd.predict.detector.Detector` computes: pre-processing of
+each view (scale, mirrored or not), score floor, top-k, box decoding, NMS, the mapping back to the
+image, the merge of the views (NMS, view agreement), score calibration, the verifier, the threshold.
+``tests/test_onnx_pipeline.py`` holds the two to the same boxes. ``Detector`` itself runs its CPU
+ONNX Runtime work through one (its post-processing is the cheaper: no thread pool to wake).
 
-:func:`open_pipeline` gives one when the settings allow it (CPU, one view, ONNX Runtime installed,
-the graphs present and exported from the weights asked for), else ``None``, and the caller uses
+:func:`open_pipeline` gives one when the settings allow it (CPU, ONNX Runtime installed, the graphs
+present and exported from the weights asked for), else ``None``, and the caller uses
 :class:`~acfd.predict.detector.Detector`.
 """
 
@@ -112,8 +113,51 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_thresh: float, max_keep: int 
     return np.asarray(keep, dtype=np.int64)
 
 
+#: A view that enlarges an image more than this (length factor) shows faces larger than the
+#: training crops did (the paper's random crops enlarge at most 1 / 0.3 = 3.3x, the CPU recipe's
+#: zoom 1.5x): small parts of a face (an eye) can then be boxed as faces. Such a view is warned about.
+MAX_UPSCALE = 4.0
+
+
+def warn_upscale(scale: Scale, height: int, width: int, warned: set[str]) -> None:
+    """Warn (once per scale: ``warned`` keeps them) when ``scale`` enlarges an image beyond :data:`MAX_UPSCALE`."""
+    factor = scale.length_factor(height, width)
+    if factor > MAX_UPSCALE and str(scale) not in warned:
+        warned.add(str(scale))
+        logger.warning(
+            "scale %s enlarges a %dx%d image %.1fx (more than %gx): its faces get larger than the training "
+            "crops showed them and parts of faces may be boxed as faces; use a smaller scale for small images",
+            scale, height, width, factor, MAX_UPSCALE)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(N, M)`` IoU of two sets of boxes (x1, y1, x2, y2), as ``torchvision.ops.box_iou``."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, 0, None)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def view_agreement_scores(boxes: np.ndarray, scores: np.ndarray, per_view: Sequence[tuple[np.ndarray, np.ndarray]],
+                          iou_thresh: float, weight: float = 0.5) -> np.ndarray:
+    """Merged boxes rescored by how consistently the views found them
+    (:func:`acfd.detection.postprocess.view_agreement_scores`, whose docstring says why)."""
+    if len(boxes) == 0 or not per_view:
+        return scores
+    agreement = np.zeros_like(scores)
+    for view_boxes, view_scores in per_view:
+        if len(view_scores) == 0:
+            continue
+        overlapping = box_iou(boxes, view_boxes.reshape(-1, 4).astype(np.float32)) >= iou_thresh
+        agreement += np.where(overlapping, view_scores[None].astype(np.float32), np.float32(0)).max(axis=1)
+    return ((1.0 - weight) * scores + weight * agreement / len(per_view)).astype(np.float32)
+
+
 class OnnxPipeline:
-    """Detect faces with an exported detector (and verifier) for a preset of one view.
+    """Detect faces with an exported detector (and verifier).
 
     Build it with :meth:`open` (from files) or :func:`open_pipeline` (from ``Detector``'s
     arguments); ``Detector`` builds one from its own sessions.
@@ -121,29 +165,27 @@ class OnnxPipeline:
     Args:
         runner: the detector graph in ONNX Runtime.
         cfg: the network's config (anchors, box coder, normalisation, size divisor).
-        preset: the settings; one view (one scale, no flip).
+        preset: the settings.
         calibration: the score calibration, or ``None`` for raw scores.
         verifier: the verifier's stage graph in ONNX Runtime, or ``None``.
         max_det: keep at most this many boxes per image.
         topk: keep at most this many boxes before NMS.
         batch_size: largest batch sent to the network.
         timings: where the step times add up (a new :class:`Timings` when ``None``).
-
-    Raises:
-        ValueError: a preset of several views.
     """
 
     def __init__(self, runner: OnnxRunner, cfg: ModelConfig, preset: Preset, calibration: ScoreCalibration | None,
                  verifier: VerifierSession | None, max_det: int = PAPER_MAX_DET, topk: int = PAPER_TOPK,
                  batch_size: int = 16, timings: Timings | None = None) -> None:
         scales = parse_scales(preset.scales)
-        if len(scales) != 1 or (preset.flip and scales[0].flip):
-            raise ValueError("OnnxPipeline runs presets of one view (one scale, no flip); use Detector")
         self.runner, self.cfg, self.preset = runner, cfg, preset
         self.path = runner.path
         self.calibration, self.verifier = calibration, verifier
-        self.scale: Scale = scales[0]
         self.scales = scales
+        #: the ``(scale, mirrored)`` network passes, in run order (as ``Detector``)
+        self.views = [(scale, mirrored) for scale in scales
+                      for mirrored in ((False, True) if preset.flip and scale.flip else (False,))]
+        self.agreement_iou = preset.agreement_iou
         self.score_thresh = float(preset.score_thresh)
         self.nms_thresh = float(preset.nms_thresh)
         self.raw_score_floor = preset.raw_score_floor
@@ -151,6 +193,7 @@ class OnnxPipeline:
         self._mean = np.asarray(cfg.pixel_mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(cfg.pixel_std, dtype=np.float32)
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
+        self._upscale_warned: set[str] = set()
         self.timings = Timings() if timings is None else timings
 
     @classmethod
@@ -175,8 +218,8 @@ class OnnxPipeline:
             **kwargs: ``max_det``, ``topk``, ``batch_size``.
 
         Raises:
-            ValueError: an unreadable graph, one without a model config, an unknown preset, a preset
-                of several views, a verifier fitted for the other kind of scores.
+            ValueError: an unreadable graph, one without a model config, an unknown preset, a
+                verifier fitted for the other kind of scores.
         """
         threads = default_threads() if threads is None else int(threads)
         runner = OnnxRunner(graph, providers=["CPUExecutionProvider"], num_threads=threads)
@@ -209,7 +252,7 @@ class OnnxPipeline:
         return self.runner.num_threads
 
     def __repr__(self) -> str:
-        return (f"OnnxPipeline(model={self.cfg.name!r}, graph={str(self.path)!r}, scale={str(self.scale)!r}, "
+        return (f"OnnxPipeline(model={self.cfg.name!r}, graph={str(self.path)!r}, scales={[str(v) for v in self.scales]}, "
                 f"score_thresh={self.score_thresh}, nms_thresh={self.nms_thresh}, threads={self.threads}, "
                 f"calibrated={self.calibration is not None}, verifier={self.verifier is not None})")
 
@@ -243,15 +286,18 @@ class OnnxPipeline:
             self._anchors[(height, width)] = grid_anchors(anchors.strides, anchors.scale, height, width)
         return self._anchors[(height, width)]
 
-    def _forward(self, images: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Boxes (original pixels) and raw scores per image after NMS, scores descending, and the
-        image resized to the network input (the verifier may crop from it)."""
+    def _view(self, images: Sequence[np.ndarray], scale: Scale, mirrored: bool,
+              single: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One view of images of one padded size: boxes (original pixels) and raw scores per image,
+        scores descending (after NMS when it is the only view), and each image resized to the
+        network input (the verifier may crop from it)."""
         with self.timed("preprocess"):
-            sizes = [self.scale.target_size(*im.shape[:2]) for im in images]
+            views = [np.ascontiguousarray(im[:, ::-1]) if mirrored else im for im in images]
+            sizes = [scale.target_size(*im.shape[:2]) for im in views]
             ph = max(self.padded_size(h, w)[0] for h, w in sizes)
             pw = max(self.padded_size(h, w)[1] for h, w in sizes)
-            batch = np.zeros((len(images), 3, ph, pw), dtype=np.float32)  # zeros = the mean colour
-            resized = [resize(im, size) for im, size in zip(images, sizes)]
+            batch = np.zeros((len(views), 3, ph, pw), dtype=np.float32)  # zeros = the mean colour
+            resized = [resize(im, size) for im, size in zip(views, sizes)]
             for i, (small, (h, w)) in enumerate(zip(resized, sizes)):
                 batch[i, :, :h, :w] = ((small.astype(np.float32) - self._mean) * self._inv_std).transpose(2, 0, 1)
         with self.timed("forward"):
@@ -261,12 +307,12 @@ class OnnxPipeline:
             if cls_logits.shape[-1] != len(anchors):
                 raise RuntimeError(f"{self.path}: the network returned {cls_logits.shape[-1]} predictions for a "
                                    f"{ph}x{pw} input but there are {len(anchors)} anchors")
-            logits = np.clip(cls_logits.reshape(len(images), -1).astype(np.float32), -80.0, 80.0)  # no exp overflow
+            logits = np.clip(cls_logits.reshape(len(views), -1).astype(np.float32), -80.0, 80.0)  # no exp overflow
             scores_all = 1.0 / (1.0 + np.exp(-logits))
             floor = self._raw_floor()
             coder = self.cfg.box_coder
             out = []
-            for i, ((h, w), im) in enumerate(zip(sizes, images)):
+            for i, ((h, w), im) in enumerate(zip(sizes, views)):
                 scores = scores_all[i]
                 idx = np.flatnonzero(scores > floor)
                 if idx.size > self.topk:
@@ -277,16 +323,33 @@ class OnnxPipeline:
                 sc = scores[idx]
                 valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
                 boxes, sc = boxes[valid], sc[valid]
-                kept = nms(boxes, sc, self.nms_thresh, self.max_det)
+                # one view: NMS here; several: all their boxes go to the merge's NMS
+                kept = nms(boxes, sc, self.nms_thresh, self.max_det) if single else np.argsort(-sc, kind="stable")
                 boxes, sc = boxes[kept], sc[kept]
-                if self.scale.max_box is not None:
+                if scale.max_box is not None:
                     side = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-                    boxes, sc = boxes[side < self.scale.max_box], sc[side < self.scale.max_box]
+                    boxes, sc = boxes[side < scale.max_box], sc[side < scale.max_box]
                 oh, ow = im.shape[:2]
                 boxes[:, 0::2] = (boxes[:, 0::2] * np.float32(ow / w)).clip(0, ow)
                 boxes[:, 1::2] = (boxes[:, 1::2] * np.float32(oh / h)).clip(0, oh)
+                if mirrored:
+                    boxes = np.stack([ow - boxes[:, 2], boxes[:, 1], ow - boxes[:, 0], boxes[:, 3]], axis=1)
                 out.append((boxes, sc.astype(np.float32), resized[i]))
         return out
+
+    def _merge(self, per_view: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """One image's views merged: NMS over all their boxes, view agreement, the top ``max_det``
+        (as :func:`acfd.detection.postprocess.merge_multiscale`)."""
+        with self.timed("postprocess"):
+            boxes = np.concatenate([b for b, _ in per_view]).astype(np.float32)
+            scores = np.concatenate([s for _, s in per_view]).astype(np.float32)
+            kept = nms(boxes, scores, self.nms_thresh)
+            boxes, scores = boxes[kept], scores[kept]
+            if self.agreement_iou is not None:
+                scores = view_agreement_scores(boxes, scores, per_view, float(self.agreement_iou))
+                order = np.argsort(-scores, kind="stable")
+                boxes, scores = boxes[order], scores[order]
+        return boxes[: self.max_det], scores[: self.max_det]
 
     def _finalise(self, boxes: np.ndarray, scores: np.ndarray, image: np.ndarray,
                   resized: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -305,23 +368,30 @@ class OnnxPipeline:
 
     def detect_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
                       batch_size: int | None = None) -> list[Detections]:
-        """Detect faces in RGB uint8 arrays (images of one padded size go through the network together)."""
+        """Detect faces in RGB uint8 arrays: each view, the images of one padded size through the
+        network together; then per image the merge, calibration, verifier and threshold."""
         step = self.batch_size if batch_size is None else max(1, int(batch_size))
         sources = list(sources) if sources is not None else [None] * len(images)
-        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, im in enumerate(images):
-            groups.setdefault(self.padded_size(*self.scale.target_size(*im.shape[:2])), []).append(i)
-        for idxs in groups.values():
-            for start in range(0, len(idxs), step):
-                chunk = idxs[start:start + step]
-                for i, (boxes, scores, resized) in zip(chunk, self._forward([images[i] for i in chunk])):
-                    found[i] = self._finalise(boxes, scores, images[i], resized)
-                self.timings.batches += 1
+        per_image: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
+        crop_source: list[np.ndarray | None] = [None] * len(images)
+        single = len(self.views) == 1
+        for scale, mirrored in self.views:
+            groups: dict[tuple[int, int], list[int]] = {}
+            for i, im in enumerate(images):
+                warn_upscale(scale, *im.shape[:2], self._upscale_warned)
+                groups.setdefault(self.padded_size(*scale.target_size(*im.shape[:2])), []).append(i)
+            for idxs in groups.values():
+                for start in range(0, len(idxs), step):
+                    chunk = idxs[start:start + step]
+                    for i, (boxes, scores, resized) in zip(chunk, self._view([images[i] for i in chunk], scale, mirrored, single)):
+                        per_image[i].append((boxes, scores))
+                        if not mirrored and crop_source[i] is None:
+                            crop_source[i] = resized
+                    self.timings.batches += 1
         out = []
-        for im, src, result in zip(images, sources, found):
-            assert result is not None
-            boxes, scores = result
+        for im, src, views, resized in zip(images, sources, per_image, crop_source):
+            boxes, scores = views[0] if single else self._merge(views)
+            boxes, scores = self._finalise(boxes, scores, im, resized)
             order = np.argsort(-scores, kind="stable")
             out.append(Detections(boxes[order], scores[order], tuple(im.shape[:2]), source=src))
         self.timings.images += len(images)
@@ -366,8 +436,7 @@ def open_pipeline(model: str | os.PathLike[str] | None = None, weights: Any = No
     It needs: the CPU in float32; the shipped model (``model`` ``None`` or its name, no
     ``weights``) whose exported graphs ship with the package and were exported from the very
     weights file beside them, or an ``.onnx`` export with no ``verifier`` asked for beyond the
-    stage graph beside it; a preset of one view; ONNX Runtime installed; ``calibration`` and
-    ``verifier`` ``"auto"`` or ``None``.
+    stage graph beside it; ONNX Runtime installed; ``calibration`` and ``verifier`` ``"auto"`` or ``None``.
     """
     if str(device) != "cpu" or half or weights is not None or importlib.util.find_spec("onnxruntime") is None:
         return None
@@ -392,7 +461,7 @@ def open_pipeline(model: str | os.PathLike[str] | None = None, weights: Any = No
         pipeline = OnnxPipeline.open(graph, stage if verifier == "auto" and stage.is_file() else None, preset, overrides,
                                      calibration=calibration == "auto", threads=threads, batch_size=batch_size,
                                      presets_beside=presets_source)
-    except ValueError as exc:  # several views, a bad setting...: Detector runs it or says what is wrong
+    except ValueError as exc:  # a bad setting...: Detector says what is wrong, in its words
         logger.debug("not the ONNX pipeline: %s", exc)
         return None
     fingerprint = pipeline.metadata.get(SOURCE_KEY, "")
