@@ -153,3 +153,11 @@ def test_the_verifier_crops_from_the_detector_input_when_it_has_its_size() -> No
     np.testing.assert_array_equal(pipeline.verifier.outputs(image, boxes, resized), plain)
     wrong = np.zeros((10, 10, 3), np.uint8)  # not the size it would crop from: ignored
     np.testing.assert_array_equal(pipeline.verifier.outputs(image, boxes, wrong), plain)
+
+
+def test_detector_uses_the_shipped_graphs_without_exporting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path / "cache"))
+    det = Detector()
+    graph, stage = shipped_graphs()
+    assert det.backend.path == graph and det.verifier.session.source == str(stage)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

@@ -32,6 +32,7 @@ import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,10 @@ class BoxVerifier:
             ImportError: onnxruntime is not installed.
             RuntimeError: the export failed.
         """
+        beside = Path(self.source).with_suffix(".onnx") if self.source.endswith(".safetensors") else None
+        if beside is not None and beside.is_file() and self._is_stage_of_self(beside):
+            self.session = VerifierSession(beside, num_threads, source=str(beside))  # shipped with the file
+            return self
         path = self._onnx_cache_path() if cache else None
         proto = path.read_bytes() if path is not None and path.is_file() else self.stage_graph()
         if path is not None and not path.is_file():
@@ -232,11 +237,25 @@ class BoxVerifier:
 
     def _stage_metadata(self) -> str:
         return json.dumps({"config": self.cfg.to_dict(), "stacking": dataclasses.asdict(self.stacking),
-                           "detector": self.detector})
+                           "detector": self.detector, "weights": self._weights_digest})
+
+    @cached_property
+    def _weights_digest(self) -> str:
+        return state_sha256(self.model)[:24]
+
+    def _is_stage_of_self(self, path: Path) -> bool:
+        """Whether ``path`` is this verifier's stage graph (the same weights, stacking and detector)."""
+        import onnx
+
+        try:
+            props = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        except Exception:  # noqa: BLE001 - unreadable: export again
+            return False
+        return props.get(METADATA_KEY) == self._stage_metadata()
 
     def _onnx_cache_path(self) -> Path:
         # the graph holds the weights and, in its metadata, the stacking and the detector's fingerprint
-        digest = hashlib.sha256((state_sha256(self.model) + self._stage_metadata()).encode()).hexdigest()[:24]
+        digest = hashlib.sha256(self._stage_metadata().encode()).hexdigest()[:24]
         return cache_dir() / f"verifier-stage-{self.cfg.name}-{digest}-opset{ONNX_OPSET}-v{package_version()}.onnx"
 
     def stage_graph(self) -> bytes:

@@ -470,8 +470,14 @@ class ModelFile:
         return model.to(device).eval()
 
     def cached_onnx(self, network: ACFD) -> Path:
-        """This file's network exported to ONNX once (cached under its digest; a file without
+        """This file's network exported to ONNX: the export beside the weights file when it was
+        made from these very weights (``NAME.onnx``, as the shipped model has: no export at
+        first use), else one made once and cached under the file's digest (a file without
         weights file is cached under its state dict's digest)."""
+        if self.format == "safetensors" and self.path is not None and self.fingerprint:
+            beside = self.path.with_suffix(".onnx")
+            if beside.is_file() and onnx_metadata(beside).get(META_SOURCE_WEIGHTS) == self.fingerprint:
+                return beside
         return cached_onnx(network, self.digest if self.format != "onnx" else None)
 
     # -- exports -----------------------------------------------------------------------------
@@ -521,6 +527,16 @@ class ModelFile:
                 shutil.copyfile(source, tmp)
         load_verifier(source).export_stage(target.with_suffix(".onnx"))
         return out, target
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (``{}`` when it cannot be read)."""
+    import onnx  # the export side's library; reading the header loads no weights into a session
+
+    try:
+        return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - any unreadable file: no metadata, the caller exports again
+        return {}
 
 
 def check_verifier_scores(verifier: BoxVerifier | str | os.PathLike[str], calibrated: bool) -> BoxVerifier:
