@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_video import write_video
 
 from acfd.data.image_io import decode_image
 from acfd.data.video import VideoReadError, iter_video_frames
@@ -21,7 +22,6 @@ from acfd.predict.detector import Detector
 from acfd.predict.results import Detections, Timings
 from acfd.predict.scales import parse_scales
 from acfd.predict.streams import detect_files, detect_frames, min_long_side, prefetched
-from test_video import write_video
 
 
 def prefetch_threads() -> list[threading.Thread]:
@@ -64,7 +64,7 @@ def test_an_error_while_iterating_surfaces_after_the_items_before_it() -> None:
     got = []
     with pytest.raises(VideoReadError, match="clip.mp4: corrupt frame"):
         for item in prefetched(source()):
-            got.append(item)
+            got.append(item)  # noqa: PERF402 - one at a time: the items before the error count
     assert got == [1, 2]
     assert not prefetch_threads()
 
@@ -137,8 +137,7 @@ def test_a_decoding_error_in_the_middle_of_a_video_surfaces(
     path = write_video(tmp_path / "clip.avi", n_frames=5, size=(96, 64))
 
     def breaks_after_two(p: Path, every: int = 1) -> Iterator[tuple[int, float, np.ndarray]]:
-        for item in list(iter_video_frames(p, every))[:2]:
-            yield item
+        yield from list(iter_video_frames(p, every))[:2]
         raise VideoReadError(p, "corrupt frame data")
 
     monkeypatch.setattr(streams, "iter_video_frames", breaks_after_two)

@@ -26,7 +26,12 @@ from typing import Protocol, TypeVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from acfd.data.image_io import DEFAULT_MAX_PIXELS, DecodedImage, ImageReadError, open_image
+from acfd.data.image_io import (
+    DEFAULT_MAX_PIXELS,
+    DecodedImage,
+    ImageReadError,
+    open_image,
+)
 from acfd.data.video import iter_video_frames
 from acfd.predict.results import Detections, Timings
 
