@@ -324,10 +324,10 @@ def detector_calibration_batches(detector: Any, images: Iterable[np.ndarray], sc
         scale: the test scale (a :class:`~acfd.predict.scales.Scale` or what ``Scale.parse``
             takes); ``None``: the detector's first scale.
     """
-    from acfd.deploy.export import INPUT_NAME
-    from acfd.predict.scales import Scale
+    from acfd.deploy.onnx_runner import INPUT_NAME
 
-    chosen = detector.scales[0] if scale is None else Scale.parse(scale)
+    first = detector.scales[0]  # a Scale: its class parses the others (deploy sits below predict)
+    chosen = first if scale is None else type(first).parse(scale)
     for image in images:
         yield {INPUT_NAME: detector.preprocess([image], chosen).tensor.float().numpy()}
 
