@@ -4,8 +4,9 @@ order (:meth:`Detector.detect_paths`, :meth:`Detector.detect_video_frames`).
 Decoding overlaps inference: a background thread decodes the next few files or frames
 (:func:`prefetched`, at most :data:`PREFETCH` ahead, so memory stays bounded) while the detector
 runs on the current ones; OpenCV's and libjpeg's decoders and the network release the GIL, so the
-two run on different cores. A JPEG larger than the detector needs is decoded reduced by libjpeg
-(:func:`min_long_side`), and its boxes are mapped back to the file's own pixels.
+two run on different cores. A large JPEG (:data:`REDUCE_ABOVE_PIXELS`) larger than the detector
+needs is decoded reduced by libjpeg (:func:`min_long_side`), and its boxes are mapped back to the
+file's own pixels.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from acfd.data.video import iter_video_frames
 from acfd.predict.results import Detections, Timings
 
 logger = logging.getLogger(__name__)
+
+#: JPEGs with more pixels than this (1920x1080 and larger) are decoded reduced when the detector
+#: needs fewer; smaller ones are decoded whole, so that their boxes are exactly those of
+#: ``Detector()(path)`` (the service draws the same line at 4 MP).
+REDUCE_ABOVE_PIXELS = 2_000_000
 
 #: Files or frames decoded ahead of the detector: enough to hide the decoder's jitter, few enough
 #: that a 4K video holds only a handful of frames (4 x 25 MB) beyond the batch being detected.
@@ -142,7 +148,8 @@ def min_long_side(detector: object, height: int, width: int) -> int | None:
 
 def _decode_for(detector: object, path: Path, reduce: bool) -> DecodedImage:
     with open_image(path) as opened:
-        wanted = min_long_side(detector, opened.size[1], opened.size[0]) if reduce else None
+        large = reduce and opened.decoded_pixels() > REDUCE_ABOVE_PIXELS
+        wanted = min_long_side(detector, opened.size[1], opened.size[0]) if large else None
         return opened.decode(DEFAULT_MAX_PIXELS, wanted)
 
 
@@ -173,8 +180,9 @@ def detect_files(
         paths: image files.
         batch_size: images per network call.
         progress: show a tqdm bar on stderr.
-        reduce: decode a JPEG larger than the detector needs reduced (1/2, 1/4 or 1/8 of each side,
-            :func:`min_long_side`); the boxes are in the file's pixels either way.
+        reduce: decode a JPEG of more than :data:`REDUCE_ABOVE_PIXELS` that is larger than the
+            detector needs reduced (1/2, 1/4 or 1/8 of each side, :func:`min_long_side`); the boxes
+            are in the file's pixels either way.
 
     Yields:
         ``(path, Detections)``, or ``(path, ImageReadError)`` for a file that cannot be read.
@@ -263,4 +271,4 @@ def detect_frames(
             yield from flush()
 
 
-__all__ = ["PREFETCH", "detect_files", "detect_frames", "min_long_side", "prefetched"]
+__all__ = ["PREFETCH", "REDUCE_ABOVE_PIXELS", "detect_files", "detect_frames", "min_long_side", "prefetched"]
