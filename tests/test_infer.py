@@ -814,13 +814,14 @@ def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_
         # come in another order, so each box is paired with its nearest in the other result.
         # (0.01 px held on an AVX2 CPU; on an AVX512/AMX Xeon one box differed by 0.017 px: the
         # verifier's offsets are multiplied by the box's side, ~300 px, so last-bit differences
-        # between the two runtimes' kernels grow to a few hundredths of a pixel)
+        # between the two runtimes' kernels grow to a few hundredths of a pixel; the one-network
+        # verifier's logit, not averaged with a second network's, moved a 0.15 score by 1.2e-4)
         assert len(a) == len(b)
         diff = np.abs(a.boxes[:, None, :] - b.boxes[None, :, :]).max(axis=2)
         nearest = diff.argmin(axis=1)
         assert sorted(nearest.tolist()) == list(range(len(b)))
         assert diff.min(axis=1).max(initial=0) < 5e-2
-        np.testing.assert_allclose(a.scores, b.scores[nearest], atol=1e-4)
+        np.testing.assert_allclose(a.scores, b.scores[nearest], atol=5e-4)
 
 
 def test_detect_paths_progress_counts_images(detector: Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
