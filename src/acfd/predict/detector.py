@@ -57,9 +57,9 @@ from acfd.predict.backends import (
     onnx_backend,
     place_verifier,
 )
-from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
+from acfd.predict.inputs import ImageInput, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
-from acfd.predict.onnx_pipeline import OnnxPipeline, warn_upscale
+from acfd.predict.onnx_pipeline import OnnxPipeline, detect_inputs, warn_upscale
 from acfd.predict.presets import (
     FROM_PRESET,
     GENERIC_PRESETS,
@@ -541,15 +541,7 @@ class Detector:
             ImageReadError: a path that cannot be read.
             ValueError, TypeError: an unsupported input.
         """
-        batch = is_batch(images)
-        items = list(images) if batch else [images]
-        arrays, sources = [], []
-        for item in items:
-            with self.timed("load"):
-                arrays.append(as_rgb_array(item, bgr=bgr))
-            sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
-        dets = self.detect_arrays(arrays, sources)
-        return dets if batch else dets[0]
+        return detect_inputs(self, images, bgr)
 
     def detect_paths(
         self,

@@ -130,6 +130,21 @@ def warn_upscale(scale: Scale, height: int, width: int, warned: set[str]) -> Non
             scale, height, width, factor, MAX_UPSCALE)
 
 
+def detect_inputs(detector: Any, images: Any, bgr: bool) -> Any:
+    """``detector.detect_arrays`` on one image input or a list of them (paths, PIL images, arrays,
+    tensors), each decoded under ``timings.load``: the ``__call__`` of :class:`OnnxPipeline` and
+    of :class:`~acfd.predict.detector.Detector`. One :class:`Detections` for one input, a list for a list."""
+    batch = is_batch(images)
+    items = list(images) if batch else [images]
+    arrays, sources = [], []
+    for item in items:
+        with detector.timed("load"):
+            arrays.append(as_rgb_array(item, bgr=bgr))
+        sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
+    dets = detector.detect_arrays(arrays, sources)
+    return dets if batch else dets[0]
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(N, M)`` IoU of two sets of boxes (x1, y1, x2, y2), as ``torchvision.ops.box_iou``."""
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
@@ -399,15 +414,7 @@ class OnnxPipeline:
 
     def __call__(self, images: ImageInput | Sequence[ImageInput], *, bgr: bool = False) -> Detections | list[Detections]:
         """Detect faces in one image or a list of them (as :meth:`Detector.__call__`)."""
-        batch = is_batch(images)
-        items = list(images) if batch else [images]
-        arrays, sources = [], []
-        for item in items:
-            with self.timed("load"):
-                arrays.append(as_rgb_array(item, bgr=bgr))
-            sources.append(str(item) if isinstance(item, (str, os.PathLike)) else None)
-        dets = self.detect_arrays(arrays, sources)
-        return dets if batch else dets[0]
+        return detect_inputs(self, images, bgr)
 
     def detect_paths(self, paths: Iterable[str | os.PathLike[str]], batch_size: int = 1,
                      progress: bool = True) -> Iterator[tuple[Path, Detections | Exception]]:
