@@ -5,6 +5,7 @@ Usage::
 
     nice -n 5 .venv/bin/python benchmarks/bench_speed.py                 # all 300 dev images
     nice -n 5 .venv/bin/python benchmarks/bench_speed.py --images 50 --passes 1
+    .venv/bin/python benchmarks/bench_speed.py --precisions float32,int8   # both, side by side
 
 Rows:
 
@@ -14,7 +15,7 @@ Rows:
   each with the split per step from ``det.timings`` (``load`` is the decoding). Their AP50 is the
   official scorer's (``acfd eval``) over the same images; for the default settings it is the model
   card's interactive AP50: the same network and verifier with every box kept
-  (``Detector.for_evaluation(scales="640", flip=False, agreement_iou=None)``), since the default's
+  (``Detector.for_evaluation(scales="640", flip=False, agreement_iou=None, verifier_max_boxes=None)``), since the default's
   threshold cuts the precision-recall curve short.
 * lbpcascade_animeface (nagadomi, MIT; the XML is in benchmarks/assets): OpenCV
   ``detectMultiScale`` on the equalised grey image with its README's parameters; AP50 scores each
@@ -292,6 +293,7 @@ def main(
     ap: bool = typer.Option(True, help="Also measure AP50 (two more acfd runs over the images)."),
     submission: bool = typer.Option(True, help="Include the submission setting (about 10x the default's time)."),
     animeface_python: str = typer.Option("", help="A Python with animeface and Pillow < 12 to run animeface in."),
+    precisions: str = typer.Option("auto", help="acfd's network precisions to compare, comma-separated (auto, float32, int8)."),
 ) -> None:
     import torch
 
@@ -317,17 +319,20 @@ def main(
     typer.echo(f"load average at start: {load_line()}")
     typer.echo(f"{len(paths)} images from {images_dir}, {threads} threads, {passes} passes")
 
-    interactive_ap = {"evaluation": True, "scales": "640", "flip": False, "agreement_iou": None}
+    interactive_ap = {"evaluation": True, "scales": "640", "flip": False, "agreement_iou": None, "verifier_max_boxes": None}
     settings = []
-    det = make_detector(threads)
-    settings.append(Setting("acfd default (`Detector()`: calibration + verifier)", acfd_runner(det), det,
-                            acfd_runner(make_detector(threads, **interactive_ap)) if ap else None))
-    det = make_detector(threads, verifier=None)
-    settings.append(Setting("acfd without the verifier (`Detector(verifier=None)`)", acfd_runner(det), det,
-                            acfd_runner(make_detector(threads, verifier=None, **interactive_ap)) if ap else None))
-    if submission:
-        det = make_detector(threads, evaluation=True)
-        settings.append(Setting("acfd submission setting (`Detector.for_evaluation()`)", acfd_runner(det), det))
+    for precision in [p.strip() for p in precisions.split(",") if p.strip()]:
+        given = {"precision": precision}
+        det = make_detector(threads, **given)
+        tag = f", {det.precision}"  # type: ignore[attr-defined]
+        settings.append(Setting(f"acfd default (`Detector()`: calibration + verifier{tag})", acfd_runner(det), det,
+                                acfd_runner(make_detector(threads, **given, **interactive_ap)) if ap else None))
+        det = make_detector(threads, verifier=None, **given)
+        settings.append(Setting(f"acfd without the verifier (`Detector(verifier=None)`{tag})", acfd_runner(det), det,
+                                acfd_runner(make_detector(threads, verifier=None, **given, **interactive_ap)) if ap else None))
+        if submission:
+            det = make_detector(threads, evaluation=True, **given)
+            settings.append(Setting(f"acfd submission setting (`Detector.for_evaluation()`{tag})", acfd_runner(det), det))
     if lbpcascade.is_file():
         run, scored = lbpcascade_runners(lbpcascade)
         settings.append(Setting("lbpcascade_animeface (OpenCV, scaleFactor 1.1, minNeighbors 5, minSize 24)", run,

@@ -155,7 +155,7 @@ def test_scoring_a_model(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.M
     assert result.exit_code == 0, result.output
     # the weights' evaluation preset (score > 0.08, not the interactive threshold), other scales
     assert calls == {"model": "acfd-s", "weights": "w.safetensors", "device": "cpu", "preset": "evaluation",
-                     "scales": ("640x860", "800x1075"), "batch_size": 2, "threads": 1}
+                     "scales": ("640x860", "800x1075"), "batch_size": 2, "threads": 1, "precision": "auto"}
     assert "1 of 2 ground-truth images not found here or in subfolders (e.g. img2.jpg)" in result.output
     assert "AP50 66.67%" in _lines(result.stdout)  # 2 of 3 faces, all detections correct
     saved, _ = read_icartoon_csv(sub)
@@ -181,7 +181,7 @@ def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp
     monkeypatch.setattr(infer.Detector, "__init__", fake_detector)
     result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco"])
     assert result.exit_code == 1 and "stop here" in result.output
-    assert seen == {"device": "cpu", "preset": "evaluation", "threads": None}  # all from the weights' evaluation preset
+    assert seen == {"device": "cpu", "preset": "evaluation", "threads": None, "precision": "auto"}  # all from the weights' evaluation preset
     seen.clear()
     result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco",
                                       "--no-flip", "--nms-thresh", "0.55", "--scales", "paper", "--agreement-iou", "0"])
@@ -194,7 +194,7 @@ def test_scoring_a_model_defaults_to_the_evaluation_preset(app: typer.Typer, tmp
     assert result.exit_code == 1 and seen["calibration"] is None  # raw network scores
     seen.clear()
     result = CliRunner().invoke(app, ["eval", "acfd-n", "--gt", str(gt), "--images", str(images), "--no-coco", "--preset", "paper"])
-    assert result.exit_code == 1 and seen == {"device": "cpu", "preset": "paper", "threads": None}
+    assert result.exit_code == 1 and seen == {"device": "cpu", "preset": "paper", "threads": None, "precision": "auto"}
 
 
 # --- hardening (issue 10) ---------------------------------------------------------------------

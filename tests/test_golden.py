@@ -1,5 +1,5 @@
 """Golden outputs: the shipped detector's boxes (interactive and ``--eval``) and AP50 on 8 dev
-images stay what they were (tests/data/golden/README.md says how they were made)."""
+images stay what they were, in float32 (int8 is held to float32 in tests/test_precision.py) (tests/data/golden/README.md says how they were made)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _assert_same(got_path: Path, want_path: Path) -> None:
 @pytest.mark.parametrize("mode,extra", [("default", []), ("eval", ["--eval"])])
 def test_detect_gives_the_golden_boxes(golden_images: list[Path], tmp_path: Path, mode: str, extra: list[str]) -> None:
     out = tmp_path / f"{mode}.csv"
-    _run(["detect", *golden_images, *extra, "-o", out, "--format", "csv", "--no-progress"])
+    _run(["detect", *golden_images, *extra, "-o", out, "--format", "csv", "--no-progress", "--precision", "float32"])
     _assert_same(out, GOLDEN / f"detect_{mode}.csv")
 
 
@@ -80,7 +80,7 @@ def test_eval_gives_the_golden_ap50(golden_images: list[Path], det_data_dir: Pat
     report = tmp_path / "eval.json"
     _run(["eval", SHIPPED_WEIGHTS, "--gt", det_data_dir / "annotations" / "train.csv",
           "--images", det_data_dir / "images", "--split", GOLDEN / "images.txt", "--no-coco",
-          "--json", report])
+          "--json", report, "--precision", "float32"])
     got = json.loads(report.read_text())["official"]
     want = json.loads((GOLDEN / "eval.json").read_text())
     if _same_cpu_kind():

@@ -807,7 +807,7 @@ def test_onnx_backend_matches_torch_on_the_sample_images(samples_dir: Path, tmp_
     paths = sorted(samples_dir.glob("*.jpg"))
     assert paths
     kwargs = {"scales": "480", "score_thresh": 0.05}
-    ref, got = Detector(backend="torch", **kwargs)(paths), Detector(**kwargs)(paths)
+    ref, got = Detector(backend="torch", **kwargs)(paths), Detector(precision="float32", **kwargs)(paths)
     assert sum(len(d) for d in ref) > 0
     for a, b in zip(ref, got):
         # same boxes within 0.05 px and scores within 1e-4; boxes of (nearly) equal score may

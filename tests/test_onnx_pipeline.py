@@ -77,7 +77,9 @@ def test_the_shipped_graphs_are_exported_from_the_shipped_weights() -> None:
     pipeline = OnnxPipeline.open(graph, stage, presets_beside=WEIGHTS_DIR / "acfd-n.safetensors")
     assert pipeline.metadata["acfd_source_weights"] == fingerprint
     assert pipeline.verifier is not None and pipeline.verifier.detector == fingerprint
-    assert pipeline.preset == Detector(verifier=None).preset  # the presets file beside the weights
+    assert pipeline.preset == Detector(verifier=None).preset  # the presets file beside the weights ...
+    evaluation = OnnxPipeline.open(graph, stage, "evaluation", presets_beside=WEIGHTS_DIR / "acfd-n.safetensors")
+    assert evaluation.preset == Detector.for_evaluation(verifier=None).preset  # ... and in the graph's metadata
 
 
 @pytest.mark.parametrize("settings", [{"weights": "x.safetensors"}, {"half": True}, {"device": "cuda"},
@@ -157,7 +159,8 @@ def test_the_verifier_crops_from_the_detector_input_when_it_has_its_size() -> No
 
 def test_detector_uses_the_shipped_graphs_without_exporting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACFD_CACHE_DIR", str(tmp_path / "cache"))
-    det = Detector()
     graph, stage = shipped_graphs()
-    assert det.backend.path == graph and det.verifier.session.source == str(stage)
+    for precision, path in (("float32", graph), ("int8", graph.with_name("acfd-n-int8.onnx"))):
+        det = Detector(precision=precision)
+        assert det.backend.path == path and det.verifier.session.source == str(stage)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

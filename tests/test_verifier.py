@@ -175,6 +175,40 @@ def test_box_verifier_rescores_and_moves_boxes_by_the_offsets() -> None:
     assert empty[0].shape == (0, 4) and empty[1].shape == (0,)
 
 
+def test_max_boxes_crops_only_the_best_boxes_and_scores_the_rest_with_the_unverified_logit() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    boxes = torch.tensor([[10.0, 10.0, 50.0, 40.0], [100.0, 60.0, 158.0, 118.0], [60.0, 20.0, 90.0, 60.0]])
+    scores = torch.tensor([0.3, 0.9, 0.6])
+    stacking = VerifierStacking(1.0, 0.5, 0.0, box_step=0.5, unverified_logit=-3.0)
+    model = _tiny_verifier()
+    all_boxes, all_scores = BoxVerifier(model, stacking)(image, boxes, scores)
+    cropped: list[int] = []
+    verifier = BoxVerifier(model, stacking)
+    outputs = verifier.outputs
+    verifier.outputs = lambda im, b: cropped.append(len(b)) or outputs(im, b)  # type: ignore[method-assign]
+    top_boxes, top_scores = verifier(image, boxes, scores, max_boxes=2)
+    assert cropped == [2]  # the two best (0.9, 0.6) are cropped, in one call
+    assert torch.allclose(top_boxes[1:], all_boxes[1:]) and torch.allclose(top_scores[1:], all_scores[1:])
+    assert torch.equal(top_boxes[0], boxes[0])  # the third keeps its box ...
+    assert float(top_scores[0]) == pytest.approx(float(stacking(scores[:1].double(), torch.tensor([-3.0]))[0]), abs=1e-6)
+    fast = BoxVerifier(model, stacking).use_onnx_runtime(1, cache=False)  # ... on ONNX Runtime alike
+    ort_boxes, ort_scores = fast(image, boxes, scores, max_boxes=2)
+    assert torch.allclose(ort_boxes, top_boxes, atol=1e-3) and torch.allclose(ort_scores, top_scores, atol=1e-5)
+    without = BoxVerifier(model, replace(stacking, unverified_logit=None))  # no logit for the rest: all cropped
+    assert torch.allclose(without(image, boxes, scores, max_boxes=2)[1], all_scores)
+
+
+def test_the_evaluation_preset_verifies_the_best_20_boxes_and_the_options_change_it() -> None:
+    assert Detector.for_evaluation(verifier=None).verifier_max_boxes == 20
+    assert Detector(verifier=None).verifier_max_boxes is None
+    assert Detector.for_evaluation(verifier=None, verifier_max_boxes=0).verifier_max_boxes is None
+    assert Detector.for_evaluation(verifier=None, verifier_max_boxes=5).verifier_max_boxes == 5
+    with pytest.raises(ValueError, match="verifier_max_boxes must be an integer >= 1"):
+        Detector(verifier=None, verifier_max_boxes=-1)
+    for command in ("detect", "eval"):
+        assert "--verifier-max-boxes" in CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"}).output
+
+
 def test_training_learns_to_tell_bright_squares_from_dark_ones() -> None:
     from acfd.engine.verifier_training import VerifierSamples
 

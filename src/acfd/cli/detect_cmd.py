@@ -34,6 +34,7 @@ from acfd.cli.errors import (
     one_line_errors,
 )
 from acfd.cli.options import (
+    Precision,
     PresetName,
     agreement_iou_option,
     calibration_option,
@@ -43,11 +44,13 @@ from acfd.cli.options import (
     detector_settings,
     flip_option,
     nms_thresh_option,
+    precision_option,
     preset_option,
     scales_option,
     score_thresh_option,
     shipped_values,
     threads_option,
+    verifier_max_boxes_option,
     verifier_option,
 )
 
@@ -126,10 +129,12 @@ def detect(
     agreement_iou: float | None = agreement_iou_option(),
     calibration: bool = calibration_option(),
     verifier: bool = verifier_option(),
+    verifier_max_boxes: int | None = verifier_max_boxes_option(),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1..."),
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
     batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per network call."),
     threads: int | None = threads_option(),
+    precision: Precision = precision_option(),
     model: str | None = typer.Option(
         None,
         "--model",
@@ -159,12 +164,12 @@ def detect(
     """
     try:
         _detect(paths, output, None if fmt is None else fmt.value, save_images, device=device, half=half, batch_size=batch_size,
-                threads=threads, model=model,
+                threads=threads, precision=precision.value, model=model,
                 weights=weights, video_every=video_every, coco_gt=coco_gt, progress=progress, engine=engine,
                 address=address, preset=preset.value, eval_mode=eval_mode,
                 score_thresh=score_thresh, score_thr=score_thr,
                 scales=scales, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou,
-                calibration=calibration, verifier=verifier)
+                calibration=calibration, verifier=verifier, verifier_max_boxes=verifier_max_boxes)
     except KeyboardInterrupt:  # Ctrl-C before the run started (loading the model...)
         typer.echo("interrupted before any image was done: nothing was written", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -181,6 +186,7 @@ def _detect(
     half: bool,
     batch_size: int,
     threads: int | None,
+    precision: str,
     model: str | None,
     weights: Path | None,
     video_every: int,
@@ -198,6 +204,7 @@ def _detect(
     agreement_iou: float | None,
     calibration: bool,
     verifier: bool,
+    verifier_max_boxes: int | None = None,
 ) -> None:
     out_fmt = _guess_format(output, fmt) if output is not None else fmt
     if out_fmt is not None and output is None:
@@ -206,7 +213,7 @@ def _detect(
     if eval_mode and preset not in ("interactive", "evaluation"):
         raise typer.BadParameter(f"--eval is --preset evaluation; it cannot go with --preset {preset}", param_hint="'--eval'")
     settings = detector_settings("evaluation" if eval_mode else preset, scales, score_thresh, flip, nms_thresh,
-                                 agreement_iou, calibration, verifier)
+                                 agreement_iou, calibration, verifier, verifier_max_boxes)
     check_device(device)
     check_named_model(model, weights)
     if engine not in ("local", "ray"):
@@ -248,7 +255,7 @@ def _detect(
         check_not_inputs_any(AnnotatedImages(save_images).planned(items), [it.path for it in items])
 
     detector_kwargs: dict[str, Any] = dict(model=model, weights=weights, device=device, half=half,
-                                           batch_size=batch_size, threads=threads, **settings)
+                                           batch_size=batch_size, threads=threads, precision=precision, **settings)
     with _sigterm_ends_the_run() as terminated:
         run = _run(items, detector_kwargs, engine, address, batch_size, video_every, save_images, progress,
                    echo=output is None)

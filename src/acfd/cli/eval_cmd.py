@@ -13,6 +13,7 @@ import typer
 
 from acfd.cli.errors import CliError, check_device, check_not_inputs, check_output_file, one_line_errors
 from acfd.cli.options import (
+    Precision,
     PresetName,
     agreement_iou_option,
     calibration_option,
@@ -20,9 +21,11 @@ from acfd.cli.options import (
     detector_settings,
     flip_option,
     nms_thresh_option,
+    precision_option,
     preset_option,
     scales_option,
     threads_option,
+    verifier_max_boxes_option,
     verifier_option,
 )
 from acfd.data import formats
@@ -211,10 +214,12 @@ def eval_command(
     agreement_iou: float | None = agreement_iou_option(_RUNNING),
     calibration: bool = calibration_option(_RUNNING),
     verifier: bool = verifier_option(_RUNNING),
+    verifier_max_boxes: int | None = verifier_max_boxes_option(_RUNNING),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, help="Images per batch when running a model."
     ),
     threads: int | None = threads_option(),
+    precision: Precision = precision_option(),
     save_csv: Path | None = typer.Option(
         None, "--save-csv", help="Write the model's detections as a submission CSV."
     ),
@@ -229,7 +234,8 @@ def eval_command(
     _eval(
         pred, gt, split, plot, json_out, coco, model, images, weights, device, scales, batch_size,
         save_csv, flip=flip, nms_thresh=nms_thresh, agreement_iou=agreement_iou, calibration=calibration,
-        verifier=verifier, preset=preset.value, threads=threads,
+        verifier=verifier, preset=preset.value, threads=threads, precision=precision.value,
+        verifier_max_boxes=verifier_max_boxes,
     )
 
 
@@ -255,10 +261,14 @@ def _eval(
     verifier: bool = True,
     preset: str = "evaluation",
     threads: int | None = None,
+    precision: str = "auto",
+    verifier_max_boxes: int | None = None,
 ) -> None:
     check_device(device)
     try:
-        settings = detector_settings(preset, scales, None, flip, nms_thresh, agreement_iou, calibration, verifier)
+        settings = detector_settings(preset, scales, None, flip, nms_thresh, agreement_iou, calibration, verifier,
+                                     verifier_max_boxes)
+        settings["precision"] = precision
     except typer.BadParameter as exc:
         raise CliError(f"--scales {scales!r}: {exc.message}") from None
     inputs = [p for p in (gt, split, Path(pred) if pred else None) if p is not None]

@@ -67,6 +67,12 @@ def export_command(
         True, "--verifier/--no-verifier",
         help="ONNX: copy the weights' second-stage verifier beside the .onnx (OUT-verifier.safetensors).",
     ),
+    int8: Path | None = typer.Option(
+        None, "--int8", metavar="IMAGES",
+        help="ONNX: also write the int8 graph OUT-int8.onnx (static quantization, ranges measured on IMAGES: a "
+        "folder of training images, or a text file listing them, one path per line; never evaluation images).",
+    ),
+    int8_images: int = typer.Option(128, "--int8-images", min=1, help="Calibrate on at most this many of IMAGES (a seeded draw)."),
 ) -> None:
     """Export a model for deployment: ONNX (CPU / onnxruntime) or a TensorRT engine (CUDA).
 
@@ -78,6 +84,7 @@ def export_command(
     """
     from acfd.deploy.export import DEFAULT_OPSET, export_tensorrt  # run time: start-up stays light
     from acfd.deploy.onnx_runner import check_onnx
+    from acfd.deploy.precision import int8_graph_path
     from acfd.engine.bench import parse_size
     from acfd.predict.modelfile import ModelFile, verifier_path
 
@@ -96,6 +103,11 @@ def export_command(
     out = output if output is not None else _default_output(model_or_weights, name, fmt)
     check_output_file(out, "-o")
     check_not_inputs(out, [p for p in (model_or_weights, weights) if p is not None and Path(p).is_file()], "-o")
+    calibration_images = _int8_calibration_images(int8, int8_images) if int8 is not None else None
+    if int8 is not None:
+        if fmt is not ExportFormat.onnx or half:
+            fail("--int8 makes an int8 ONNX graph for the CPU: not with --format tensorrt or --half", 2)
+        check_output_file(int8_graph_path(out), "-o")
     copies_verifier = fmt is ExportFormat.onnx and verifier and source.fitted_verifier_path() is not None
     if copies_verifier and verifier_path(out) != source.fitted_verifier_path():
         check_output_file(verifier_path(out), "-o")
@@ -125,8 +137,49 @@ def export_command(
             )
         if beside is not None:
             typer.echo(f"verifier: {beside} (used by acfd detect --model {out})")
+        if calibration_images is not None:
+            int8_out = _write_int8(out, calibration_images, int8)
+            typer.echo(f"int8: {int8_out} ({int8_out.stat().st_size / 1e6:.1f} MB, calibrated on "
+                       f"{len(calibration_images)} images of {int8}; used by --precision int8 / auto)")
     else:
         typer.echo(f"wrote {out} ({size_mb:.1f} MB, {name}, input Bx3x{size}, batch <= {max_batch})")
+
+
+def _int8_calibration_images(source: Path, count: int) -> list[Path]:
+    """Up to ``count`` images of a folder (recursive) or of a list file, drawn with seed 0, in order."""
+    import numpy as np
+
+    from acfd.data.image_io import is_image_file
+
+    if source.is_dir():
+        found = sorted(p for p in source.rglob("*") if is_image_file(p))
+    elif source.is_file():
+        lines = [line.strip() for line in source.read_text(errors="replace").splitlines()]
+        found = [Path(line) if Path(line).is_absolute() else source.parent / line for line in lines if line]
+        missing = [str(p) for p in found if not p.is_file()]
+        if missing:
+            fail(f"--int8 {source}: {len(missing)} listed images not found (first: {missing[0]})")
+    else:
+        fail(f"--int8 {source}: no such folder or list file")
+    if not found:
+        fail(f"--int8 {source}: no images")
+    picks = np.random.default_rng(0).choice(len(found), size=min(count, len(found)), replace=False)
+    return [found[i] for i in sorted(picks)]
+
+
+def _write_int8(graph: Path, images: list[Path], source: Path) -> Path:
+    """Quantize the float32 ``graph`` with ranges measured on ``images`` as the detector feeds them
+    (its first interactive scale) and write ``NAME-int8.onnx`` beside it."""
+    from acfd.data.image_io import load_image
+    from acfd.deploy.precision import int8_graph_path
+    from acfd.deploy.quantize import detector_calibration_batches, quantize_onnx
+    from acfd.predict.detector import Detector
+
+    detector = Detector(graph, verifier=None, calibration=None, precision="float32")
+    with one_line_errors(also=(RuntimeError,)):
+        decoded = [load_image(p) for p in images]
+        return quantize_onnx(graph, int8_graph_path(graph), detector_calibration_batches(detector, decoded),
+                             calibrated_on=f"{len(images)} images of {source.name}")
 
 
 def _check_static_size(size: tuple[int, int]) -> None:

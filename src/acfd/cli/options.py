@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import typer
 
 from acfd.cli.errors import EXIT_USAGE, CliError
+from acfd.deploy.precision import PRECISIONS
 from acfd.predict.presets import PRESET_NAMES, shipped_presets
 from acfd.predict.scales import parse_scales
 
@@ -23,6 +24,8 @@ T = TypeVar("T")
 
 PresetName = Enum("PresetName", {name: name for name in PRESET_NAMES}, type=str)  # type: ignore[misc]
 PresetName.__doc__ = "Inference presets (--preset)."
+Precision = Enum("Precision", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
+Precision.__doc__ = "The detector network's numbers on the CPU (--precision)."
 
 _SHIPPED = shipped_presets()
 _warned: set[str] = set()
@@ -55,6 +58,14 @@ def threads_option() -> Any:
         help="CPU threads of the networks (ONNX Runtime; PyTorch too when given). Fewer than the cores "
         "leaves room for other jobs on a shared machine.",
         show_default="the cores this process may use",
+    )
+
+
+def precision_option() -> Any:
+    return typer.Option(
+        "auto", "--precision",
+        help="The detector network's numbers on the CPU: int8 (its quantized graph: the shipped model has one), "
+        "float32, or auto: int8 on CPUs with int8 dot products (AVX512-VNNI, AVX-VNNI, AMX), else float32.",
     )
 
 
@@ -100,6 +111,14 @@ def agreement_iou_option(what: str = "") -> Any:
         None, "--agreement-iou", min=0.0, max=1.0,
         help=f"{what}With several scales or --flip: rescore each face by how many views found it at this IoU (0 turns it off).",
         show_default=f"the preset's; shipped model: {shipped_values('agreement_iou')}",
+    )
+
+
+def verifier_max_boxes_option(what: str = "") -> Any:
+    return typer.Option(
+        None, "--verifier-max-boxes", min=0,
+        help=f"{what}The verifier crops at most this many faces of an image, its best (0: no limit).",
+        show_default=f"the preset's; shipped model: {shipped_values('verifier_max_boxes')}",
     )
 
 
@@ -162,6 +181,7 @@ def detector_settings(
     agreement_iou: float | None,
     calibration: bool,
     verifier: bool,
+    verifier_max_boxes: int | None = None,
 ) -> dict[str, Any]:
     """The :class:`~acfd.predict.detector.Detector` arguments of these options: the preset and what
     was given to change it (``--agreement-iou 0``: off).
@@ -179,6 +199,8 @@ def detector_settings(
     settings.update({k: v for k, v in given.items() if v is not None})
     if agreement_iou is not None:
         settings["agreement_iou"] = agreement_iou or None
+    if verifier_max_boxes is not None:
+        settings["verifier_max_boxes"] = verifier_max_boxes or None
     if not calibration:
         settings["calibration"] = None
     if not verifier:
@@ -189,8 +211,8 @@ def detector_settings(
 __all__ = [
     "PresetName",
     "agreement_iou_option",
-    "check_named_model",
     "calibration_option",
+    "check_named_model",
     "deprecated",
     "deprecated_score_thr_option",
     "detector_settings",

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from acfd.cli.errors import EXIT_USAGE, fail
+from acfd.cli.options import Precision
 
 
 def serve(
@@ -37,6 +38,7 @@ def serve(
     max_batch: int | None = typer.Option(None, "--max-batch", min=1, help="Dynamic batching: images per network call (1: off).", show_default="8"),
     batch_wait_ms: float | None = typer.Option(None, "--batch-wait-ms", min=0.0, help="Longest wait to fill a batch.", show_default="5"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads of the networks per worker (ONNX Runtime and torch).", show_default="cores / workers"),
+    precision: Precision | None = typer.Option(None, "--precision", help="The detector network's numbers on the CPU: int8, float32, or auto (int8 on CPUs with int8 dot products).", show_default="auto"),
     gallery: Path | None = typer.Option(None, "--gallery", help="Recognition gallery: enables POST /v1/identify."),
     recognizer_weights: Path | None = typer.Option(None, "--recognizer-weights", help="Recognition model for /v1/identify."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
@@ -56,6 +58,7 @@ def serve(
         "header_timeout_s": header_timeout, "keep_alive_timeout_s": keep_alive_timeout,
         "max_connections": max_connections, "max_in_flight": max_in_flight, "max_batch": max_batch,
         "batch_wait_ms": batch_wait_ms, "threads": threads,
+        "precision": None if precision is None else precision.value,
         "weights": None if weights is None else str(weights),
         "gallery": None if gallery is None else str(gallery),
         "recognizer_weights": None if recognizer_weights is None else str(recognizer_weights),

@@ -35,6 +35,9 @@ OUTPUT_NAMES = ("cls_logits", "box_deltas")
 #: ``metadata_props`` keys written by :func:`acfd.deploy.export.export_onnx`.
 META_MODEL = "model"
 META_CONFIG = "config"
+#: ``metadata_props`` key of a quantized graph (:func:`acfd.deploy.quantize.quantize_onnx`): JSON
+#: ``{"dtype": "int8", "format": "QDQ", ...}``.
+META_QUANTIZATION = "quantization"
 
 
 def _onnxruntime() -> Any:
@@ -103,6 +106,13 @@ class OnnxRunner:
         """The model config dict stored at export, or ``None``."""
         raw = self.metadata.get(META_CONFIG)
         return json.loads(raw) if raw else None
+
+    @property
+    def precision(self) -> str:
+        """``"int8"`` for a quantized graph, else the input's float type (``"float32"``, ``"float16"``)."""
+        if META_QUANTIZATION in self.metadata:
+            return "int8"
+        return "float16" if np.dtype(self.input_dtype) == np.float16 else "float32"
 
     @property
     def providers(self) -> list[str]:

@@ -48,12 +48,11 @@ from typing import Any
 
 import numpy as np
 
+from acfd.deploy.onnx_runner import META_QUANTIZATION
 from acfd.utils import atomic_write_bytes, file_sha256
 
 logger = logging.getLogger(__name__)
 
-#: ``metadata_props`` key of a quantized graph: JSON ``{"dtype": "int8", "format": "QDQ", ...}``.
-META_QUANTIZATION = "quantization"
 #: Activation types :func:`quantize_onnx` accepts.
 ACTIVATION_TYPES: tuple[str, ...] = ("quint8", "qint8")
 #: Calibration methods :func:`quantize_onnx` accepts (ONNX Runtime's ``CalibrationMethod``). Not
@@ -239,7 +238,7 @@ def quantize_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     atomic_write_bytes(out, proto.SerializeToString())
-    logger.info("quantized %s to %s (%s activations, %s calibration on %s)", source, out, activation_type,
+    logger.debug("quantized %s to %s (%s activations, %s calibration on %s)", source, out, activation_type,
                 calibration_method, info["calibrated_on"])
     return out
 

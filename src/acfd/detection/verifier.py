@@ -51,7 +51,7 @@ from acfd.detection.verifier_runtime import (
     VerifierSession,
     VerifierStacking,
     crop_squares,
-    refine_boxes,
+    rescore_boxes,
     resized_for_crops,
 )
 from acfd.utils import atomic_path, cache_dir, package_version, state_sha256
@@ -309,20 +309,16 @@ class BoxVerifier:
         return torch.cat(parts) if parts else torch.zeros((0, 5))
 
     def __call__(self, image: np.ndarray, boxes: torch.Tensor, scores: torch.Tensor,
-                 score_thresh: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                 score_thresh: float = 0.0, max_boxes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Re-scored and refined ``(boxes, scores)`` of one image's final boxes (original pixels).
 
         With ``score_thresh``, boxes that cannot end above it
         (:meth:`VerifierStacking.min_detector_score`) are dropped before cropping; the caller
-        applies the threshold to the rest."""
-        if score_thresh > 0:
-            keep = scores > self.stacking.min_detector_score(score_thresh)
-            boxes, scores = boxes[keep], scores[keep]
-        if len(boxes) == 0:
-            return boxes, scores
-        out = self.outputs(image, boxes.detach().cpu().numpy()).numpy()
-        new_scores = self.stacking.scores(scores.detach().cpu().numpy(), out[:, 0])
-        new_boxes = refine_boxes(boxes.detach().cpu().numpy(), out[:, 1:], self.stacking.box_step, image.shape[:2])
+        applies the threshold to the rest; at most ``max_boxes`` are cropped
+        (:func:`~acfd.detection.verifier_runtime.rescore_boxes`)."""
+        new_boxes, new_scores = rescore_boxes(self.stacking, lambda b: self.outputs(image, b).numpy(),
+                                              boxes.detach().float().cpu().numpy(), scores.detach().float().cpu().numpy(),
+                                              image.shape[:2], score_thresh, max_boxes)
         return (torch.from_numpy(new_boxes).to(boxes.device, boxes.dtype),
                 torch.from_numpy(new_scores).to(scores.device, scores.dtype))
 

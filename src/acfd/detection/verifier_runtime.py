@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,10 @@ class VerifierStacking:
             ``max_verifier_logit`` (exact: no box that could pass is skipped). Chosen on held-out
             training images as the largest logit any box that passed needed, over thresholds
             0.2-0.8, plus a margin (``acfd.engine.verifier_training.choose_gate_logit``).
+        unverified_logit: the verifier logit of the boxes a detector does not crop when it
+            verifies only an image's best boxes (the preset's ``verifier_max_boxes``): the median
+            logit the verifier gave such boxes on held-out training images (``None``: every box is
+            verified whatever the preset says).
     """
 
     score_weight: float
@@ -114,6 +118,7 @@ class VerifierStacking:
     fitted_on: str = ""
     max_verifier_logit: float = 12.0
     gate_logit: float | None = None
+    unverified_logit: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VerifierStacking:
@@ -151,6 +156,39 @@ class VerifierStacking:
         best = self.verifier_weight * cap + self.bias
         z = (math.log(score_thresh) - math.log1p(-score_thresh) - best) / self.score_weight if score_thresh < 1 else math.inf
         return 1.0 / (1.0 + math.exp(-z)) if z < 700 else 1.0
+
+
+def rescore_boxes(stacking: VerifierStacking, outputs: Callable[[np.ndarray], np.ndarray], boxes: np.ndarray,
+                  scores: np.ndarray, image_size: tuple[int, int], score_thresh: float = 0.0,
+                  max_boxes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One image's final boxes re-scored and refined by a verifier (PyTorch's and ONNX Runtime's
+    alike): with ``score_thresh``, the boxes that cannot end above it are dropped first
+    (:meth:`VerifierStacking.min_detector_score`); of the rest, the best ``max_boxes`` (by score;
+    ``None``: all) are cropped (``outputs(boxes) -> (K, 5)``: face logit and corner offsets) and
+    the others keep their box and are scored with :attr:`VerifierStacking.unverified_logit`
+    (every box is cropped when the stacking has none).
+
+    Returns:
+        float32 ``(boxes, scores)``, in the order given (minus the dropped boxes).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    if score_thresh > 0:
+        keep = scores > stacking.min_detector_score(score_thresh)
+        boxes, scores = boxes[keep], scores[keep]
+    if len(boxes) == 0:
+        return boxes, scores
+    if max_boxes is None or len(boxes) <= max_boxes or stacking.unverified_logit is None:
+        out = outputs(boxes)
+        new_scores = stacking.scores(scores, out[:, 0]).astype(np.float32)
+        return refine_boxes(boxes, out[:, 1:], stacking.box_step, image_size), new_scores
+    top = np.sort(np.argsort(-scores, kind="stable")[:max_boxes])
+    out = outputs(boxes[top])
+    logits = np.full(len(boxes), stacking.unverified_logit, dtype=np.float64)
+    logits[top] = out[:, 0]
+    new_boxes = boxes.copy()
+    new_boxes[top] = refine_boxes(boxes[top], out[:, 1:], stacking.box_step, image_size)
+    return new_boxes, stacking.scores(scores, logits).astype(np.float32)
 
 
 def box_long_sides(boxes: np.ndarray) -> np.ndarray:
@@ -239,21 +277,13 @@ class VerifierSession:
         chw = np.ascontiguousarray(resized.transpose(2, 0, 1)[None], dtype=np.float32)
         return self.session.run(None, {"image": chw, "rois": crop_squares(boxes, factor, self.cfg)})[0]
 
-    def __call__(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray,
-                 score_thresh: float = 0.0, resized: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, score_thresh: float = 0.0,
+                 resized: np.ndarray | None = None, max_boxes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Re-scored and refined ``(boxes, scores)`` of one image's final boxes (original pixels);
-        with ``score_thresh``, the boxes that cannot end above it are dropped first (no crop);
-        ``resized`` as for :meth:`outputs`."""
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        if score_thresh > 0:
-            keep = scores > self.stacking.min_detector_score(score_thresh)
-            boxes, scores = boxes[keep], scores[keep]
-        if len(boxes) == 0:
-            return boxes, scores
-        out = self.outputs(image, boxes, resized)
-        new_scores = self.stacking.scores(scores, out[:, 0]).astype(np.float32)
-        return refine_boxes(boxes, out[:, 1:], self.stacking.box_step, image.shape[:2]), new_scores
+        with ``score_thresh``, the boxes that cannot end above it are dropped first (no crop); at
+        most ``max_boxes`` are cropped; ``resized`` as for :meth:`outputs` (:func:`rescore_boxes`)."""
+        return rescore_boxes(self.stacking, lambda b: self.outputs(image, b, resized), boxes, scores,
+                             image.shape[:2], score_thresh, max_boxes)
 
 
 __all__ = [
@@ -265,5 +295,6 @@ __all__ = [
     "crop_source_size",
     "crop_squares",
     "refine_boxes",
+    "rescore_boxes",
     "resized_for_crops",
 ]

@@ -73,12 +73,13 @@ def network_without_file(model: Any, weights: Any, device: torch.device, runner:
 
 
 def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, device: torch.device,
-                 half: bool, threads: int | None = None) -> Backend | None:
+                 half: bool, threads: int | None = None, precision: str = "float32") -> Backend | None:
     """An ONNX Runtime runner of the fused network (cached export), or ``None`` for PyTorch.
 
     ``auto`` uses it only on CPU, in float32, for weights read from a file, and falls back to
     PyTorch (debug log / warning) when onnxruntime is missing or the export fails; ``onnx``
-    raises instead. ``threads``: the session's intra-op threads.
+    raises instead. ``threads``: the session's intra-op threads. ``precision``: the graph's
+    (:meth:`ModelFile.cached_onnx`; int8 graphs run on the CPU only).
     """
     explicit = choice == "onnx"
     from_file = model_file is not None and model_file.format in ("safetensors", "checkpoint")
@@ -96,8 +97,14 @@ def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, devic
             raise ValueError(f"backend='onnx' is not available here ({reason})")
         logger.debug("using PyTorch for the network (%s)", reason)
         return None
+    if precision == "int8" and not (from_file and device.type == "cpu"):
+        raise ValueError("precision='int8' runs the int8 graph beside a weights file, on the CPU")
+    if precision == "int8" and model_file.int8_onnx() is None:  # type: ignore[union-attr]
+        raise ValueError(f"{model_file.path}: no int8 graph made from these weights beside them "  # type: ignore[union-attr]
+                         "(make one with: acfd export --int8 IMAGES)")
     try:
-        path = model_file.cached_onnx(network) if from_file else cached_onnx(network)  # type: ignore[union-attr]
+        path = (model_file.cached_onnx(network, precision if device.type == "cpu" else "float32")  # type: ignore[union-attr]
+                if from_file else cached_onnx(network))
         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
         return OnnxRunner(path, providers=providers, num_threads=threads)
     except Exception as exc:

@@ -44,6 +44,7 @@ from torchvision.transforms.v2 import functional as F
 
 from acfd.config import ModelConfig
 from acfd.deploy.onnx_runner import OnnxRunner
+from acfd.deploy.precision import check_precision
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.postprocess import merge_multiscale, postprocess_detections
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
@@ -123,6 +124,9 @@ class Detector:
             raw scores), and ``score_thresh`` applies to the calibrated scores.
         raw_score_floor: never consider a box whose raw network score is at or below this (the
             paper's protocol: 0.08); ``None``: only ``score_thresh`` decides.
+        verifier_max_boxes: the verifier crops at most this many boxes of an image (its best; the
+            others get the verifier's ``unverified_logit``); ``None`` or 0: no limit. The shipped
+            evaluation preset sets 20 (:class:`~acfd.predict.presets.Preset`).
         verifier: the second-stage face verifier, which re-scores and refines every final box
             from a crop around it. ``"auto"`` (default): the one beside the weights file, if it
             was fitted for that very file (the shipped model has one) and for its scores
@@ -133,6 +137,11 @@ class Detector:
         threads: CPU threads of the ONNX Runtime sessions; given, also PyTorch's on the CPU
             (``torch.set_num_threads``, process-wide). ``None``: the cores this process may run on
             (:func:`acfd.utils.default_threads`) for ONNX Runtime, PyTorch's own setting.
+        precision: the ONNX Runtime network's numbers on the CPU (:mod:`acfd.deploy.precision`):
+            ``"auto"`` (default): the int8 graph beside the weights (the shipped model has one) on
+            CPUs with int8 dot products (VNNI, AMX), else float32; ``"float32"``; ``"int8"`` (an
+            error when there is no int8 graph). The verifier stays float32. An ``.onnx`` model
+            runs in its own precision.
         preset: where the settings above come from when they are not given: a preset name
             (``"interactive"``, the default; ``"evaluation"``; ``"paper"``) of the weights file
             (:attr:`ModelFile.presets`; generic ones for weights without presets), or a
@@ -162,12 +171,15 @@ class Detector:
         agreement_iou: Any = FROM_PRESET,
         calibration: ScoreCalibration | str | None = "auto",
         raw_score_floor: Any = FROM_PRESET,
+        verifier_max_boxes: Any = FROM_PRESET,
         verifier: BoxVerifier | str | os.PathLike[str] | None = "auto",
         *,
         threads: int | None = None,
+        precision: str = "auto",
         preset: str | Preset = "interactive",
     ) -> None:
         _check_counts(max_det, topk, batch_size)
+        check_precision(precision)
         if threads is not None and int(threads) < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
         self.threads = default_threads() if threads is None else int(threads)
@@ -177,7 +189,8 @@ class Detector:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_NAMES)}")
         overrides = dict(scales=None if scales is None else tuple(str(s) for s in parse_scales(scales)),
                          score_thresh=score_thresh, nms_thresh=nms_thresh, flip=flip,
-                         agreement_iou=agreement_iou, raw_score_floor=raw_score_floor)
+                         agreement_iou=agreement_iou, raw_score_floor=raw_score_floor,
+                         verifier_max_boxes=verifier_max_boxes)
         GENERIC_PRESETS["interactive"].override(**overrides)  # range errors before anything loads
         self.device = resolve_device(device)
         choice = "torch" if backend is None else backend
@@ -220,7 +233,9 @@ class Detector:
         else:
             self.verifier = check_verifier_scores(verifier, calibrated)
         if runner is None and choice in ("auto", "onnx"):
-            self.backend = onnx_backend(choice, self.model, self.model_file, self.device, half, self.threads)
+            self.backend = onnx_backend(choice, self.model, self.model_file, self.device, half, self.threads, precision)
+        elif precision == "int8" and not isinstance(runner, OnnxRunner):
+            raise ValueError("precision='int8' needs the ONNX Runtime backend on the CPU (backend 'auto' or 'onnx')")
         if self.verifier is not None:
             place_verifier(self.verifier, self.backend, self.device, self.threads)
 
@@ -229,6 +244,7 @@ class Detector:
         self.scales = parse_scales(self.preset.scales)
         self.score_thresh = float(self.preset.score_thresh)
         self.raw_score_floor = self.preset.raw_score_floor
+        self.verifier_max_boxes = self.preset.verifier_max_boxes
         self.nms_thresh = float(self.preset.nms_thresh)
         self.flip = self.preset.flip
         self.agreement_iou = self.preset.agreement_iou
@@ -263,6 +279,13 @@ class Detector:
                             max_det=self.max_det, topk=self.topk, batch_size=self.batch_size, timings=self.timings)
 
     @property
+    def precision(self) -> str:
+        """The network's numbers: ``"int8"``, ``"float16"`` or ``"float32"``."""
+        if isinstance(self.backend, OnnxRunner):
+            return self.backend.precision
+        return "float16" if self.half else "float32"
+
+    @property
     def backend_name(self) -> str:
         """``"torch"``, ``"onnx"`` (ONNX Runtime) or the class name of a custom backend."""
         return backend_name(self.backend)
@@ -293,7 +316,7 @@ class Detector:
             f"scales={[str(s) for s in self.scales]}, score_thresh={self.score_thresh}, "
             f"raw_score_floor={self.raw_score_floor}, calibrated={self.calibration is not None}, "
             f"nms_thresh={self.nms_thresh}, max_det={self.max_det}, flip={self.flip}, agreement_iou={self.agreement_iou}"
-            f", backend={self.backend_name!r}, verifier={self.verifier is not None})"
+            f", backend={self.backend_name!r}, precision={self.precision!r}, verifier={self.verifier is not None})"
         )
 
     # -- timing ---------------------------------------------------------------------------
@@ -467,7 +490,8 @@ class Detector:
                 scores = self.calibration(scores, boxes * factor)
         if self.verifier is not None:
             with self.timed("verify"):
-                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh)
+                boxes, scores = self.verifier(image, boxes, scores, score_thresh=self.score_thresh,
+                                              max_boxes=self.verifier_max_boxes)
         keep = scores > self.score_thresh
         return {"boxes": boxes[keep], "scores": scores[keep]}
 

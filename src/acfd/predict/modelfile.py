@@ -43,6 +43,7 @@ from safetensors.torch import load_file, save_file
 from acfd.config import SHIPPED_DETECTOR, WEIGHTS_DIR, ModelConfig, config_to_dict, model_config_from_dict
 from acfd.deploy.export import cached_onnx, export_onnx
 from acfd.deploy.onnx_runner import OnnxRunner
+from acfd.deploy.precision import float_graph_stem, int8_graph_path, resolve_precision
 from acfd.detection.calibration import METADATA_KEY as CALIBRATION_KEY
 from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.verifier import BoxVerifier, load_verifier
@@ -73,9 +74,11 @@ def default_weights_path() -> Path | None:
 
 
 def verifier_path(weights: str | os.PathLike[str]) -> Path:
-    """Where the verifier of a weights (or ONNX) file lives: ``NAME-verifier.safetensors`` beside it."""
+    """Where the verifier of a weights (or ONNX) file lives: ``NAME-verifier.safetensors`` beside it
+    (an int8 graph ``NAME-int8.onnx`` shares its float32 graph's)."""
     p = Path(weights)
-    return p.with_name(f"{p.stem}-verifier.safetensors")
+    stem = float_graph_stem(p) if _is_onnx(p) else p.stem
+    return p.with_name(f"{stem}-verifier.safetensors")
 
 
 def _is_onnx(value: object) -> bool:
@@ -469,16 +472,37 @@ class ModelFile:
             _load_state(model, state, self.path, self._stored_config)
         return model.to(device).eval()
 
-    def cached_onnx(self, network: ACFD) -> Path:
+    def cached_onnx(self, network: ACFD, precision: str = "float32") -> Path:
         """This file's network exported to ONNX: the export beside the weights file when it was
         made from these very weights (``NAME.onnx``, as the shipped model has: no export at
         first use), else one made once and cached under the file's digest (a file without
-        weights file is cached under its state dict's digest)."""
+        weights file is cached under its state dict's digest).
+
+        ``precision`` (:mod:`acfd.deploy.precision`): ``"int8"`` is the int8 graph beside the
+        weights (``NAME-int8.onnx``, made from these weights; a ``ValueError`` when there is none),
+        ``"auto"`` that graph on CPUs with int8 dot products when there is one, else float32.
+        """
+        wanted = resolve_precision(precision)
+        if wanted == "int8":
+            int8 = self.int8_onnx()
+            if int8 is not None:
+                return int8
+            if precision == "int8":
+                raise ValueError(f"{self.path or self.name}: no int8 graph made from these weights beside them "
+                                 "(make one with: acfd export --int8 IMAGES)")
         if self.format == "safetensors" and self.path is not None and self.fingerprint:
             beside = self.path.with_suffix(".onnx")
             if beside.is_file() and onnx_metadata(beside).get(META_SOURCE_WEIGHTS) == self.fingerprint:
                 return beside
         return cached_onnx(network, self.digest if self.format != "onnx" else None)
+
+    def int8_onnx(self) -> Path | None:
+        """The int8 graph beside these ``.safetensors`` weights (``NAME-int8.onnx``) when it was made
+        from them, else ``None``."""
+        if self.format != "safetensors" or self.path is None or not self.fingerprint:
+            return None
+        path = int8_graph_path(self.path.with_suffix(".onnx"))
+        return path if path.is_file() and onnx_metadata(path).get(META_SOURCE_WEIGHTS) == self.fingerprint else None
 
     # -- exports -----------------------------------------------------------------------------
 

@@ -62,6 +62,11 @@ class Preset:
             IoU >= this; ``None``: off.
         raw_score_floor: never keep a box whose raw network score is at or below this (the
             paper's 0.08 for evaluation); ``None``: only ``score_thresh`` decides.
+        verifier_max_boxes: the verifier crops at most this many boxes of an image, its best; the
+            others keep their box and get the verifier's ``unverified_logit``
+            (:func:`acfd.detection.verifier_runtime.rescore_boxes`). ``None``: every box that can
+            end above ``score_thresh``. It bounds the evaluation setting's cost (tens of boxes
+            per image); with a threshold the verifier's gate already leaves few.
         note: how the settings were chosen (one line, for people).
     """
 
@@ -71,6 +76,7 @@ class Preset:
     flip: bool = False
     agreement_iou: float | None = None
     raw_score_floor: float | None = None
+    verifier_max_boxes: int | None = None
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -85,19 +91,23 @@ class Preset:
             raise ValueError(f"agreement_iou must be in (0, 1] or None, got {self.agreement_iou}")
         if self.raw_score_floor is not None and not 0.0 <= float(self.raw_score_floor) <= 1.0:
             raise ValueError(f"raw_score_floor must be in [0, 1] or None, got {self.raw_score_floor}")
+        if self.verifier_max_boxes is not None and (isinstance(self.verifier_max_boxes, bool)
+                                                    or not isinstance(self.verifier_max_boxes, int) or self.verifier_max_boxes < 1):
+            raise ValueError(f"verifier_max_boxes must be an integer >= 1 or None, got {self.verifier_max_boxes!r}")
         if not isinstance(self.flip, bool):
             raise ValueError(f"flip must be true or false, got {self.flip!r}")
 
     def override(self, **changes: Any) -> Preset:
         """A copy with the given settings changed; ``None`` (and :data:`FROM_PRESET`) leave a
-        setting as it is, except ``agreement_iou`` / ``raw_score_floor``, where ``None`` turns it off
-        and only :data:`FROM_PRESET` leaves it. ``agreement_iou=0`` turns it off too (as on the
-        command line)."""
-        nullable = ("agreement_iou", "raw_score_floor")
+        setting as it is, except ``agreement_iou`` / ``raw_score_floor`` / ``verifier_max_boxes``,
+        where ``None`` turns it off and only :data:`FROM_PRESET` leaves it. ``agreement_iou=0`` and
+        ``verifier_max_boxes=0`` turn them off too (as on the command line)."""
+        nullable = ("agreement_iou", "raw_score_floor", "verifier_max_boxes")
         kept = {k: v for k, v in changes.items()
                 if v is not FROM_PRESET and (v is not None or k in nullable)}
-        if kept.get("agreement_iou") == 0:
-            kept["agreement_iou"] = None
+        for key in ("agreement_iou", "verifier_max_boxes"):
+            if kept.get(key) == 0:
+                kept[key] = None
         if "scales" in kept and not isinstance(kept["scales"], (str, int)):
             kept["scales"] = tuple(str(s) for s in kept["scales"])
         return dataclasses.replace(self, **kept) if kept else self

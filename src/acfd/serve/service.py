@@ -56,6 +56,7 @@ def default_detector_factory(settings: ServeSettings) -> Any:
 
     return Detector(  # threads: ONNX Runtime's and torch's (process-wide)
         threads=settings.torch_threads,
+        precision=settings.precision,
         model=settings.model,
         weights=settings.weights,
         device=settings.device,

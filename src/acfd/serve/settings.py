@@ -8,7 +8,7 @@ uvicorn's worker processes (``--workers N``) get the settings the CLI was given
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -79,6 +79,8 @@ class ServeSettings(BaseSettings):
     max_batch: int = Field(8, description="dynamic batching: most queued images per network call (1: off)")
     batch_wait_ms: float = Field(5.0, description="longest wait for more requests to fill a batch")
     threads: int | None = Field(None, description="CPU threads of the networks per worker, ONNX Runtime and torch (None: cores / workers)")
+    precision: Literal["auto", "float32", "int8"] = Field(
+        "auto", description="the detector network's numbers on the CPU (auto: int8 on CPUs with int8 dot products)")
     workers: int = Field(1, description="worker processes, one model each")
 
     # -- access ------------------------------------------------------------------------------------
