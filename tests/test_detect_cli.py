@@ -359,10 +359,25 @@ def test_save_images_refuses_to_overwrite_the_inputs(app: typer.Typer, weights: 
     assert (tmp_path / "a.jpg").read_bytes() == before
 
 
-def test_ctrl_c_writes_a_partial_file_under_another_name(
-    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def _stop_at_the_second_call(how: str) -> None:
+    """Stop ``acfd detect`` as a user (Ctrl-C) or a job scheduler (SIGTERM) would."""
+    import os
+    import signal
+
+    if how == "ctrl-c":
+        raise KeyboardInterrupt
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("how,code,said", [("ctrl-c", 130, "interrupted after 1 of 3 files"),
+                                           ("sigterm", 143, "terminated (SIGTERM) after 1 of 3 files")])
+def test_a_stopped_run_writes_a_partial_file_under_another_name(
+    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str, code: int, said: str
 ) -> None:
-    """Issue 10.3: the partial results went to the real output name."""
+    """Issue 10.3: the partial results went to the real output name; issue 38 A11: on SIGTERM
+    acfd detect -o exited 143 and lost every result."""
+    import signal
+
     from acfd.predict import detector as infer
 
     for i in range(3):
@@ -370,18 +385,20 @@ def test_ctrl_c_writes_a_partial_file_under_another_name(
     original = infer.Detector.detect_arrays
     calls = {"n": 0}
 
-    def interrupt_second(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+    def stopped_at_the_second(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls["n"] += 1
         if calls["n"] == 2:
-            raise KeyboardInterrupt
+            _stop_at_the_second_call(how)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(infer.Detector, "detect_arrays", interrupt_second)
+    monkeypatch.setattr(infer.Detector, "detect_arrays", stopped_at_the_second)
     out = tmp_path / "out" / "submission.csv"
+    before = signal.getsignal(signal.SIGTERM)
     res = invoke(app, [tmp_path, "-o", out, "--weights", weights, *FAST])
-    assert res.exit_code == 130
+    assert res.exit_code == code
     assert not out.exists() and (tmp_path / "out" / "submission.partial.csv").is_file()
-    assert "interrupted after 1 of 3 files" in res.stderr and "submission.partial.csv" in res.stderr
+    assert said in res.stderr and "submission.partial.csv" in res.stderr
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's again
 
 
 def test_ctrl_c_while_loading_says_so(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -495,31 +512,3 @@ def test_model_and_weights_errors_say_what_is_wrong(app: typer.Typer, tmp_path: 
     assert "RANDOM" not in res.output
 
 
-def test_sigterm_writes_the_partial_file_as_ctrl_c_does(
-    app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 38 A11: acfd detect -o on SIGTERM exited 143 and lost every result."""
-    import os
-    import signal
-
-    from acfd.predict import detector as infer
-
-    for i in range(3):
-        Image.fromarray(rand_rgb(60, 80, i)).save(tmp_path / f"{i}.png")
-    original = infer.Detector.detect_arrays
-    calls = {"n": 0}
-
-    def terminated_at_the_second(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # as a job scheduler's stop would
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(infer.Detector, "detect_arrays", terminated_at_the_second)
-    out = tmp_path / "out" / "submission.csv"
-    before = signal.getsignal(signal.SIGTERM)
-    res = invoke(app, [tmp_path, "-o", out, "--weights", weights, *FAST])
-    assert res.exit_code == 143
-    assert not out.exists() and (tmp_path / "out" / "submission.partial.csv").is_file()
-    assert "terminated (SIGTERM) after 1 of 3 files" in res.stderr and "submission.partial.csv" in res.stderr
-    assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's again
