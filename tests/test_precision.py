@@ -73,6 +73,12 @@ def test_int8_finds_the_faces_float32_finds() -> None:
 def test_int8_needs_an_int8_graph_and_the_onnx_runtime_backend(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="ONNX Runtime backend"):
         Detector(backend="torch", precision="int8")
+    import torch
+
+    from acfd.predict.backends import onnx_backend
+
+    with pytest.raises(ValueError, match="on the CPU"):  # a GPU gets an error, not float32 (no GPU needed to check)
+        onnx_backend("auto", None, ModelFile.open(None), torch.device("cuda"), False, precision="int8")
     weights = tmp_path / "copy.safetensors"
     weights.write_bytes((WEIGHTS_DIR / "acfd-n.safetensors").read_bytes())
     with pytest.raises(ValueError, match="copy.safetensors: no int8 graph made from these weights"):

@@ -83,6 +83,8 @@ def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, devic
     """
     explicit = choice == "onnx"
     from_file = model_file is not None and model_file.format in ("safetensors", "checkpoint")
+    if precision == "int8" and not (from_file and device.type == "cpu" and not half):
+        raise ValueError("precision='int8' runs the int8 graph beside a weights file, on the CPU, without half")
     reason = None
     if device.type != "cpu" and not explicit:
         reason = f"device {device}"
@@ -97,8 +99,6 @@ def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, devic
             raise ValueError(f"backend='onnx' is not available here ({reason})")
         logger.debug("using PyTorch for the network (%s)", reason)
         return None
-    if precision == "int8" and not (from_file and device.type == "cpu"):
-        raise ValueError("precision='int8' runs the int8 graph beside a weights file, on the CPU")
     if precision == "int8" and model_file.int8_onnx() is None:  # type: ignore[union-attr]
         raise ValueError(f"{model_file.path}: no int8 graph made from these weights beside them "  # type: ignore[union-attr]
                          "(make one with: acfd export --int8 IMAGES)")
