@@ -99,12 +99,11 @@ def onnx_backend(choice: str, network: ACFD, model_file: ModelFile | None, devic
             raise ValueError(f"backend='onnx' is not available here ({reason})")
         logger.debug("using PyTorch for the network (%s)", reason)
         return None
-    if precision == "int8" and model_file.int8_onnx() is None:  # type: ignore[union-attr]
-        raise ValueError(f"{model_file.path}: no int8 graph made from these weights beside them "  # type: ignore[union-attr]
-                         "(make one with: acfd export --int8 IMAGES)")
+    # an explicit int8 without its graph is cached_onnx's error, raised here rather than swallowed below
+    int8 = model_file.cached_onnx(network, "int8") if precision == "int8" else None  # type: ignore[union-attr]
     try:
-        path = (model_file.cached_onnx(network, precision if device.type == "cpu" else "float32")  # type: ignore[union-attr]
-                if from_file else cached_onnx(network))
+        path = int8 or (model_file.cached_onnx(network, precision if device.type == "cpu" else "float32")  # type: ignore[union-attr]
+                        if from_file else cached_onnx(network))
         providers = None if device.type == "cuda" else ["CPUExecutionProvider"]
         return OnnxRunner(path, providers=providers, num_threads=threads)
     except Exception as exc:
