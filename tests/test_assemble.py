@@ -414,7 +414,7 @@ def test_refit_moves_crops_to_the_character_their_confirmed_neighbours_have(tmp_
     assert db.query("SELECT version FROM faces WHERE id = 2")[0]["version"] == version + 1  # a page showing it is stale
 
 
-def test_project_centre_needs_enough_crops(tmp_path) -> None:
+def test_project_adaptation_needs_enough_crops(tmp_path) -> None:
     from acfd.assemble.db import to_blob
 
     project = Project(tmp_path / "proj", create=True)
@@ -425,8 +425,10 @@ def test_project_centre_needs_enough_crops(tmp_path) -> None:
             c.execute("INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status, embedding) VALUES (1, 0, 0, 9, 9, 1, 'kept', ?)",
                       (to_blob(np.array([1.0, i], np.float32)),))
             if i == 0:
-                assert stages.project_centre(project) is None
-    assert np.allclose(stages.project_centre(project), [1.0, (stages.MIN_CROPS_TO_ADAPT - 1) / 2])
+                assert stages.project_adaptation(project) is None
+    adaptation = stages.project_adaptation(project)
+    assert np.allclose(adaptation.centre, [1.0, (stages.MIN_CROPS_TO_ADAPT - 1) / 2])
+    assert adaptation.projection is None  # too few crops to cluster: centring alone
 
 
 def test_faces_of_one_frame_never_share_a_cluster(tmp_path) -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from acfd.cli import app
+from acfd.recognition.adaptation import ShowAdaptation
 from acfd.recognition.benchmark import baseline_features, draw_references, few_shot, format_table, open_set, run_benchmark
 from acfd.recognition.embedder import PixelEmbedder, colour_histogram
 from acfd.recognition.gallery import Gallery
@@ -172,7 +173,7 @@ def test_adapting_to_a_show_removes_its_common_component(tmp_path) -> None:
     b = style + np.array([0, 0, 1, 0]) + 0.05 * rng.normal(size=(10, 4))
     refs, labels = np.concatenate([a[:5], b[:5]]), np.array([0] * 5 + [1] * 5)
     plain = fit_gallery_model(refs, labels)
-    adapted = fit_gallery_model(refs, labels, centre=np.concatenate([a, b]).mean(axis=0))
+    adapted = fit_gallery_model(refs, labels, adaptation=ShowAdaptation(np.concatenate([a, b]).mean(axis=0)))
     assert plain.scores(a[5:])[:, 1].min() > 0.95  # b's prototype looks like a
     assert adapted.scores(a[5:])[:, 1].max() < 0.5 and (adapted.predict(a[5:])[0] == 0).all()
     g = Gallery.create(tmp_path / "g.zip", 4, "m")
@@ -180,11 +181,12 @@ def test_adapting_to_a_show_removes_its_common_component(tmp_path) -> None:
     g.adapt(np.concatenate([a, b]), model_id="m")
     g.save()
     again = Gallery.load(tmp_path / "g.zip")
-    assert np.allclose(again.centre, np.concatenate([a, b]).mean(axis=0))
+    assert np.allclose(again.adaptation.centre, np.concatenate([a, b]).mean(axis=0))
+    assert again.adaptation.projection is None  # 20 crops: too few to cluster, centring alone
     assert again.fit().scores(a[5:])[:, 1].max() < 0.5
 
 
-def test_gallery_adapt_command_stores_the_show_centre(tmp_path, monkeypatch) -> None:
+def test_gallery_adapt_command_stores_the_show_adaptation(tmp_path, monkeypatch) -> None:
     import acfd.cli.gallery_cmd as cmd
 
     _folder(tmp_path / "ids")
@@ -193,7 +195,7 @@ def test_gallery_adapt_command_stores_the_show_centre(tmp_path, monkeypatch) -> 
     assert runner.invoke(app, ["gallery", "add", "red", str(tmp_path / "ids" / "red"), "--gallery", str(g)]).exit_code == 0
     res = runner.invoke(app, ["gallery", "adapt", str(tmp_path / "ids"), "--gallery", str(g)])
     assert res.exit_code == 0 and "adapted to 12 face crop(s)" in res.output
-    assert Gallery.load(g).centre is not None
+    assert Gallery.load(g).adaptation is not None
     assert "adapted to a show" in runner.invoke(app, ["gallery", "list", str(g)]).output
 
 

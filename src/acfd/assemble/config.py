@@ -59,8 +59,8 @@ class AssembleConfig:
             this (``None``: the recognition model's, else calibrated on the references).
         cluster_sim: a crop joins a cluster when its similarity to the cluster's leader is above
             this (``None``: the recognition model's, else 0.5).
-        adapt: compare crops (candidates, clusters) with the mean embedding of the project's
-            crops removed: adaptation to the show (:mod:`acfd.recognition.gallery_model`).
+        adapt: compare crops (candidates, clusters) in the show's adapted space, fitted on the
+            project's crops (:mod:`acfd.recognition.adaptation`).
         tracks: a video face whose box overlaps a face of the previous sampled frame continues its
             track and is a duplicate of it (one character; :func:`acfd.assemble.stages.dedup`).
     """

@@ -29,7 +29,8 @@ from acfd.assemble.reports import (
     similarity_setting,
 )
 from acfd.data.image_io import ImageReadError, is_image_file, load_image
-from acfd.recognition.gallery_model import centred, fit_gallery_model
+from acfd.recognition.adaptation import ShowAdaptation, fit_show_adaptation
+from acfd.recognition.gallery_model import adapted, fit_gallery_model
 
 logger = logging.getLogger(__name__)
 
@@ -269,15 +270,16 @@ def candidates(project: Project, cfg: AssembleConfig, progress: bool = True) -> 
     return record_report(project, report, started)
 
 
-#: Fewest kept crops whose mean embedding stands for the show (fewer: no adaptation).
+#: Fewest kept crops that stand for the show (fewer: no adaptation).
 MIN_CROPS_TO_ADAPT = 20
 
 
-def project_centre(project: Project) -> np.ndarray | None:
-    """The mean embedding of the project's kept crops (the show), or None with fewer than
-    :data:`MIN_CROPS_TO_ADAPT` (the mean of a few crops is mostly those crops' own characters)."""
-    rows = project.db.query("SELECT embedding FROM faces WHERE status = 'kept' AND embedding IS NOT NULL")
-    return embedding_matrix(rows).mean(axis=0) if len(rows) >= MIN_CROPS_TO_ADAPT else None
+def project_adaptation(project: Project) -> ShowAdaptation | None:
+    """The show's adaptation (:mod:`acfd.recognition.adaptation`) fitted on the project's kept
+    crops, or None with fewer than :data:`MIN_CROPS_TO_ADAPT` (the mean of a few crops is mostly
+    those crops' own characters). Seeded: the same crops give the same adaptation."""
+    rows = project.db.query("SELECT embedding FROM faces WHERE status = 'kept' AND embedding IS NOT NULL ORDER BY id")
+    return fit_show_adaptation(embedding_matrix(rows)) if len(rows) >= MIN_CROPS_TO_ADAPT else None
 
 
 def _candidates_state(db: Any) -> str:
@@ -311,7 +313,7 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
         "SELECT id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND embedding IS NOT NULL ORDER BY id"
     )
     embedding = {r["id"]: from_blob(r["embedding"]) for r in rows}
-    centre = project_centre(project) if cfg.adapt else None
+    adaptation = project_adaptation(project) if cfg.adapt else None
     refs = db.query("SELECT identity_id, embedding FROM refs ORDER BY id")
     confirmed = [(fid, st.label) for fid, st in states.items() if st.label is not None and fid in embedding]
     vectors = [from_blob(r["embedding"]) for r in refs] + [embedding[fid] for fid, _ in confirmed]
@@ -320,7 +322,7 @@ def refit_candidates(project: Project, cfg: AssembleConfig) -> tuple[float, int]
     threshold = cfg.candidate_sim if cfg.candidate_sim is not None else float("nan")
     inserts: list[tuple[int, int, float]] = []
     if vectors and open_ids:
-        model = fit_gallery_model(np.stack(vectors), np.asarray(labels), fallback_threshold=DEFAULT_CANDIDATE_SIM, centre=centre)
+        model = fit_gallery_model(np.stack(vectors), np.asarray(labels), fallback_threshold=DEFAULT_CANDIDATE_SIM, adaptation=adaptation)
         if cfg.candidate_sim is None:
             threshold = model.threshold
         scores = model.scores(np.stack([embedding[fid] for fid in open_ids]))
@@ -368,11 +370,11 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
     t0, started = time.perf_counter(), now_iso()
     db = project.db
     cluster_sim = similarity_setting(cfg, "cluster_sim")
-    centre = project_centre(project) if cfg.adapt else None
+    adaptation = project_adaptation(project) if cfg.adapt else None
     rows_l = db.query(
         "SELECT c.id AS cid, f.embedding AS embedding FROM clusters c JOIN faces f ON f.id = c.leader_face_id ORDER BY c.id"
     )
-    leaders = Leaders(rows_l, [r["cid"] for r in rows_l], centre)
+    leaders = Leaders(rows_l, [r["cid"] for r in rows_l], adaptation)
     todo = db.query(
         "SELECT id, frame_id, embedding FROM faces WHERE dedup_done = 1 AND dup_of IS NULL AND cluster_id IS NULL ORDER BY id"
     )
@@ -384,7 +386,7 @@ def cluster(project: Project, cfg: AssembleConfig, progress: bool = True) -> Sta
             rows = todo[start : start + 256]
             with db.transaction() as c:
                 for row in rows:
-                    v = centred(from_blob(row["embedding"]).reshape(1, -1), centre)
+                    v = adapted(from_blob(row["embedding"]).reshape(1, -1), adaptation)
                     taken = in_frame.setdefault(row["frame_id"], set())
                     target = leaders.match(v, cluster_sim, exclude=taken)
                     if target is None:

@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from acfd.assemble.config import DEFAULT_SIMILARITIES, AssembleConfig
 from acfd.assemble.db import from_blob
 from acfd.assemble.project import Project
+from acfd.recognition.adaptation import ShowAdaptation
 from acfd.recognition.faiss_index import faiss
-from acfd.recognition.gallery_model import centred
+from acfd.recognition.gallery_model import adapted
 
 
 class Embedder(Protocol):
@@ -114,8 +115,8 @@ def ip_index(vectors: np.ndarray, dim: int) -> faiss.IndexFlatIP:
 class Leaders:
     """Leaders (representatives, cluster leaders) in a Faiss inner-product index, with their ids."""
 
-    def __init__(self, rows: Sequence[Any], ids: list[int], centre: np.ndarray | None = None) -> None:
-        vectors = embedding_matrix(rows) if centre is None or not rows else centred(embedding_matrix(rows), centre)
+    def __init__(self, rows: Sequence[Any], ids: list[int], adaptation: ShowAdaptation | None = None) -> None:
+        vectors = embedding_matrix(rows) if adaptation is None or not rows else adapted(embedding_matrix(rows), adaptation)
         self.index = ip_index(vectors, vectors.shape[1]) if len(rows) else None
         self.ids = ids
 

@@ -34,7 +34,7 @@ from acfd.assemble.grouping import (  # stages 5-8, part of this module's interf
     candidates,
     cluster,
     dedup,
-    project_centre,
+    project_adaptation,
     refit_candidates,
 )
 from acfd.assemble.project import Project, write_jpeg
@@ -59,7 +59,7 @@ FaceFinder = Callable[[Sequence[np.ndarray], Sequence[str]], list[tuple[np.ndarr
 __all__ = [
     "DEFAULT_CANDIDATE_SIM", "MIN_CROPS_TO_ADAPT", "TRACK_IOU", "Embedder", "FaceFinder", "RayDetection", "StageReport",
     "add_references", "boxes_finder", "candidates", "cluster", "crop", "dedup", "detect", "detect_on_ray",
-    "detector_finder", "embed", "ingest", "project_centre", "refit_candidates",
+    "detector_finder", "embed", "ingest", "project_adaptation", "refit_candidates",
 ]
 
 # ------------------------------------------------------------------------------------------------

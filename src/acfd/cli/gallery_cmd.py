@@ -98,8 +98,10 @@ def adapt_command(
     weights: str = typer.Option(None, "--weights", "-w", help="Recognition weights (the gallery's model)."),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
-    """Adapt a gallery to a show: its faces' mean embedding is removed before comparing, which
-    spreads the show's characters apart (e.g. the crops of `acfd assemble`, or `acfd recognize crops`)."""
+    """Adapt a gallery to a show: a transform fitted on the show's face crops (their mean removed,
+    then the directions in which similar faces differ shrunk) is applied before comparing, which
+    spreads the show's characters apart. Give a few hundred crops (e.g. those of `acfd assemble`,
+    or `acfd recognize crops` of some episodes); with under 80 only the mean is removed."""
     from acfd.recognition.data import load_crops
     from acfd.recognition.gallery import Gallery
 
@@ -112,7 +114,8 @@ def adapt_command(
         typer.echo(f"skipped {line}", err=True)
     g.adapt(rec.embed(crops), model_id=rec.model_id)
     g.save()
-    typer.echo(f"{gallery}: adapted to {len(crops)} face crop(s) of the show")
+    how = "mean removed, within-cluster normalisation" if g.adaptation is not None and g.adaptation.projection is not None else "mean removed"
+    typer.echo(f"{gallery}: adapted to {len(crops)} face crop(s) of the show ({how})")
     if failed:
         raise typer.Exit(1)
 
@@ -133,7 +136,7 @@ def list_command(
     if path is None:
         fail("give the gallery file (acfd gallery list GALLERY, or --gallery GALLERY)", 2)
     g = Gallery.load(path)
-    typer.echo(f"model {g.model_id}, {g.dim}-d, {len(g)} entries" + (", adapted to a show" if g.centre is not None else ""))
+    typer.echo(f"model {g.model_id}, {g.dim}-d, {len(g)} entries" + (", adapted to a show" if g.adaptation is not None else ""))
     if len(g):
         model = g.fit(fallback_threshold=float("nan"))
         how = "calibrated on the references" if model.calibrated else "the model's (one reference per name)"

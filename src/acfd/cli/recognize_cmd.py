@@ -89,7 +89,7 @@ def benchmark_command(
     episodes: int = typer.Option(10, "--episodes", help="Seeded gallery draws per figure."),
     method: str = typer.Option("prototype", "--method", help="prototype (fitted gallery) or nearest (nearest neighbour)."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Also the raw-pixel and colour-histogram baselines."),
-    adapt: bool = typer.Option(False, "--adapt", help="Also each model adapted to the evaluated crops (their mean embedding removed)."),
+    adapt: bool = typer.Option(False, "--adapt", help="Also each model adapted to the evaluated crops, as `acfd gallery adapt` does (acfd.recognition.adaptation)."),
     seed: int = typer.Option(0, "--seed"),
     json_out: Path = typer.Option(None, "--json", help="Write the table's figures as JSON."),
     device: str = typer.Option("cpu", "--device"),
@@ -104,9 +104,10 @@ def benchmark_command(
     """
     import dataclasses
 
+    from acfd.recognition.adaptation import fit_show_adaptation
     from acfd.recognition.benchmark import baseline_features, format_table, run_benchmark
     from acfd.recognition.data import list_images, load_crops, scan_identity_folder
-    from acfd.recognition.gallery_model import METHODS, centred, fit_gallery_model
+    from acfd.recognition.gallery_model import METHODS, fit_gallery_model
 
     if method not in METHODS:
         fail(f"--method must be one of {', '.join(METHODS)}, got {method!r}", 2)
@@ -128,8 +129,8 @@ def benchmark_command(
     check_identity_counts(root, ids.identities, labels, 3)
     dist_crops = load_crops(list_images(distractors))[0] if distractors is not None else []
 
-    def fit(ref, ref_labels, aug, threshold=0.5, centre=None):  # noqa: ANN001, ANN202
-        return fit_gallery_model(ref, ref_labels, aug, fallback_threshold=threshold, method=method, centre=centre)
+    def fit(ref, ref_labels, aug, threshold=0.5):  # noqa: ANN001, ANN202
+        return fit_gallery_model(ref, ref_labels, aug, fallback_threshold=threshold, method=method)
 
     reports = []
     for w in weights or [None]:
@@ -141,11 +142,12 @@ def benchmark_command(
             fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t), distractors=dist,
         ))
         if adapt:
-            centre = emb.mean(axis=0)
+            show = fit_show_adaptation(emb, seed=seed)
+            show_threshold = rec.unknown_threshold if show.threshold is None else show.threshold
             reports.append(run_benchmark(
-                f"{rec.model_id} adapted", centred(emb, centre), labels, ks, episodes, seed,
-                fit=lambda r, lab, aug, t=rec.unknown_threshold: fit(r, lab, aug, t),
-                distractors=None if dist is None else centred(dist, centre),
+                f"{rec.model_id} adapted", show.apply(emb), labels, ks, episodes, seed,
+                fit=lambda r, lab, aug, t=show_threshold: fit(r, lab, aug, t),
+                distractors=None if dist is None else show.apply(dist),
             ))
     if baselines:
         dist_base = baseline_features(dist_crops) if dist_crops else {}

@@ -15,9 +15,10 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from acfd.recognition.faiss_index import faiss
 import numpy as np
 
+from acfd.recognition.adaptation import ShowAdaptation, fit_show_adaptation
+from acfd.recognition.faiss_index import faiss
 from acfd.recognition.gallery_model import GalleryModel, fit_gallery_model
 from acfd.utils import atomic_path
 
@@ -47,8 +48,8 @@ class Gallery:
         self.model_id = str(model_id)
         self.index = faiss.IndexFlatIP(self.dim)
         self.names: list[str] = []
-        #: the show's mean face embedding (``acfd gallery adapt``), removed before comparing; or None
-        self.centre: np.ndarray | None = None
+        #: the show's adaptation (``acfd gallery adapt``), applied before comparing; or None
+        self.adaptation: ShowAdaptation | None = None
 
     # -- creation / persistence ----------------------------------------------------------------
 
@@ -69,9 +70,16 @@ class Gallery:
             with zipfile.ZipFile(p) as zf:
                 meta = json.loads(zf.read("gallery.json"))
                 raw = np.frombuffer(zf.read("index.faiss"), dtype=np.uint8)
-                centre = np.load(io.BytesIO(zf.read("centre.npy"))) if "centre.npy" in zf.namelist() else None
+                names = zf.namelist()
+                if "adaptation.npz" in names:
+                    with np.load(io.BytesIO(zf.read("adaptation.npz"))) as arrays:
+                        adaptation: ShowAdaptation | None = ShowAdaptation.from_arrays(arrays)
+                elif "centre.npy" in names:  # galleries adapted by centring alone
+                    adaptation = ShowAdaptation(np.load(io.BytesIO(zf.read("centre.npy"))).astype(np.float32))
+                else:
+                    adaptation = None
             index = faiss.deserialize_index(raw)
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, RuntimeError, OSError) as exc:
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, RuntimeError, OSError, ValueError) as exc:
             raise GalleryError(f"{p}: not a readable acfd gallery ({type(exc).__name__}: {exc})") from exc
         if not isinstance(meta, dict) or {"dim", "model_id", "names"} - set(meta):
             raise GalleryError(f"{p}: gallery metadata lacks dim, model_id or names")
@@ -81,10 +89,10 @@ class Gallery:
                 f"{p}: inconsistent gallery (index has {index.ntotal} x {index.d}, metadata {len(meta['names'])} names x {gallery.dim})"
             )
         gallery.index, gallery.names = index, [str(n) for n in meta["names"]]
-        if centre is not None:
-            if centre.shape != (gallery.dim,):
-                raise GalleryError(f"{p}: inconsistent gallery (show centre of shape {centre.shape}, embeddings {gallery.dim}-d)")
-            gallery.centre = centre.astype(np.float32)
+        if adaptation is not None:
+            if adaptation.centre.shape != (gallery.dim,):
+                raise GalleryError(f"{p}: inconsistent gallery (show centre of shape {adaptation.centre.shape}, embeddings {gallery.dim}-d)")
+            gallery.adaptation = adaptation
         return gallery
 
     def save(self) -> Path:
@@ -94,10 +102,10 @@ class Gallery:
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
             zf.writestr("gallery.json", json.dumps(meta))
             zf.writestr("index.faiss", faiss.serialize_index(self.index).tobytes())
-            if self.centre is not None:
-                centre = io.BytesIO()
-                np.save(centre, self.centre.astype(np.float32))
-                zf.writestr("centre.npy", centre.getvalue())
+            if self.adaptation is not None:
+                arrays = io.BytesIO()
+                np.savez(arrays, **self.adaptation.arrays())
+                zf.writestr("adaptation.npz", arrays.getvalue())
         with atomic_path(self.path) as tmp:
             tmp.write_bytes(buf.getvalue())
         return self.path
@@ -173,15 +181,15 @@ class Gallery:
         """
         if len(self) == 0:
             raise GalleryError(f"{self.path}: the gallery is empty (add faces with `acfd gallery add`)")
-        return fit_gallery_model(self.vectors(), np.asarray(self.names), fallback_threshold=fallback_threshold, centre=self.centre)
+        return fit_gallery_model(self.vectors(), np.asarray(self.names), fallback_threshold=fallback_threshold, adaptation=self.adaptation)
 
     def adapt(self, embeddings: np.ndarray, model_id: str | None = None) -> None:
-        """Adapt to a show: store the mean of embeddings of its face crops (any faces of the show,
-        named or not), removed from references and faces before comparing (:mod:`~acfd.recognition.gallery_model`)."""
+        """Adapt to a show: fit :mod:`~acfd.recognition.adaptation` on embeddings of its face crops
+        (any faces of the show, named or not), applied to references and faces before comparing."""
         x = self._as_matrix(embeddings, model_id)
         if len(x) < 2:
             raise GalleryError(f"{self.path}: adapting to a show needs at least 2 face crops, got {len(x)}")
-        self.centre = x.mean(axis=0)
+        self.adaptation = fit_show_adaptation(x)
 
     def search(self, embeddings: np.ndarray, k: int = 1, model_id: str | None = None) -> list[list[tuple[str, float]]]:
         """The ``k`` most similar entries of each query row: ``[[(name, cosine), ...], ...]``, best first."""
