@@ -394,11 +394,33 @@ def test_a_stopped_run_writes_a_partial_file_under_another_name(
     monkeypatch.setattr(infer.Detector, "detect_arrays", stopped_at_the_second)
     out = tmp_path / "out" / "submission.csv"
     before = signal.getsignal(signal.SIGTERM)
-    res = invoke(app, [tmp_path, "-o", out, "--weights", weights, *FAST])
+    # one thread: one image at a time, so the stop lands after a known number of files
+    res = invoke(app, [tmp_path, "-o", out, "--weights", weights, "--threads", "1", *FAST])
     assert res.exit_code == code
     assert not out.exists() and (tmp_path / "out" / "submission.partial.csv").is_file()
     assert said in res.stderr and "submission.partial.csv" in res.stderr
     assert signal.getsignal(signal.SIGTERM) == before  # the handler is the process's again
+
+
+def test_two_threads_detect_two_images_at_once_with_the_same_results(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
+    """With 2 threads a folder runs one image per thread (acfd.predict.parallel): the same boxes in
+    the same order as one thread, bad files reported and the others done."""
+    from acfd.predict.detector import Detector
+
+    good, bad = make_folder(tmp_path / "imgs")
+    outputs = {}
+    for threads in ("1", "2"):
+        out = tmp_path / f"det{threads}.json"
+        res = invoke(app, [tmp_path / "imgs", "-o", out, "--weights", weights, "--threads", threads, *FAST])
+        assert res.exit_code == 1 and f"{len(good)} images, " in res.stdout and f", {len(bad)} failed" in res.stdout
+        outputs[threads] = json.loads(out.read_text())
+    assert outputs["1"] == outputs["2"] and [d["file"] for d in outputs["2"]] == sorted(good)
+    det = Detector("acfd-tiny", weights, threads=2, scales="128", score_thresh=0.0)
+    assert det.parallel_images == 2 and det.image_workers() is det.image_workers()
+    paths = [tmp_path / "imgs" / name for name in sorted(good)]
+    assert [d.boxes.tolist() for d in det(paths)] == [Detector("acfd-tiny", weights, threads=1, scales="128",
+                                                                score_thresh=0.0)(p).boxes.tolist() for p in paths]
+    assert Detector("acfd-tiny", weights, threads=1).image_workers() is None
 
 
 def test_ctrl_c_while_loading_says_so(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,6 +74,7 @@ class OnnxRunner:
     ) -> None:
         ort = _onnxruntime()
         self.num_threads = num_threads
+        self.requested_providers = providers
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: ONNX model not found")
@@ -95,6 +96,10 @@ class OnnxRunner:
             raise ValueError(
                 f"{self.path}: expected outputs (cls_logits, box_deltas), got {self.output_names}"
             )
+
+    def with_threads(self, num_threads: int) -> OnnxRunner:
+        """A new session of the same graph and providers with ``num_threads`` intra-op threads."""
+        return type(self)(self.path, self.requested_providers, num_threads)
 
     @property
     def model_name(self) -> str | None:

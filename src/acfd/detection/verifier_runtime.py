@@ -248,6 +248,7 @@ class VerifierSession:
         import onnxruntime as ort  # optional: PyTorch runs the verifier without it
 
         self.source = source or (str(model) if not isinstance(model, bytes) else "verifier graph")
+        self.model = model
         data = model if isinstance(model, bytes) else str(model)
         try:
             self.session = ort.InferenceSession(data, ort_session_options(num_threads), providers=["CPUExecutionProvider"])
@@ -260,6 +261,10 @@ class VerifierSession:
         self.cfg = VerifierConfig.from_dict(info["config"])
         self.stacking = VerifierStacking.from_dict(info["stacking"])
         self.detector = str(info.get("detector", ""))
+
+    def with_threads(self, num_threads: int) -> VerifierSession:
+        """A new session of the same graph with ``num_threads`` intra-op threads."""
+        return type(self)(self.model, num_threads, self.source)
 
     def outputs(self, image: np.ndarray, boxes: np.ndarray, resized: np.ndarray | None = None) -> np.ndarray:
         """``(K, 5)`` outputs (face logit, corner offsets) for boxes of one RGB uint8 image.

@@ -61,6 +61,7 @@ from acfd.predict.backends import (
 from acfd.predict.inputs import ImageInput, resize
 from acfd.predict.modelfile import ModelFile, check_verifier_scores
 from acfd.predict.onnx_pipeline import OnnxPipeline, detect_inputs, warn_upscale
+from acfd.predict.parallel import ImageWorkers
 from acfd.predict.presets import (
     FROM_PRESET,
     GENERIC_PRESETS,
@@ -289,6 +290,16 @@ class Detector:
     def backend_name(self) -> str:
         """``"torch"``, ``"onnx"`` (ONNX Runtime) or the class name of a custom backend."""
         return backend_name(self.backend)
+
+    @property
+    def parallel_images(self) -> int:
+        """How many images :meth:`detect_arrays` runs at once when given several: one per thread
+        on the CPU's ONNX Runtime pipeline (:mod:`acfd.predict.parallel`), else 1."""
+        return self.pipeline.parallel_images if self.pipeline is not None else 1
+
+    def image_workers(self) -> ImageWorkers | None:
+        """The CPU pipeline's image workers (:meth:`OnnxPipeline.image_workers`), or None."""
+        return self.pipeline.image_workers() if self.pipeline is not None else None
 
     @classmethod
     def for_evaluation(

@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import math
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from acfd.detection.calibration import ScoreCalibration
 from acfd.detection.protocol import PAPER_MAX_DET, PAPER_TOPK
 from acfd.detection.verifier_runtime import VerifierSession
 from acfd.predict.inputs import ImageInput, as_rgb_array, is_batch, resize
+from acfd.predict.parallel import ImageWorkers
 from acfd.predict.presets import FROM_PRESET, Preset, read_presets
 from acfd.predict.presets import METADATA_KEY as PRESETS_KEY
 from acfd.predict.results import Detections, Timings
@@ -215,6 +217,8 @@ class OnnxPipeline:
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
         self._upscale_warned: set[str] = set()
         self.timings = Timings() if timings is None else timings
+        self._workers: ImageWorkers | None = None
+        self._workers_lock = threading.Lock()
 
     @classmethod
     def open(cls, graph: str | os.PathLike[str], verifier: str | os.PathLike[str] | None = None,
@@ -270,6 +274,26 @@ class OnnxPipeline:
     def threads(self) -> int | None:
         """The detector session's intra-op threads."""
         return self.runner.num_threads
+
+    @property
+    def parallel_images(self) -> int:
+        """How many images :meth:`detect_arrays` runs at once when given several: one per thread
+        of the session (:mod:`acfd.predict.parallel`), 1 for a single-threaded one."""
+        return max(1, int(self.threads or default_threads()))
+
+    def image_workers(self) -> ImageWorkers | None:
+        """The workers that run :attr:`parallel_images` images at once (made on first use), or
+        None for a single-threaded pipeline."""
+        with self._workers_lock:
+            if self._workers is None and self.parallel_images > 1:
+                self._workers = ImageWorkers(self, self.parallel_images)
+        return self._workers
+
+    def with_threads(self, num_threads: int) -> OnnxPipeline:
+        """A copy with sessions of its own, ``num_threads`` intra-op threads each, and its own timings."""
+        return type(self)(self.runner.with_threads(num_threads), self.cfg, self.preset, self.calibration,
+                          self.verifier.with_threads(num_threads) if self.verifier is not None else None,
+                          max_det=self.max_det, topk=self.topk, batch_size=self.batch_size)
 
     def __repr__(self) -> str:
         return (f"OnnxPipeline(model={self.cfg.name!r}, graph={str(self.path)!r}, scales={[str(v) for v in self.scales]}, "
@@ -391,9 +415,13 @@ class OnnxPipeline:
     def detect_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
                       batch_size: int | None = None) -> list[Detections]:
         """Detect faces in RGB uint8 arrays: each view, the images of one padded size through the
-        network together; then per image the merge, calibration, verifier and threshold."""
-        step = self.batch_size if batch_size is None else max(1, int(batch_size))
+        network together; then per image the merge, calibration, verifier and threshold. Several
+        images run :attr:`parallel_images` at a time (:mod:`acfd.predict.parallel`)."""
         sources = list(sources) if sources is not None else [None] * len(images)
+        workers = self.image_workers() if len(images) > 1 else None
+        if workers is not None:
+            return workers.detect_arrays(images, sources, batch_size)
+        step = self.batch_size if batch_size is None else max(1, int(batch_size))
         per_image: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
         crop_source: list[np.ndarray | None] = [None] * len(images)
         single = len(self.views) == 1

@@ -165,6 +165,11 @@ class Timings:
         for f in dataclasses.fields(self):
             setattr(self, f.name, type(getattr(self, f.name))(0))
 
+    def add(self, other: Timings) -> None:
+        """Add ``other``'s counters to these (e.g. a worker's, after it ran)."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
 

@@ -11,6 +11,7 @@ file's own pixels.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -20,7 +21,8 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -34,6 +36,7 @@ from acfd.data.image_io import (
     open_image,
 )
 from acfd.data.video import iter_video_frames
+from acfd.predict.parallel import ImageWorkers, Pipeline
 from acfd.predict.results import Detections, Timings
 
 logger = logging.getLogger(__name__)
@@ -52,7 +55,8 @@ T = TypeVar("T")
 
 class Detector(Protocol):
     """What these functions use of :class:`acfd.predict.detector.Detector` (its ``scales`` and
-    ``verifier``, when it has them, size the reduced JPEG decoding)."""
+    ``verifier``, when it has them, size the reduced JPEG decoding; its ``image_workers()``, when it
+    has them, run several images at once)."""
 
     def detect_arrays(self, images: Sequence[np.ndarray], sources: Sequence[str | None] | None = None,
                       batch_size: int | None = None) -> list[Detections]: ...
@@ -174,6 +178,8 @@ def detect_files(
     """Detect faces in image files, in order; a file that cannot be read never stops the run.
 
     Files are decoded on a background thread, a few ahead of the detector (:func:`prefetched`).
+    A detector with image workers (:mod:`acfd.predict.parallel`) gets one image per free worker
+    (``batch_size`` 1) or ``batch_size`` x ``detector.parallel_images`` images at a time.
 
     Args:
         detector: the detector.
@@ -192,15 +198,18 @@ def detect_files(
     paths = [Path(p) for p in paths]
     pending: list[tuple[Path, DecodedImage]] = []
 
+    def load(path: Path) -> tuple[DecodedImage | Exception, float]:
+        start = time.perf_counter()
+        try:
+            image: DecodedImage | Exception = _decode_for(detector, path, reduce)
+        except (ImageReadError, OSError) as exc:
+            logger.debug("cannot read %s: %s", path, exc)
+            image = exc
+        return image, time.perf_counter() - start
+
     def decoded() -> Iterator[tuple[Path, DecodedImage | Exception, float]]:
         for path in paths:
-            start = time.perf_counter()
-            try:
-                image: DecodedImage | Exception = _decode_for(detector, path, reduce)
-            except (ImageReadError, OSError) as exc:
-                logger.debug("cannot read %s: %s", path, exc)
-                image = exc
-            yield path, image, time.perf_counter() - start
+            yield path, *load(path)
 
     def flush() -> Iterator[tuple[Path, Detections]]:
         if not pending:
@@ -213,6 +222,11 @@ def detect_files(
             yield item
 
     timings = detector.timings
+    workers_of = getattr(detector, "image_workers", None)
+    workers: ImageWorkers | None = workers_of() if workers_of is not None and batch_size == 1 and len(paths) > 1 else None
+    if workers is not None:
+        yield from _detect_files_on_workers(workers, load, paths, progress, timings)
+        return
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False))
         for path, image, seconds in stack.enter_context(contextlib.closing(prefetched(decoded()))):
@@ -223,9 +237,53 @@ def detect_files(
                 yield path, image
                 continue
             pending.append((path, image))
-            if len(pending) >= batch_size:
+            if len(pending) >= batch_size * getattr(detector, "parallel_images", 1):
                 yield from flush()
         yield from flush()
+
+
+def _detect_files_on_workers(
+    workers: ImageWorkers, load: Callable[[Path], tuple[DecodedImage | Exception, float]], paths: list[Path],
+    progress: bool, timings: Timings,
+) -> Iterator[tuple[Path, Detections | Exception]]:
+    """:func:`detect_files` on image workers: each worker decodes a file and detects its faces,
+    then takes the next; at most two files per worker are under way, results come out in input order."""
+
+    def task(path: Path) -> Callable[[Pipeline], tuple[DecodedImage | Exception, float, Detections | None]]:
+        def run(pipeline: Pipeline) -> tuple[DecodedImage | Exception, float, Detections | None]:
+            image, seconds = load(path)
+            if isinstance(image, Exception):
+                return image, seconds, None
+            return image, seconds, pipeline.detect_arrays([image.array], [str(path)], 1)[0]
+
+        return run
+
+    in_flight: collections.deque[tuple[Path, Future]] = collections.deque()
+    todo = iter(paths)
+    with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
+        try:
+            for path in todo:
+                in_flight.append((path, workers.run(task(path))))
+                if len(in_flight) < 2 * workers.workers:
+                    continue
+                path, job = in_flight.popleft()
+                yield _finished(path, job.result(), timings, bar)
+            while in_flight:
+                path, job = in_flight.popleft()
+                yield _finished(path, job.result(), timings, bar)
+        finally:
+            for _, job in in_flight:  # an early stop (Ctrl-C, a closed generator): drop what is queued
+                job.cancel()
+
+
+def _finished(path: Path, done: tuple[DecodedImage | Exception, float, Detections | None], timings: Timings,
+              bar: tqdm) -> tuple[Path, Detections | Exception]:
+    image, seconds, dets = done
+    timings.load += seconds
+    bar.update(1)
+    if isinstance(image, Exception) or dets is None:
+        return path, image if isinstance(image, Exception) else ValueError(f"{path}: no result")
+    return path, _in_full_pixels(dets, image)
 
 
 def detect_frames(
