@@ -403,8 +403,8 @@ def test_a_stopped_run_writes_a_partial_file_under_another_name(
 
 
 def test_two_threads_detect_two_images_at_once_with_the_same_results(app: typer.Typer, weights: Path, tmp_path: Path) -> None:
-    """With 2 threads a folder runs one image per thread (acfd.predict.parallel): the same boxes in
-    the same order as one thread, bad files reported and the others done."""
+    """With 2 threads a folder, a list or a video runs one image per thread (acfd.predict.parallel):
+    the same boxes in the same order as one thread, bad files reported and the others done."""
     from acfd.predict.detector import Detector
 
     good, bad = make_folder(tmp_path / "imgs")
@@ -421,6 +421,16 @@ def test_two_threads_detect_two_images_at_once_with_the_same_results(app: typer.
     assert [d.boxes.tolist() for d in det(paths)] == [Detector("acfd-tiny", weights, threads=1, scales="128",
                                                                 score_thresh=0.0)(p).boxes.tolist() for p in paths]
     assert Detector("acfd-tiny", weights, threads=1).image_workers() is None
+
+    from test_video import write_video
+
+    video = write_video(tmp_path / "clip.avi", n_frames=7, size=(96, 64))
+    frames = {}
+    for threads in ("1", "2"):
+        out = tmp_path / f"v{threads}.json"
+        assert invoke(app, [video, "-o", out, "--weights", weights, "--threads", threads, *FAST]).exit_code == 0
+        frames[threads] = json.loads(out.read_text())
+    assert frames["1"] == frames["2"] and [d["frame"] for d in frames["2"]] == list(range(7))
 
 
 def test_ctrl_c_while_loading_says_so(app: typer.Typer, weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

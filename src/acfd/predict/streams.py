@@ -294,7 +294,9 @@ def detect_frames(
 ) -> Iterator[tuple[np.ndarray, Detections]]:
     """Detect faces in every ``every``-th frame of a video, yielding each frame (RGB) too.
 
-    Frames are decoded on a background thread, at most :data:`PREFETCH` ahead of the detector.
+    Frames are decoded on a background thread, at most :data:`PREFETCH` ahead of the detector; a
+    detector with image workers (:mod:`acfd.predict.parallel`) gets one frame per free worker
+    (``batch_size`` 1).
 
     Args:
         detector: the detector.
@@ -320,6 +322,12 @@ def detect_frames(
             yield frame, d
 
     frames = prefetched(iter_video_frames(path, every=every), max(PREFETCH, batch_size))
+    workers_of = getattr(detector, "image_workers", None)
+    workers: ImageWorkers | None = workers_of() if workers_of is not None and batch_size == 1 else None
+    if workers is not None:
+        with contextlib.closing(frames):
+            yield from _detect_frames_on_workers(workers, frames, src)
+        return
     with contextlib.closing(frames):
         for index, ts, frame in frames:
             pending.append((index, ts, frame))
@@ -327,6 +335,30 @@ def detect_frames(
                 yield from flush()
         if pending:
             yield from flush()
+
+
+def _detect_frames_on_workers(workers: ImageWorkers, frames: Iterator[tuple[int, float, np.ndarray]],
+                              src: str) -> Iterator[tuple[np.ndarray, Detections]]:
+    """:func:`detect_frames` on image workers: each decoded frame goes to the next free worker; at
+    most two frames per worker are under way, results come out in frame order."""
+    in_flight: collections.deque[tuple[int, float, np.ndarray, Future[list[Detections]]]] = collections.deque()
+
+    def finished() -> tuple[np.ndarray, Detections]:
+        index, ts, frame, job = in_flight.popleft()
+        d = job.result()[0]
+        d.frame_index, d.timestamp = index, ts
+        return frame, d
+
+    try:
+        for index, ts, frame in frames:
+            in_flight.append((index, ts, frame, workers.submit([frame], [src], 1)))
+            if len(in_flight) >= 2 * workers.workers:
+                yield finished()
+        while in_flight:
+            yield finished()
+    finally:
+        for *_, job in in_flight:  # an early stop: drop what is queued
+            job.cancel()
 
 
 __all__ = ["PREFETCH", "REDUCE_ABOVE_PIXELS", "detect_files", "detect_frames", "min_long_side", "prefetched"]
