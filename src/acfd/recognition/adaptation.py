@@ -23,7 +23,8 @@ reference. With fewer than :data:`MIN_PER_CLUSTER` crops per cluster of the smal
 only the centring is fitted: a covariance of a handful of crops is mostly those crops.
 
 The cluster counts, restarts and shrinkage were chosen on validation characters and sit on a
-plateau (docs/experiments/recognition.md): other values change accuracy and AUC by under 0.01.
+plateau (docs/experiments/recognition.md): other values move accuracy by under a point and AUC by
+under 0.01.
 
 Hand-written because it is a dozen lines of NumPy around Faiss's k-means; scikit-learn is not a
 dependency of recognition.
