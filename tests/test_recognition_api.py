@@ -79,9 +79,21 @@ def test_recognizer_embeds_unit_rows(tmp_path) -> None:
 
 
 def test_recognizer_model_id_follows_the_weights_content(tmp_path) -> None:
+    """The id names what makes embeddings comparable: the tensors and the settings that shape
+    them, not thresholds stored beside them (re-tuning those must not orphan a user's galleries)."""
+    import dataclasses
+
+    from acfd.recognition.model import load_embedder, save_embedder
+
     a, b = Recognizer(_tiny_weights(tmp_path, seed=0)), Recognizer(_tiny_weights(tmp_path, seed=1))
     assert a.model_id != b.model_id and a.model_id.startswith("rec-0@")
     assert Recognizer(a.weights_path).model_id == a.model_id
+    net, _ = load_embedder(a.weights_path)
+    net.cfg = dataclasses.replace(net.cfg, unknown_threshold=0.3, assemble={"dup_sim": 0.9, "candidate_sim": 0.2, "cluster_sim": 0.1})
+    retuned = Recognizer(save_embedder(net, tmp_path / "rec-0.safetensors"))
+    assert retuned.unknown_threshold == 0.3 and retuned.model_id == a.model_id
+    net.cfg = dataclasses.replace(net.cfg, feature="pooled")
+    assert Recognizer(save_embedder(net, tmp_path / "rec-0.safetensors")).model_id != a.model_id
 
 
 def test_recognizer_refuses_other_files(tmp_path) -> None:

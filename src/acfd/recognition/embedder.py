@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from acfd.recognition.crops import resize_square
-from acfd.recognition.model import EmbedderConfig, EmbeddingNet, file_digest, load_embedder
+from acfd.recognition.model import EmbedderConfig, EmbeddingNet, embedder_digest, load_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class Recognizer:
         if weights is None and not path.is_file():
             raise FileNotFoundError(f"{path}: no default recognition model is shipped; pass weights=")
         self.net, self.metadata = load_embedder(path)
+        digest = embedder_digest(self.net)
         self.device = torch.device(device)
         self.net.to(self.device)
         stored = self.net.cfg
@@ -117,7 +118,7 @@ class Recognizer:
         self.enlarge_rate = self.cfg.enlarge_rate
         self.unknown_threshold = self.cfg.unknown_threshold
         # embeddings made with other test-time settings than the file's are not comparable with its own
-        self.model_id = f"{path.stem}@{file_digest(path)}" + "".join(f"+{k}={v}" for k, v in sorted(changes.items()))
+        self.model_id = f"{path.stem}@{digest}" + "".join(f"+{k}={v}" for k, v in sorted(changes.items()))
 
     @classmethod
     def from_network(cls, net: EmbeddingNet, model_id: str, device: str | torch.device = "cpu") -> Recognizer:

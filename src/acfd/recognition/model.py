@@ -154,12 +154,21 @@ def save_embedder(model: EmbeddingNet, path: str | Path, half: bool = True, extr
     return Path(path)
 
 
-def file_digest(path: str | Path, length: int = 12) -> str:
-    """First ``length`` hex digits of the file's SHA-256 (identifies a weights file's content)."""
+#: Settings that leave a face's embedding as it is: files that differ only in them (thresholds
+#: re-tuned with ``tools/set_assemble_thresholds.py``, say) are one model to galleries and projects.
+NON_EMBEDDING_SETTINGS = ("unknown_threshold", "assemble")
+
+
+def embedder_digest(net: EmbeddingNet, length: int = 12) -> str:
+    """First ``length`` hex digits of a SHA-256 over the network's tensors and the settings that
+    shape its embeddings (every :class:`EmbedderConfig` field but :data:`NON_EMBEDDING_SETTINGS`):
+    what makes two files' embeddings comparable."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    settings = {k: v for k, v in net.cfg.to_dict().items() if k not in NON_EMBEDDING_SETTINGS}
+    h.update(json.dumps(settings, sort_keys=True, default=list).encode())
+    for name, tensor in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:length]
 
 
