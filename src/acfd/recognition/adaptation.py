@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from acfd.recognition.calibration import calibrate_threshold, unit_rows
+from acfd.recognition.calibration import calibrate_threshold, l2_normalize
 
 #: Cluster counts whose within-cluster scatters are averaged.
 CLUSTER_COUNTS = (8, 16, 32)
@@ -67,11 +67,11 @@ class ShowAdaptation:
 
     def apply(self, embeddings: np.ndarray) -> np.ndarray:
         """Unit rows of ``embeddings`` ``(N, D)`` in the show's adapted space."""
-        x = unit_rows(np.asarray(embeddings, dtype=np.float32) - self.centre)
+        x = l2_normalize(np.asarray(embeddings, dtype=np.float32) - self.centre)
         if self.projection is None:
             return x
         y = x @ self.projection
-        return unit_rows(y if self.offset is None else y - self.offset)
+        return l2_normalize(y if self.offset is None else y - self.offset)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays that define it (for ``np.savez``); :meth:`from_arrays` reads them back."""
@@ -152,7 +152,7 @@ def fit_show_adaptation(
     if not 0.0 < shrinkage <= 1.0:
         raise ValueError(f"shrinkage must be in (0, 1], got {shrinkage}")
     centre = x.mean(axis=0)
-    rows = unit_rows(x - centre)
+    rows = l2_normalize(x - centre)
     sample = rows
     if len(rows) > MAX_FIT_CROPS:
         sample = rows[np.random.default_rng(seed).choice(len(rows), MAX_FIT_CROPS, replace=False)]
@@ -165,7 +165,7 @@ def fit_show_adaptation(
     projection = (vectors / np.sqrt(np.maximum(values, 1e-12))).astype(np.float32)
     offset = (sample @ projection).mean(axis=0).astype(np.float32)
     adaptation = ShowAdaptation(centre, projection, offset)
-    adapted = unit_rows(sample @ projection - offset)  # the sample in the adapted space
+    adapted = l2_normalize(sample @ projection - offset)  # the sample in the adapted space
     groups = cluster(adapted, usable_cluster_counts(len(sample), cluster_counts)[0], seed)
     threshold, calibrated = calibrate_threshold(*single_reference_scores(adapted, groups, seed), fallback=float("nan"))
     adaptation.threshold = threshold if calibrated else None

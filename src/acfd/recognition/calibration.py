@@ -1,11 +1,12 @@
 """The "unknown" threshold: the cosine that best separates insiders from outsiders, from labelled rows alone.
 
-Leave-one-out on labelled rows (a gallery's references, or a show's crops grouped by clustering):
-a row scored against its own class's prototype without it is an insider; scored against the other
-classes' prototypes it is exactly an outsider of a set that lacks its class. The threshold is the
-one that best separates those two sets of scores, with insiders counted twice (a wrong "unknown"
-costs a person one name to type, a wrong name costs a correction), clipped to keep at least
-``min_insider_recall`` of the insiders.
+Leave-one-out on labelled rows (a gallery's references): a row scored against its own class's
+prototype without it is an insider; scored against the other classes' prototypes it is exactly an
+outsider of a set that lacks its class. The threshold is the one that best separates those two
+sets of scores (:func:`calibrate_threshold`, also given other insider/outsider scores by
+:mod:`acfd.recognition.adaptation`), with insiders counted twice (a wrong "unknown" costs a person
+one name to type, a wrong name costs a correction), clipped to keep at least ``min_insider_recall``
+of the insiders.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import numpy as np
 INSIDER_WEIGHT = 2.0
 
 
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows of ``x`` scaled to unit length (zero rows stay zero)."""
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` (its last axis) scaled to unit length (all-zero rows stay zero), as float32.
+    NumPy only, so the gallery and threshold code runs without torch."""
     x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,11 +31,11 @@ def leave_one_out_scores(embeddings: np.ndarray, labels: np.ndarray) -> tuple[np
         ``within``: each row's cosine to its class prototype built without it (classes with at
         least 2 rows); ``between``: each row's best cosine to another class's prototype.
     """
-    rows = unit_rows(embeddings)
+    rows = l2_normalize(embeddings)
     classes = np.unique(labels)
     sums = np.stack([rows[labels == c].sum(axis=0) for c in classes])
     counts = np.array([(labels == c).sum() for c in classes])
-    protos = unit_rows(sums)
+    protos = l2_normalize(sums)
     own = np.searchsorted(classes, labels)
     has_peers = counts[own] >= 2
     rest = sums[own][has_peers] - rows[has_peers]  # each row's class sum without it

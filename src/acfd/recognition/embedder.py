@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from acfd.recognition.calibration import l2_normalize
 from acfd.recognition.crops import resize_square
 from acfd.recognition.model import EmbedderConfig, EmbeddingNet, embedder_digest, load_embedder
 
@@ -68,12 +69,6 @@ def colour_histogram(crops: Sequence[np.ndarray], size: int = 64, levels: int = 
         codes = (q[..., 0] * levels + q[..., 1]) * levels + q[..., 2]
         out[i] = np.sqrt(np.bincount(codes.ravel(), minlength=levels**3) / codes.size)
     return l2_normalize(out)
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Rows of ``x`` scaled to unit length (all-zero rows stay zero), as float32."""
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
 class Recognizer:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from acfd.recognition.adaptation import ShowAdaptation
-from acfd.recognition.calibration import calibrate_threshold, leave_one_out_scores, unit_rows
+from acfd.recognition.calibration import calibrate_threshold, l2_normalize, leave_one_out_scores
 
 #: How a gallery scores a face against a character: its prototype, or its most similar reference.
 METHODS = ("prototype", "nearest")
@@ -71,17 +71,17 @@ class GalleryModel:
 
 def adapted(embeddings: np.ndarray, adaptation: ShowAdaptation | None) -> np.ndarray:
     """Unit rows of ``embeddings``, in the show's adapted space when an ``adaptation`` is given."""
-    return unit_rows(embeddings) if adaptation is None else adaptation.apply(embeddings)
+    return l2_normalize(embeddings) if adaptation is None else adaptation.apply(embeddings)
 
 
 def prototypes_of(embeddings: np.ndarray, labels: np.ndarray, augmented: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Classes (sorted) and the unit mean of their rows (and augmented views ``(N, A, D)``)."""
     classes = np.unique(labels)
-    rows = unit_rows(embeddings)
+    rows = l2_normalize(embeddings)
     if augmented is not None and augmented.size:
-        rows = (rows + unit_rows(augmented).sum(axis=1)) / (1 + augmented.shape[1])
+        rows = (rows + l2_normalize(augmented).sum(axis=1)) / (1 + augmented.shape[1])
     protos = np.stack([rows[labels == c].mean(axis=0) for c in classes])
-    return classes, unit_rows(protos)
+    return classes, l2_normalize(protos)
 
 
 def fit_gallery_model(
