@@ -51,6 +51,8 @@ REDUCE_ABOVE_PIXELS = 2_000_000
 PREFETCH = 4
 
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
 
 
 class Detector(Protocol):
@@ -222,8 +224,7 @@ def detect_files(
             yield item
 
     timings = detector.timings
-    workers_of = getattr(detector, "image_workers", None)
-    workers: ImageWorkers | None = workers_of() if workers_of is not None and batch_size == 1 and len(paths) > 1 else None
+    workers = _image_workers(detector) if batch_size == 1 and len(paths) > 1 else None
     if workers is not None:
         yield from _detect_files_on_workers(workers, load, paths, progress, timings)
         return
@@ -258,22 +259,10 @@ def _detect_files_on_workers(
 
         return run
 
-    in_flight: collections.deque[tuple[Path, Future]] = collections.deque()
-    todo = iter(paths)
+    jobs = ((path, workers.run(task(path))) for path in paths)
     with tqdm(total=len(paths), unit="img", disable=not progress, file=sys.stderr, leave=False) as bar:
-        try:
-            for path in todo:
-                in_flight.append((path, workers.run(task(path))))
-                if len(in_flight) < 2 * workers.workers:
-                    continue
-                path, job = in_flight.popleft()
-                yield _finished(path, job.result(), timings, bar)
-            while in_flight:
-                path, job = in_flight.popleft()
-                yield _finished(path, job.result(), timings, bar)
-        finally:
-            for _, job in in_flight:  # an early stop (Ctrl-C, a closed generator): drop what is queued
-                job.cancel()
+        for path, done in _in_order(jobs, 2 * workers.workers):
+            yield _finished(path, done, timings, bar)
 
 
 def _finished(path: Path, done: tuple[DecodedImage | Exception, float, Detections | None], timings: Timings,
@@ -281,8 +270,9 @@ def _finished(path: Path, done: tuple[DecodedImage | Exception, float, Detection
     image, seconds, dets = done
     timings.load += seconds
     bar.update(1)
-    if isinstance(image, Exception) or dets is None:
-        return path, image if isinstance(image, Exception) else ValueError(f"{path}: no result")
+    if isinstance(image, Exception):
+        return path, image
+    assert dets is not None  # a decoded file always has its detections
     return path, _in_full_pixels(dets, image)
 
 
@@ -322,8 +312,7 @@ def detect_frames(
             yield frame, d
 
     frames = prefetched(iter_video_frames(path, every=every), max(PREFETCH, batch_size))
-    workers_of = getattr(detector, "image_workers", None)
-    workers: ImageWorkers | None = workers_of() if workers_of is not None and batch_size == 1 else None
+    workers = _image_workers(detector) if batch_size == 1 else None
     if workers is not None:
         with contextlib.closing(frames):
             yield from _detect_frames_on_workers(workers, frames, src)
@@ -341,23 +330,34 @@ def _detect_frames_on_workers(workers: ImageWorkers, frames: Iterator[tuple[int,
                               src: str) -> Iterator[tuple[np.ndarray, Detections]]:
     """:func:`detect_frames` on image workers: each decoded frame goes to the next free worker; at
     most two frames per worker are under way, results come out in frame order."""
-    in_flight: collections.deque[tuple[int, float, np.ndarray, Future[list[Detections]]]] = collections.deque()
+    jobs = (((index, ts, frame), workers.submit([frame], [src], 1)) for index, ts, frame in frames)
+    for (index, ts, frame), dets in _in_order(jobs, 2 * workers.workers):
+        dets[0].frame_index, dets[0].timestamp = index, ts
+        yield frame, dets[0]
 
-    def finished() -> tuple[np.ndarray, Detections]:
-        index, ts, frame, job = in_flight.popleft()
-        d = job.result()[0]
-        d.frame_index, d.timestamp = index, ts
-        return frame, d
 
+def _image_workers(detector: Detector) -> ImageWorkers | None:
+    """The detector's image workers (:mod:`acfd.predict.parallel`), if it has any."""
+    workers_of = getattr(detector, "image_workers", None)
+    return workers_of() if workers_of is not None else None
+
+
+def _in_order(jobs: Iterator[tuple[K, Future[R]]], depth: int) -> Iterator[tuple[K, R]]:
+    """``(key, result)`` of ``jobs`` in their order, drawing (and so submitting) at most ``depth``
+    ahead of the one awaited; on an early stop (Ctrl-C, a closed generator) what is still queued is
+    cancelled."""
+    in_flight: collections.deque[tuple[K, Future[R]]] = collections.deque()
     try:
-        for index, ts, frame in frames:
-            in_flight.append((index, ts, frame, workers.submit([frame], [src], 1)))
-            if len(in_flight) >= 2 * workers.workers:
-                yield finished()
+        for key, job in jobs:
+            in_flight.append((key, job))
+            if len(in_flight) >= depth:
+                key, job = in_flight.popleft()
+                yield key, job.result()
         while in_flight:
-            yield finished()
+            key, job = in_flight.popleft()
+            yield key, job.result()
     finally:
-        for *_, job in in_flight:  # an early stop: drop what is queued
+        for _, job in in_flight:
             job.cancel()
 
 
