@@ -429,6 +429,12 @@ def test_project_adaptation_needs_enough_crops(tmp_path) -> None:
     adaptation = stages.project_adaptation(project)
     assert np.allclose(adaptation.centre, [1.0, (stages.MIN_CROPS_TO_ADAPT - 1) / 2])
     assert adaptation.projection is None  # too few crops to cluster: centring alone
+    assert stages.project_adaptation(project) is adaptation  # the same crops: not fitted again
+    with project.db.transaction() as c:
+        c.execute("INSERT INTO faces (frame_id, x1, y1, x2, y2, score, status, embedding) VALUES (1, 0, 0, 9, 9, 1, 'kept', ?)",
+                  (to_blob(np.array([3.0, 0.0], np.float32)),))
+    refitted = stages.project_adaptation(project)
+    assert refitted is not adaptation and not np.allclose(refitted.centre, adaptation.centre)
 
 
 def test_faces_of_one_frame_never_share_a_cluster(tmp_path) -> None:

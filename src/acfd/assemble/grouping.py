@@ -5,6 +5,7 @@ and clusters of what the references leave, each adapted to the show when ``cfg.a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import Counter
@@ -277,9 +278,16 @@ MIN_CROPS_TO_ADAPT = 20
 def project_adaptation(project: Project) -> ShowAdaptation | None:
     """The show's adaptation (:mod:`acfd.recognition.adaptation`) fitted on the project's kept
     crops, or None with fewer than :data:`MIN_CROPS_TO_ADAPT` (the mean of a few crops is mostly
-    those crops' own characters). Seeded: the same crops give the same adaptation."""
+    those crops' own characters). Seeded, so the same crops give the same adaptation: it is fitted
+    again only when they change (``project.adaptation_cache``), not by every stage and refit."""
     rows = project.db.query("SELECT embedding FROM faces WHERE status = 'kept' AND embedding IS NOT NULL ORDER BY id")
-    return fit_show_adaptation(embedding_matrix(rows)) if len(rows) >= MIN_CROPS_TO_ADAPT else None
+    if len(rows) < MIN_CROPS_TO_ADAPT:
+        return None
+    digest = hashlib.sha256(b"".join(bytes(r["embedding"]) for r in rows)).digest()
+    cached = project.adaptation_cache
+    if cached is None or cached[0] != digest:
+        cached = project.adaptation_cache = (digest, fit_show_adaptation(embedding_matrix(rows)))
+    return cached[1]
 
 
 def _candidates_state(db: Any) -> str:

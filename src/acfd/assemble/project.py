@@ -22,6 +22,7 @@ import numpy as np
 from acfd.assemble.config import AssembleConfig
 from acfd.assemble.db import DB_NAME, ProjectDB
 from acfd.data.image_io import load_image
+from acfd.recognition.adaptation import ShowAdaptation
 from acfd.utils import atomic_write_bytes
 
 JPEG_QUALITY = 92
@@ -45,6 +46,9 @@ class Project:
         if create and self.root.exists() and not self.root.is_dir():
             raise ValueError(f"{self.root}: is a file, not a project folder")
         self.db = ProjectDB(self.root / DB_NAME, create=create)
+        #: the show adaptation last fitted on the kept crops and a digest of their embeddings
+        #: (:func:`acfd.assemble.grouping.project_adaptation` refits only when they change)
+        self.adaptation_cache: tuple[bytes, ShowAdaptation] | None = None
 
     # -- settings ---------------------------------------------------------------------------------
 
